@@ -1,0 +1,1 @@
+"""Learners (stable-baselines3 algorithms and contextual bandits) for collectrl's environments."""

@@ -1,0 +1,1 @@
+"""Orchestration: simulation runs, KPIs, benchmarks, plots and the ``collectrl`` command line."""

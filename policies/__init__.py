@@ -1,0 +1,11 @@
+"""collectrl's decision contract: views, actions, features, compliance and policies.
+
+This package is the bottom layer. It imports numpy only (never torch, stable-baselines3, SimPy or
+Gymnasium), so a production service can depend on it alone.
+"""
+
+from policies import rules as _rules  # noqa: F401  (registers the rule policies)
+from policies.base import Policy, make, register, registered
+from policies.schema import ViewBatch
+
+__all__ = ["Policy", "ViewBatch", "make", "register", "registered"]

@@ -1,0 +1,54 @@
+"""The policy interface and registry.
+
+A policy maps a batch of observable views (plus the compliance mask for them) to actions.
+Rule policies, learned policies and exported artifacts all implement :class:`Policy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from policies.schema import ViewBatch
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that chooses contact actions."""
+
+    policy_id: str
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new run; a policy that draws randomness re-seeds its Generator here."""
+
+    def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
+        """Return (N, 4) int actions [channel, window, tone, offer] for N views.
+
+        ``mask`` is the (N, 19) boolean action mask of the compliance profile
+        (see :func:`policies.compliance.action_mask`).
+        """
+
+
+PolicyFactory = Callable[[], Policy]
+_REGISTRY: dict[str, PolicyFactory] = {}
+
+
+def register(policy_id: str, factory: PolicyFactory) -> None:
+    if policy_id in _REGISTRY:
+        raise ValueError(f"policy id {policy_id!r} is already registered")
+    _REGISTRY[policy_id] = factory
+
+
+def registered() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def make(policy_id: str) -> Policy:
+    """A new instance of a registered policy."""
+    try:
+        factory = _REGISTRY[policy_id]
+    except KeyError:
+        raise ValueError(f"unknown policy {policy_id!r}; registered policies: {', '.join(registered())}") from None
+    return factory()

@@ -1,0 +1,106 @@
+"""The feature encoder: observable view -> float32 vector.
+
+The Gymnasium envs and the production runtime call this same function, so training and serving
+cannot drift apart. ``FEATURES`` documents each column with its unit and scaling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policies.schema import CONTACT_CHANNEL_NAMES, N_CONTACT_CHANNELS, NEVER_DAYS, PRODUCT_NAMES, ViewBatch
+
+_DAYS_CAP = 90.0
+
+# (name, description with unit and scaling)
+FEATURES: tuple[tuple[str, str], ...] = (
+    ("log_balance", "ln(1 + balance at entry in EUR) / 10"),
+    ("outstanding_share", "outstanding / balance at entry, 0..1"),
+    ("log_outstanding", "ln(1 + outstanding EUR) / 10"),
+    ("dpd", "days past due / 365"),
+    ("days_in_collections", "days in collections / 365"),
+    ("days_left", "days until sale / 365"),
+    *((f"product_{p}", "1 if the product, else 0") for p in PRODUCT_NAMES),
+    ("behaviour_score", "behaviour score 0..1 (1 = good)"),
+    ("app_user", "1 if the debtor uses the app"),
+    *((f"on_file_{c}", "1 if a usable address is on file") for c in CONTACT_CHANNEL_NAMES),
+    *((f"opted_out_{c}", "1 if the debtor opted out of the channel") for c in CONTACT_CHANNEL_NAMES),
+    *((f"contacts_7d_{c}", "contact attempts in the last 7 days / 7") for c in CONTACT_CHANNEL_NAMES),
+    ("contacts_total", "all contact attempts / 30"),
+    ("days_since_contact", "min(days, 90) / 90; 1 if never"),
+    ("days_since_response", "min(days, 90) / 90; 1 if never"),
+    ("days_since_conversation", "min(days, 90) / 90; 1 if never"),
+    ("never_responded", "1 if the debtor never responded"),
+    ("responses_total", "responses / 10"),
+    ("promise_active", "1 if a promise to pay is open"),
+    ("promise_due_in_days", "days until the promise is due / 30"),
+    ("promises_broken", "broken promises / 3"),
+    ("plan_active", "1 if an instalment plan is running"),
+    ("plan_progress", "instalments paid / instalments in the plan; 0 without a plan"),
+    ("plans_broken", "broken plans / 2"),
+    ("complaints", "complaints / 2"),
+    ("vulnerable", "1 if vulnerability was disclosed"),
+    *((f"last_outcome_{k}", "1 if the last response was this") for k in ("none", "ignored", "paid", "promised", "plan", "settlement", "complained", "opted_out", "broke_promise")),
+    ("dow_sin", "sin(2 pi day-of-week / 7)"),
+    ("dow_cos", "cos(2 pi day-of-week / 7)"),
+    ("dom_sin", "sin(2 pi day-of-month / 28), payday cycle"),
+    ("dom_cos", "cos(2 pi day-of-month / 28)"),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(n for n, _ in FEATURES)
+N_FEATURES = len(FEATURES)
+
+
+def _days(x: np.ndarray) -> np.ndarray:
+    return np.minimum(x, _DAYS_CAP) / _DAYS_CAP
+
+
+def encode(v: ViewBatch, out: np.ndarray | None = None) -> np.ndarray:
+    """Encode a batch of views as an (N, N_FEATURES) float32 matrix (written into ``out`` if given)."""
+    n = len(v)
+    x = np.empty((n, N_FEATURES), dtype=np.float32) if out is None else out
+    bal = v.balance_eur.astype(np.float64)
+    col = 0
+
+    def put(values: np.ndarray) -> None:
+        nonlocal col
+        values = np.asarray(values)
+        width = 1 if values.ndim == 1 else values.shape[1]
+        x[:, col : col + width] = values.reshape(n, width)
+        col += width
+
+    put(np.log1p(bal) / 10.0)
+    put(v.outstanding_eur / np.maximum(bal, 1e-9))
+    put(np.log1p(v.outstanding_eur) / 10.0)
+    put(v.dpd / 365.0)
+    put(v.days_in_collections / 365.0)
+    put(v.days_left / 365.0)
+    put(v.product[:, None] == np.arange(len(PRODUCT_NAMES)))
+    put(v.behaviour_score)
+    put(v.app_user)
+    put(v.on_file)
+    put(v.opted_out)
+    put(v.contacts_7d / 7.0)
+    put(v.contacts_total / 30.0)
+    put(_days(v.days_since_contact))
+    put(_days(v.days_since_response))
+    put(_days(v.days_since_conversation))
+    put(v.days_since_response >= NEVER_DAYS)
+    put(v.responses_total / 10.0)
+    put(v.promise_active)
+    put(v.promise_due_in_days / 30.0)
+    put(v.promises_broken / 3.0)
+    put(v.plan_active)
+    put(np.where(v.plan_instalments_total > 0, v.plan_instalments_paid / np.maximum(v.plan_instalments_total, 1), 0.0))
+    put(v.plans_broken / 2.0)
+    put(v.complaints / 2.0)
+    put(v.vulnerable)
+    put(v.last_outcome[:, None] == np.arange(9))
+    angle_w = 2 * np.pi * v.day_of_week / 7.0
+    angle_m = 2 * np.pi * v.day_of_month / 28.0
+    put(np.sin(angle_w))
+    put(np.cos(angle_w))
+    put(np.sin(angle_m))
+    put(np.cos(angle_m))
+    assert col == N_FEATURES, (col, N_FEATURES)
+    assert N_CONTACT_CHANNELS == 6
+    return x

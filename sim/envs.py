@@ -1,0 +1,227 @@
+"""Gymnasium environments: thin adapters over :class:`sim.world.World`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from policies.features import FEATURE_NAMES, N_FEATURES, encode
+from policies.schema import ACTION_DIMS
+from sim.config import Scenario, load_scenario
+from sim.world import REWARD_COMPONENTS, World
+
+N_MASK = int(sum(ACTION_DIMS))
+
+
+def _scenario(scenario: str | Scenario, overrides: tuple[str, ...] | list[str]) -> Scenario:
+    return scenario if isinstance(scenario, Scenario) else load_scenario(scenario, list(overrides))
+
+
+def _obs_space(shape: tuple[int, ...]) -> spaces.Box:
+    return spaces.Box(low=-1.0, high=np.inf, shape=shape, dtype=np.float32)
+
+
+class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
+    """One debtor per episode, one step per day: choose today's contact.
+
+    ## Description
+    A debtor enters collections with a balance, some days past due. Each day the agent chooses to
+    wait or to contact them on a channel, in a local time window, with a tone and an offer. The
+    debtor's ability and willingness to pay, reachability, habits and reactions are latent; the
+    agent sees only what a collections system knows (``policies.schema.ViewBatch``).
+
+    ## Action Space
+    ``MultiDiscrete([7, 4, 4, 4])``:
+
+    | index | name    | values                                                                  |
+    |-------|---------|-------------------------------------------------------------------------|
+    | 0     | channel | 0 wait, 1 sms, 2 email, 3 push, 4 messenger, 5 letter, 6 call           |
+    | 1     | window  | 0 08-12h, 1 12-17h, 2 17-21h, 3 21-23h (local time)                     |
+    | 2     | tone    | 0 friendly, 1 empathetic, 2 social norm, 3 firm                         |
+    | 3     | offer   | 0 none, 1 instalment plan, 2 settlement discount, 3 short deferral      |
+
+    ``action_masks()`` returns the 19 booleans (7 + 4 + 4 + 4) allowed by the scenario's
+    compliance profile, in the layout sb3-contrib's ``MaskablePPO`` expects. A disallowed action
+    is not executed: it is blocked, counted (``info["blocked"]``) and the debtor is not contacted.
+
+    ## Observation Space
+    ``Box(-1, inf, (56,), float32)``: the feature vector of :mod:`policies.features` (the same
+    encoder the production runtime uses). Main groups, with units before scaling: balance and
+    outstanding (EUR, log-scaled), days past due, days in collections and days left (days / 365),
+    product (one-hot), behaviour score (0-1), app user, channels on file and opted out (per
+    channel), contact attempts in the last 7 days (per channel, / 7), days since the last
+    contact, response and telephone conversation (min(days, 90) / 90), promise and plan state,
+    complaints, disclosed vulnerability, last outcome (one-hot), day of week and of month (sin,
+    cos). ``policies.features.FEATURES`` lists every column with its unit.
+
+    ## Rewards
+    Net value of the day in EUR, discounted to the debtor's entry at the scenario's annual rate:
+    cash collected - contact costs - complaint and opt-out penalties - lost retention value if
+    the customer churns on resolution + the debt-sale proceeds at the horizon. Each component is
+    in ``info`` (``cash``, ``contact_cost``, ``complaint_penalty``, ``opt_out_penalty``,
+    ``churn_penalty``, ``terminal_value``).
+
+    ## Starting State
+    A new debtor sampled from the scenario's population (seeded: ``reset(seed=s)`` starts the
+    same sequence of debtors and the same luck).
+
+    ## Episode End
+    ``terminated``: the debt is resolved (paid in full, settled, or instalment plan completed).
+    ``truncated``: the horizon (``horizon_days``) is reached and the rest is sold.
+
+    ## Arguments
+    ``gym.make("collectrl/Debtor-v0", scenario="default", overrides=(), horizon_days=None)``.
+    The call centre of a single-debtor world is never congested; capacity effects live in
+    ``collectrl/DebtorBatch-v0`` and in the simulator.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(self, scenario: str | Scenario = "default", overrides: tuple[str, ...] = (), horizon_days: int | None = None) -> None:
+        self.scenario = _scenario(scenario, overrides)
+        self.horizon_days = horizon_days
+        self.action_space = spaces.MultiDiscrete(np.array(ACTION_DIMS, dtype=np.int64))
+        self.observation_space = _obs_space((N_FEATURES,))
+        self.feature_names = FEATURE_NAMES
+        self._world: World | None = None
+        self._obs = np.zeros((1, N_FEATURES), dtype=np.float32)
+        self._ep_return = 0.0
+
+    def _observe(self) -> np.ndarray:
+        assert self._world is not None
+        encode(self._world.views(), out=self._obs)
+        return self._obs[0].copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None or self._world is None:
+            s = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+            self._world = World(self.scenario, 1, s, mode="episodic", horizon_days=self.horizon_days)
+        else:
+            self._world.refill(np.array([0]))
+        self._ep_return = 0.0
+        return self._observe(), {"debtor": int(self._world.debtor_id[0])}
+
+    def action_masks(self) -> np.ndarray:
+        assert self._world is not None, "call reset() first"
+        return self._world.action_mask()[0]
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        w = self._world
+        assert w is not None, "call reset() first"
+        if not w.open[0]:
+            raise RuntimeError("the episode is over; call reset()")
+        res = w.step(np.asarray(action, dtype=np.int64).reshape(1, 4))
+        r = float(res.reward[0])
+        self._ep_return += r
+        info: dict[str, Any] = {k: float(v[0]) for k, v in res.components.items()}
+        info["blocked"] = bool(res.blocked[0])
+        info["outstanding_eur"] = float(w.outstanding[0])
+        info["collected_eur"] = float(w.collected[0])
+        return self._observe(), r, bool(res.terminated[0]), bool(res.truncated[0]), info
+
+
+class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Many debtor slots in one world, sharing its clock and its call centre; one step per day.
+
+    ## Description
+    ``n_slots`` debtors are managed at once. When a slot's debtor is resolved or sold, the next
+    debtor of the seeded population takes the slot the next day (auto-reset), so the env is a
+    continuing stream of debtor episodes; the env's own episode is truncated after
+    ``episode_days`` days. Calls of all slots compete for the same agents: calls beyond the
+    capacity of a window are not made (``info["calls_dropped"]``).
+
+    ## Action Space
+    ``MultiDiscrete(tile([7, 4, 4, 4], n_slots))``: slot ``i`` uses entries ``4i .. 4i+3``
+    (channel, window, tone, offer; see :class:`DebtorEnv`). ``action_masks()`` returns
+    ``n_slots * 19`` booleans, slot by slot.
+
+    ## Observation Space
+    ``Box(-1, inf, (n_slots, 56), float32)``: one feature row per slot (:class:`DebtorEnv`).
+
+    ## Rewards
+    The scalar reward is the sum over slots of the day's discounted net value (EUR). Per-slot
+    values are in ``info["slot_reward"]`` (float array) and per component in
+    ``info["slot_<component>"]``; ``info["slot_terminated"]`` and ``info["slot_truncated"]``
+    say which slots ended a debtor episode today (their observation row already shows the
+    next debtor).
+
+    ## Starting State
+    ``n_slots`` new debtors, all on their first day in collections.
+
+    ## Episode End
+    Never terminated; truncated after ``episode_days`` days (default: twice the horizon).
+
+    ## Arguments
+    ``gym.make("collectrl/DebtorBatch-v0", scenario="default", n_slots=256, overrides=(), horizon_days=None, episode_days=None)``
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "default",
+        n_slots: int = 256,
+        overrides: tuple[str, ...] = (),
+        horizon_days: int | None = None,
+        episode_days: int | None = None,
+    ) -> None:
+        if n_slots < 1:
+            raise ValueError("n_slots must be >= 1")
+        self.scenario = _scenario(scenario, overrides)
+        self.n_slots = n_slots
+        self.horizon_days = horizon_days
+        self.episode_days = episode_days or 2 * (horizon_days or self.scenario.horizon_days)
+        self.action_space = spaces.MultiDiscrete(np.tile(np.array(ACTION_DIMS, dtype=np.int64), n_slots))
+        self.observation_space = _obs_space((n_slots, N_FEATURES))
+        self._world: World | None = None
+        self._obs = np.zeros((n_slots, N_FEATURES), dtype=np.float32)
+        self._t = 0
+
+    @property
+    def world(self) -> World:
+        assert self._world is not None, "call reset() first"
+        return self._world
+
+    def _observe(self) -> np.ndarray:
+        encode(self.world.views(), out=self._obs)
+        return self._obs.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        s = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+        self._world = World(self.scenario, self.n_slots, s, mode="episodic", horizon_days=self.horizon_days)
+        self._t = 0
+        return self._observe(), {}
+
+    def action_masks(self) -> np.ndarray:
+        return self.world.action_mask().reshape(-1)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        w = self.world
+        a = np.asarray(action, dtype=np.int64).reshape(self.n_slots, 4)
+        dropped_before = int(w.calls_dropped.sum())
+        res = w.step(a)
+        dropped = int(w.calls_dropped.sum()) - dropped_before  # before refill resets the slots
+        done = res.terminated | res.truncated
+        info: dict[str, Any] = {
+            "slot_reward": res.reward,
+            "slot_terminated": res.terminated,
+            "slot_truncated": res.truncated,
+            "blocked": int(res.blocked.sum()),
+            "calls_dropped": dropped,
+            **{f"slot_{k}": res.components[k] for k in REWARD_COMPONENTS},
+        }
+        if done.any():
+            w.refill(np.flatnonzero(done))
+        self._t += 1
+        return self._observe(), float(res.reward.sum()), False, self._t >= self.episode_days, info
