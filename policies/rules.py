@@ -101,9 +101,11 @@ class StaticLadder:
             if not pending.any():
                 continue
             win_ok = mask[:, 7 + step.window]
+            # where the profile forbids the step's tone (firm, to a vulnerable debtor), say it with empathy
+            tone = np.where(mask[:, 11 + step.tone], step.tone, Tone.EMPATHETIC)
             for ch in FALLBACK[step.channel]:
                 take = pending & mask[:, ch] & (win_ok | (ch == Channel.LETTER))
-                out[take] = (ch, step.window, step.tone, Offer.NONE)
+                out[take, 0], out[take, 1], out[take, 2], out[take, 3] = ch, step.window, tone[take], Offer.NONE
                 pending &= ~take
         return out
 

@@ -3,12 +3,12 @@ complaint, opt-out, block and dropped call, as typed columns that write to Parqu
 
 from __future__ import annotations
 
-import os
-import tempfile
 from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
+
+from policies.fileio import atomic_write
 
 
 class Event(IntEnum):
@@ -98,13 +98,4 @@ class Ledger:
                 "detail": cols["detail"],
             }
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))

@@ -1,0 +1,271 @@
+"""The ``collectrl`` command line.
+
+Exit codes: 0 success, 2 bad input (config, flag, file) with a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.io import clean_json, write_json
+from sim.config import ConfigError, available_scenarios, load_scenario
+from sim.kpis import KPIS, blocked_by_reason, funnel_rates, portfolio_kpis, recovery_curve
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _progress(desc: str, enabled: bool):  # type: ignore[no-untyped-def]
+    """A tqdm bar on stderr fed by the runner's (done, total) callback; None when disabled."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, unit="day", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _policy(policy_id: str):  # type: ignore[no-untyped-def]
+    import policies
+
+    try:
+        return policies.make(policy_id)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """KPIs as a text table, one column per run."""
+    names = list(rows)
+    width = max(len(k.label) for k in KPIS) + 2
+    colw = max(14, *(len(n) + 2 for n in names))
+    lines = ["".ljust(width) + "".join(n.rjust(colw) for n in names)]
+    for k in KPIS:
+        cells = []
+        for n in names:
+            v = rows[n].get(k.name, float("nan"))
+            cells.append(("n/a" if v != v else format(v, k.fmt)).rjust(colw))
+        lines.append(k.label.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ simulate
+
+
+def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
+    from sim.runner import run_portfolio
+
+    sc = load_scenario(args.scenario, args.set or [])
+    policy = _policy(args.policy)
+    update, close = _progress(f"simulate {sc.name}/{args.policy}", not args.no_progress)
+    try:
+        world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
+    finally:
+        close()
+    kpis = portfolio_kpis(world)
+    result: dict[str, Any] = {
+        "scenario": sc.name,
+        "policy": args.policy,
+        "debtors": args.debtors,
+        "days": args.days or sc.horizon_days,
+        "seed": args.seed,
+        "compliance_profile": sc.compliance_profile,
+        "kpis": kpis,
+        "blocked_by_reason": blocked_by_reason(world),
+        "channels": funnel_rates(world),
+    }
+    if args.out is not None:
+        from experiments.plots import recovery_curves
+
+        out = Path(args.out)
+        world.ledger.write_parquet(out / "events.parquet")
+        recovery_curves({args.policy: recovery_curve(world)}, out / "recovery.png", f"{sc.name}: cumulative recovery ({args.debtors:,} debtors)")
+        write_json(out / "kpis.json", result)
+        result["files"] = [str(out / f) for f in ("events.parquet", "recovery.png", "kpis.json")]
+    return result
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    result = run_simulation(args)
+    if args.json:
+        print(json.dumps(clean_json(result["kpis"] | {"scenario": result["scenario"], "policy": result["policy"], "seed": result["seed"]})))
+        return 0
+    print(f"scenario {result['scenario']} | policy {result['policy']} | {result['debtors']:,} debtors | {result['days']} days | seed {result['seed']}")
+    print(format_table({result["policy"]: result["kpis"]}))
+    blocked = {k: v for k, v in result["blocked_by_reason"].items() if v}
+    if blocked:
+        print("blocked by reason: " + ", ".join(f"{k} {v:,}" for k, v in blocked.items()))
+    for f in result.get("files", []):
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on built-in defaults: the default portfolio under the baseline policies."""
+    from experiments.plots import recovery_curves
+    from sim.runner import run_portfolio
+
+    sc = load_scenario("default")
+    rows, curves = {}, {}
+    for pid in ("static_ladder", "random", "no_contact"):
+        update, close = _progress(f"demo {pid}", not args.no_progress)
+        try:
+            world = run_portfolio(sc, _policy(pid), args.debtors, args.seed, progress=update)
+        finally:
+            close()
+        rows[pid] = portfolio_kpis(world)
+        curves[pid] = recovery_curve(world)
+    print(f"collectrl demo: scenario 'default' ({sc.description}), {args.debtors:,} debtors, seed {args.seed}\n")
+    print(format_table(rows))
+    out = Path(args.out)
+    recovery_curves(curves, out / "recovery.png", "default: cumulative recovery by policy")
+    write_json(out / "kpis.json", rows)
+    print(f"\nwrote {out / 'recovery.png'} and {out / 'kpis.json'}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sim.calibration import measure_all
+
+    names = available_scenarios() if args.scenario == "all" else [args.scenario]
+    report, failed = [], 0
+    for name in names:
+        sc = load_scenario(name, args.set or [])
+        for m in measure_all(sc, args.debtors, args.seed):
+            t = m.target
+            bound = f"{t.target:g} +- {t.tolerance:g}" if t.check == "near" else f">= {t.target - t.tolerance:g}"
+            report.append({"scenario": name, "metric": t.metric, "value": m.value, "target": bound, "passed": m.passed, "figure": t.figure, "source": t.source})
+            failed += not m.passed
+    if args.json:
+        print(json.dumps(clean_json(report)))
+    else:
+        for r in report:
+            print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['scenario']:<11} {r['metric']:<28} {r['value']:8.3f}  target {r['target']:<14} {r['figure']}")
+    return 1 if failed else 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    for name in available_scenarios():
+        sc = load_scenario(name)
+        print(f"{name:<12} {sc.description}")
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from experiments import perf
+
+    if args.what == "sim":
+        result = perf.perf_sim(args.scenario, args.debtors or 200_000, args.days, args.seed)
+    else:
+        result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:<30} {v}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="collectrl", description="Learn debt-collection contact strategies on a simulated debtor population.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def scenario_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--scenario", default="default", help=f"preset ({', '.join(available_scenarios())}) or a path to a .yaml file")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value by dotted path, e.g. channels.sms.cost_eur=0.10 (repeatable)")
+        sp.add_argument("--seed", type=_seed, default=0)
+
+    s = sub.add_parser("simulate", help="simulate a portfolio under one policy and print its KPIs")
+    scenario_args(s)
+    s.add_argument("--policy", default="static_ladder", help="registered policy id (e.g. static_ladder, random, no_contact)")
+    s.add_argument("--debtors", type=_positive_int, default=10_000)
+    s.add_argument("--days", type=_positive_int, default=None, help="horizon in days per debtor (default: the scenario's)")
+    s.add_argument("--out", default=None, help="directory for events.parquet, recovery.png and kpis.json")
+    s.add_argument("--json", action="store_true", help="print the KPIs as one JSON object")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="the main job on built-in defaults")
+    d.add_argument("--debtors", type=_positive_int, default=10_000)
+    d.add_argument("--seed", type=_seed, default=0)
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
+    c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.add_argument("--debtors", type=_positive_int, default=20_000)
+    c.add_argument("--seed", type=_seed, default=0)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_calibrate)
+
+    sc = sub.add_parser("scenarios", help="list the scenario presets")
+    sc.set_defaults(func=cmd_scenarios)
+
+    pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
+    pf.add_argument("what", choices=("sim", "env"))
+    pf.add_argument("--scenario", default="default")
+    pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
+    pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")
+    pf.add_argument("--slots", type=_positive_int, default=4096, help="perf env: slots of the batched env")
+    pf.add_argument("--seconds", type=float, default=4.0, help="perf env: seconds per measurement")
+    pf.add_argument("--seed", type=_seed, default=0)
+    pf.add_argument("--json", action="store_true")
+    pf.set_defaults(func=cmd_perf)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UsageError) as e:
+        print(f"collectrl: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("collectrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

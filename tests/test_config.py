@@ -1,0 +1,90 @@
+"""Scenario configs: presets validate, inheritance, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.config import ConfigError, available_scenarios, load_scenario
+
+
+def test_at_least_three_presets_validate_and_differ():
+    names = available_scenarios()
+    assert {"default", "telecom", "late_stage"} <= set(names)
+    scs = {n: load_scenario(n) for n in names}
+    assert scs["late_stage"].population.dpd_at_entry.min >= 90
+    assert scs["default"].population.dpd_at_entry.max <= 30
+    assert scs["telecom"].population.balance.median_eur < scs["default"].population.balance.median_eur
+    for sc in scs.values():
+        assert sc.calibration, f"{sc.name} claims no calibration figure"
+
+
+def test_extends_inherits_exactly_what_it_does_not_change():
+    import yaml
+
+    from sim.config import SCENARIO_DIR
+
+    own = yaml.safe_load((SCENARIO_DIR / "late_stage.yaml").read_text())
+    assert own["extends"] == "default"
+    base, late = load_scenario("default").model_dump(), load_scenario("late_stage").model_dump()
+
+    def walk(b, child, own_part, path):
+        for key, value in b.items():
+            if key not in own_part:
+                assert child[key] == value, f"{path}{key} should be inherited"
+            elif isinstance(value, dict) and isinstance(own_part[key], dict):
+                walk(value, child[key], own_part[key], f"{path}{key}.")
+            else:
+                assert child[key] == own_part[key] or key == "calibration", f"{path}{key} should be overridden"
+
+    walk(base, late, own, "")
+
+
+def test_override_by_dotted_path():
+    sc = load_scenario("default", ["channels.sms.cost_eur=0.10", "call_centre.agents=3", "compliance_profile=none"])
+    assert sc.channels.sms.cost_eur == 0.10 and sc.call_centre.agents == 3 and sc.compliance_profile == "none"
+
+
+@pytest.mark.parametrize(
+    ("override", "must_say"),
+    [
+        ("channels.sms.cost_eur=-1", ["channels.sms.cost_eur", "-1", "greater than or equal to 0"]),
+        ("channels.smss.cost_eur=1", ["unknown key 'smss'", "allowed keys", "sms"]),
+        ("compliance_profile=gdpr", ["compliance_profile", "'gdpr'", "us_reg_f"]),
+        ("horizon_days=abc", ["horizon_days", "'abc'", "integer"]),
+        ("population.archetypes.forgetful.share=0.9", ["archetype shares must sum to 1"]),
+        ("behaviour.promise_days={min: 9, max: 3}", ["behaviour.promise_days", "max (3) must be >= min (9)"]),
+        ("channels.sms.cost_eur", ["key.path=value"]),
+        ("channels.sms.cost_eur.x=1", ["is a value, not a section"]),
+    ],
+)
+def test_bad_overrides_name_the_key_the_value_and_what_is_allowed(override, must_say):
+    with pytest.raises(ConfigError) as e:
+        load_scenario("default", [override])
+    for text in must_say:
+        assert text in str(e.value), (text, str(e.value))
+
+
+def test_bad_files(tmp_path):
+    bad_yaml = tmp_path / "broken.yaml"
+    bad_yaml.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_scenario(str(bad_yaml))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("extends: default\nhorizon_dayz: 30\n")
+    with pytest.raises(ConfigError, match=r"horizon_dayz.*unknown key"):
+        load_scenario(str(typo))
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_scenario(str(loop))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_scenario(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="presets: default"):
+        load_scenario("no_such_preset")
+
+
+def test_scenarios_are_frozen():
+    sc = load_scenario("default")
+    with pytest.raises(Exception, match="frozen"):
+        sc.horizon_days = 3  # type: ignore[misc]
+    assert 0 < sc.daily_discount < 1

@@ -1,0 +1,127 @@
+"""Gymnasium environments: checkers, determinism, masks, reward accounting, auto-reset."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import sim
+from policies.features import N_FEATURES
+from policies.schema import Channel
+from sim.world import REWARD_COMPONENTS
+
+KWARGS = {"collectrl/Debtor-v0": {}, "collectrl/DebtorBatch-v0": {"n_slots": 16}}
+
+
+def _random_allowed(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    mask = mask.reshape(-1, 19)
+    out = np.empty((len(mask), 4), dtype=np.int64)
+    for k, (s, n) in enumerate(((0, 7), (7, 4), (11, 4), (15, 4))):
+        out[:, k] = [rng.choice(np.flatnonzero(row[s : s + n])) for row in mask]
+    return out.reshape(-1)
+
+
+@pytest.mark.parametrize("env_id", sim.ENV_IDS)
+def test_registered_envs_pass_gymnasium_and_sb3_checkers(env_id):
+    env = gym.make(env_id, **KWARGS[env_id])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # advisory warnings (unbounded Box high, 2-D batch obs) are not errors
+        gym_check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize("env_id", sim.ENV_IDS)
+def test_same_seed_gives_identical_rollouts(env_id):
+    def rollout(seed: int):
+        env = gym.make(env_id, **KWARGS[env_id])
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(123)
+        trace = [obs]
+        rewards = []
+        for _ in range(60):
+            a = _random_allowed(rng, env.unwrapped.action_masks())
+            obs, r, term, trunc, _ = env.step(a)
+            trace.append(obs)
+            rewards.append(r)
+            if term or trunc:
+                obs, _ = env.reset()
+                trace.append(obs)
+        return np.concatenate([t.reshape(-1) for t in trace]), np.array(rewards)
+
+    o1, r1 = rollout(5)
+    o2, r2 = rollout(5)
+    o3, _ = rollout(6)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert not np.array_equal(o1[: len(o3)], o3[: len(o1)])
+
+
+def test_single_env_reward_is_the_sum_of_its_components_and_episodes_end_properly():
+    env = gym.make("collectrl/Debtor-v0")
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (N_FEATURES,) and obs.dtype == np.float32
+    rng = np.random.default_rng(0)
+    ends = {"terminated": 0, "truncated": 0}
+    for _ in range(3000):
+        mask = env.unwrapped.action_masks()
+        assert mask.shape == (19,) and mask.dtype == bool and mask[0]  # waiting is always allowed
+        obs, r, term, trunc, info = env.step(_random_allowed(rng, mask))
+        assert r == pytest.approx(sum(info[k] for k in REWARD_COMPONENTS), abs=1e-9)
+        assert all(isinstance(v, float | bool | int) for v in info.values())
+        if term or trunc:
+            assert not (term and trunc)
+            ends["terminated" if term else "truncated"] += 1
+            if trunc:
+                assert info["outstanding_eur"] == 0.0 and info["terminal_value"] >= 0.0
+            env.reset()
+    assert ends["terminated"] > 0
+
+
+def test_a_disallowed_action_is_blocked_and_costs_nothing():
+    env = gym.make("collectrl/Debtor-v0", overrides=("population.on_file.email=0.0",))
+    env.reset(seed=1)
+    assert not env.unwrapped.action_masks()[Channel.EMAIL]
+    _, r, _, _, info = env.step(np.array([Channel.EMAIL, 0, 0, 0]))
+    assert info["blocked"] is True and info["contact_cost"] == 0.0
+
+
+def test_episode_truncates_at_the_horizon():
+    env = gym.make("collectrl/Debtor-v0", horizon_days=5)
+    env.reset(seed=2)
+    steps = 0
+    while True:
+        _, _, term, trunc, _ = env.step(np.zeros(4, dtype=np.int64))
+        steps += 1
+        if term or trunc:
+            break
+    assert steps <= 5 and (term or steps == 5)
+
+
+def test_batched_env_shares_one_world_and_refills_finished_slots():
+    env = gym.make("collectrl/DebtorBatch-v0", n_slots=64, horizon_days=10, episode_days=30)
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (64, N_FEATURES)
+    base = env.unwrapped
+    rng = np.random.default_rng(3)
+    first_ids = base.world.debtor_id.copy()
+    done_total = 0
+    for t in range(30):
+        obs, r, term, trunc, info = env.step(_random_allowed(rng, base.action_masks()))
+        assert r == pytest.approx(float(info["slot_reward"].sum()))
+        comp = sum(info[f"slot_{k}"] for k in REWARD_COMPONENTS)
+        np.testing.assert_allclose(comp, info["slot_reward"])
+        done = info["slot_terminated"] | info["slot_truncated"]
+        done_total += int(done.sum())
+        # a finished slot starts a new debtor on day 0 of its episode
+        if done.any():
+            assert (base.world.days_in[done] == 0).all()
+        assert not term
+        if trunc:
+            assert t == 29
+    assert done_total >= 64  # horizon 10 days, 30 days: every slot finished at least once
+    assert len(np.intersect1d(first_ids, base.world.debtor_id)) < 64

@@ -1,0 +1,23 @@
+"""The production path (policies/) never imports the training or simulation stack."""
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "stable_baselines3", "sb3_contrib", "simpy", "gymnasium", "pydantic")
+
+
+def test_policies_imports_no_training_or_simulation_stack():
+    code = "import sys, policies, policies.features, policies.compliance, policies.actions, policies.fileio; print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    out = subprocess.run([sys.executable, "-c", code, *HEAVY], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_policies_never_unpickles():
+    import pathlib
+
+    import policies
+
+    root = pathlib.Path(policies.__file__).parent
+    for f in root.rglob("*.py"):
+        text = f.read_text()
+        assert "pickle" not in text and "torch.load" not in text, f
