@@ -125,7 +125,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(clean_json(result["kpis"] | {"scenario": result["scenario"], "policy": result["policy"], "seed": result["seed"]})))
         return 0
-    print(f"scenario {result['scenario']} | policy {result['policy']} | {result['debtors']:,} debtors | {result['days']} days | seed {result['seed']}")
+    print(
+        f"scenario {result['scenario']} | policy {result['policy']} | {result['debtors']:,} debtors | {result['days']} days | seed {result['seed']}"
+    )
     print(format_table({result["policy"]: result["kpis"]}))
     blocked = {k: v for k, v in result["blocked_by_reason"].items() if v}
     if blocked:
@@ -169,13 +171,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         for m in measure_all(sc, args.debtors, args.seed):
             t = m.target
             bound = f"{t.target:g} +- {t.tolerance:g}" if t.check == "near" else f">= {t.target - t.tolerance:g}"
-            report.append({"scenario": name, "metric": t.metric, "value": m.value, "target": bound, "passed": m.passed, "figure": t.figure, "source": t.source})
+            report.append(
+                {"scenario": name, "metric": t.metric, "value": m.value, "target": bound, "passed": m.passed, "figure": t.figure, "source": t.source}
+            )
             failed += not m.passed
     if args.json:
         print(json.dumps(clean_json(report)))
     else:
         for r in report:
-            print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['scenario']:<11} {r['metric']:<28} {r['value']:8.3f}  target {r['target']:<14} {r['figure']}")
+            print(
+                f"{'PASS' if r['passed'] else 'FAIL'}  {r['scenario']:<11} {r['metric']:<28} {r['value']:8.3f}  target {r['target']:<14} {r['figure']}"
+            )
     return 1 if failed else 0
 
 
@@ -210,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def scenario_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--scenario", default="default", help=f"preset ({', '.join(available_scenarios())}) or a path to a .yaml file")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value by dotted path, e.g. channels.sms.cost_eur=0.10 (repeatable)")
+        sp.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a config value by dotted path, e.g. channels.sms.cost_eur=0.10 (repeatable)"
+        )
         sp.add_argument("--seed", type=_seed, default=0)
 
     s = sub.add_parser("simulate", help="simulate a portfolio under one policy and print its KPIs")

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from experiments.io import atomic_write  # noqa: E402
+from experiments.io import atomic_write
 
 
 def recovery_curves(curves: dict[str, np.ndarray], path: str | Path, title: str) -> Path:

@@ -40,7 +40,10 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("plans_broken", "broken plans / 2"),
     ("complaints", "complaints / 2"),
     ("vulnerable", "1 if vulnerability was disclosed"),
-    *((f"last_outcome_{k}", "1 if the last response was this") for k in ("none", "ignored", "paid", "promised", "plan", "settlement", "complained", "opted_out", "broke_promise")),
+    *(
+        (f"last_outcome_{k}", "1 if the last response was this")
+        for k in ("none", "ignored", "paid", "promised", "plan", "settlement", "complained", "opted_out", "broke_promise")
+    ),
     ("dow_sin", "sin(2 pi day-of-week / 7)"),
     ("dow_cos", "cos(2 pi day-of-week / 7)"),
     ("dom_sin", "sin(2 pi day-of-month / 28), payday cycle"),

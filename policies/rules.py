@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import register
+from policies.hashing import mix, mix_scalar, row_keys, to_unit
 from policies.schema import ACTION_DIMS, Channel, Offer, Tone, ViewBatch, Window
 
 
@@ -22,27 +23,47 @@ class NoContact:
         return np.zeros((len(views), 4), dtype=np.int64)
 
 
+def view_keys(views: ViewBatch) -> np.ndarray:
+    """A uint64 key per view from its content: equal views get equal keys."""
+    return row_keys(
+        views.balance_eur,
+        views.outstanding_eur,
+        views.days_in_collections,
+        views.dpd,
+        views.behaviour_score,
+        views.contacts_total,
+        views.responses_total,
+        views.day_of_month,
+        views.last_outcome,
+        views.contacts_7d,
+    )
+
+
 class RandomPolicy:
-    """Uniform over the allowed values of each action dimension (so always compliant)."""
+    """Uniform over the allowed values of each action dimension (so always compliant).
+
+    Its randomness is a hash of the seed and the view, so a batch gives the same actions as one
+    view at a time, and the same seed gives the same actions.
+    """
 
     policy_id = "random"
 
     def __init__(self) -> None:
-        self.rng_ = np.random.default_rng()
+        self.key_ = 0
 
     def reset(self, seed: int | None = None) -> None:
-        self.rng_ = np.random.default_rng(seed)
+        self.key_ = mix_scalar(0x52414E44 if seed is None else int(seed) + 1)
 
     def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
         n = len(views)
+        base = view_keys(views) ^ np.uint64(self.key_)
         out = np.empty((n, 4), dtype=np.int64)
         start = 0
         for k, size in enumerate(ACTION_DIMS):
             m = mask[:, start : start + size]
             start += size
-            # Gumbel-free masked uniform choice: random keys, -1 where not allowed, take the argmax.
-            keys = self.rng_.random((n, size))
-            keys[~m] = -1.0
+            keys = np.stack([to_unit(mix(base + np.uint64(16 * k + j + 1))) for j in range(size)], axis=1)
+            keys[~m] = -1.0  # the allowed value with the largest key wins: uniform over the allowed
             out[:, k] = keys.argmax(axis=1)
         return out
 
@@ -113,3 +134,202 @@ class StaticLadder:
 register("no_contact", NoContact)
 register("random", RandomPolicy)
 register("static_ladder", StaticLadder)
+
+
+# ---------------------------------------------------------------- digital first
+
+# Contact channels from the cheapest to the dearest (default scenario costs: push 0.002, e-mail 0.01,
+# messenger 0.03, SMS 0.06, letter 0.90, call 0.80 + 4.45 per conversation).
+DIGITAL_FIRST_ORDER: tuple[Channel, ...] = (Channel.PUSH, Channel.EMAIL, Channel.MESSENGER, Channel.SMS, Channel.LETTER, Channel.CALL)
+DIGITAL_FIRST_TONES: tuple[Tone, ...] = (Tone.FRIENDLY, Tone.FRIENDLY, Tone.SOCIAL_NORM, Tone.SOCIAL_NORM, Tone.EMPATHETIC, Tone.FIRM)
+DIGITAL_FIRST_EVERY_DAYS = 4
+
+
+class DigitalFirst:
+    """Cheapest reachable channel first, escalating by cost while the debtor does not answer.
+
+    Every ``DIGITAL_FIRST_EVERY_DAYS`` days (paused during a promise or a plan) it contacts on the
+    channel at escalation level ``contacts - 2 x responses`` of the cost order, skipping channels
+    that are not usable; from the third level it offers a self-service instalment plan.
+    """
+
+    policy_id = "digital_first"
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
+        n = len(views)
+        out = np.zeros((n, 4), dtype=np.int64)
+        due = (views.days_in_collections >= 1) & (views.days_since_contact >= DIGITAL_FIRST_EVERY_DAYS)
+        due &= ~(views.promise_active | views.plan_active)
+        level = np.clip(views.contacts_total - 2 * views.responses_total, 0, len(DIGITAL_FIRST_ORDER) - 1)
+        evening_ok = mask[:, 7 + Window.EVENING]
+        window = np.where(evening_ok, Window.EVENING, Window.MORNING)
+        pending = due.copy()
+        # from the due level upwards, the first usable channel; then downwards if none is
+        for shift in (*range(len(DIGITAL_FIRST_ORDER)), *range(-1, -len(DIGITAL_FIRST_ORDER), -1)):
+            lv = level + shift
+            valid = (lv >= 0) & (lv < len(DIGITAL_FIRST_ORDER))
+            ch = np.array(DIGITAL_FIRST_ORDER)[np.clip(lv, 0, len(DIGITAL_FIRST_ORDER) - 1)]
+            usable = pending & valid & mask[np.arange(n), ch]
+            if usable.any():
+                tone = np.array(DIGITAL_FIRST_TONES)[np.clip(lv, 0, len(DIGITAL_FIRST_TONES) - 1)]
+                tone = np.where(mask[np.arange(n), 11 + tone], tone, Tone.EMPATHETIC)
+                offer = np.where(lv >= 2, Offer.PLAN, Offer.NONE)
+                win = np.where(ch == Channel.CALL, np.where(mask[:, 7 + Window.AFTERNOON], Window.AFTERNOON, Window.MORNING), window)
+                out[usable] = np.stack([ch, win, tone, offer], axis=1)[usable]
+                pending &= ~usable
+            if not pending.any():
+                break
+        return out
+
+
+# ---------------------------------------------------------------- segment journeys
+
+
+@dataclass(frozen=True)
+class Step:
+    day: int  # days in collections
+    channel: Channel  # a "digital" or "traditional" role, mapped per contactability segment
+    window: Window
+    tone: Tone
+    offer: Offer
+
+
+# Three base journeys by risk (behaviour-score band). Channels are written for a phone-reachable
+# debtor; the digital segment swaps SMS -> push/e-mail and letter -> e-mail (see _DIGITAL_SWAP).
+_LOW_RISK = (
+    Step(1, Channel.SMS, Window.EVENING, Tone.FRIENDLY, Offer.NONE),
+    Step(6, Channel.EMAIL, Window.EVENING, Tone.SOCIAL_NORM, Offer.NONE),
+    Step(13, Channel.SMS, Window.EVENING, Tone.SOCIAL_NORM, Offer.NONE),
+    Step(22, Channel.CALL, Window.EVENING, Tone.FRIENDLY, Offer.NONE),
+    Step(35, Channel.LETTER, Window.MORNING, Tone.SOCIAL_NORM, Offer.PLAN),
+)
+_MID_RISK = (
+    Step(1, Channel.SMS, Window.EVENING, Tone.FRIENDLY, Offer.NONE),
+    Step(4, Channel.EMAIL, Window.EVENING, Tone.EMPATHETIC, Offer.PLAN),
+    Step(9, Channel.CALL, Window.EVENING, Tone.EMPATHETIC, Offer.PLAN),
+    Step(16, Channel.LETTER, Window.MORNING, Tone.SOCIAL_NORM, Offer.PLAN),
+    Step(24, Channel.CALL, Window.AFTERNOON, Tone.EMPATHETIC, Offer.DEFERRAL),
+    Step(35, Channel.SMS, Window.EVENING, Tone.SOCIAL_NORM, Offer.PLAN),
+)
+_HIGH_RISK = (
+    Step(1, Channel.SMS, Window.EVENING, Tone.SOCIAL_NORM, Offer.NONE),
+    Step(3, Channel.CALL, Window.EVENING, Tone.FIRM, Offer.NONE),
+    Step(8, Channel.LETTER, Window.MORNING, Tone.FIRM, Offer.PLAN),
+    Step(14, Channel.CALL, Window.AFTERNOON, Tone.FIRM, Offer.SETTLEMENT),
+    Step(21, Channel.SMS, Window.EVENING, Tone.FIRM, Offer.SETTLEMENT),
+    Step(30, Channel.LETTER, Window.MORNING, Tone.FIRM, Offer.SETTLEMENT),
+)
+_BASE = {"low": _LOW_RISK, "mid": _MID_RISK, "high": _HIGH_RISK}
+_REPEAT = {
+    "low": (20, Channel.SMS, Tone.SOCIAL_NORM, Offer.PLAN),
+    "mid": (14, Channel.CALL, Tone.EMPATHETIC, Offer.PLAN),
+    "high": (14, Channel.CALL, Tone.FIRM, Offer.SETTLEMENT),
+}
+_DIGITAL_SWAP = {
+    Channel.SMS: (Channel.PUSH, Channel.SMS, Channel.EMAIL),
+    Channel.LETTER: (Channel.EMAIL, Channel.LETTER),
+    Channel.EMAIL: (Channel.EMAIL, Channel.MESSENGER, Channel.SMS),
+}
+_TRADITIONAL = {
+    Channel.SMS: (Channel.SMS, Channel.EMAIL, Channel.LETTER),
+    Channel.LETTER: (Channel.LETTER,),
+    Channel.EMAIL: (Channel.EMAIL, Channel.SMS, Channel.LETTER),
+}
+SCORE_BANDS = (0.35, 0.6)  # behaviour score: < 0.35 high risk, < 0.6 mid, else low
+LARGE_BALANCE_EUR = 1500.0
+
+
+def _journey(risk: str, large: bool, digital: bool) -> tuple[tuple[Step, ...], tuple[int, Channel, Tone, Offer]]:
+    """The steps of one of the 12 journeys (risk x balance x contactability)."""
+    steps = list(_BASE[risk])
+    every, rch, rtone, roffer = _REPEAT[risk]
+    if not large:
+        # a small balance does not pay for calls: a text instead, and no settlement discount
+        steps = [
+            Step(
+                s.day,
+                Channel.SMS if s.channel == Channel.CALL else s.channel,
+                s.window,
+                s.tone,
+                Offer.PLAN if s.offer == Offer.SETTLEMENT else s.offer,
+            )
+            for s in steps
+        ]
+        rch = Channel.SMS if rch == Channel.CALL else rch
+        roffer = Offer.PLAN if roffer == Offer.SETTLEMENT else roffer
+    if large and risk != "high":
+        steps = [Step(s.day, s.channel, s.window, s.tone, Offer.PLAN if s.offer == Offer.NONE and s.day > 5 else s.offer) for s in steps]
+    if digital:
+        steps = [Step(s.day, s.channel, Window.EVENING if s.channel != Channel.CALL else s.window, s.tone, s.offer) for s in steps]
+    return tuple(steps), (every, rch, rtone, roffer)
+
+
+JOURNEYS: dict[tuple[str, bool, bool], tuple[tuple[Step, ...], tuple[int, Channel, Tone, Offer]]] = {
+    (risk, large, digital): _journey(risk, large, digital) for risk in ("low", "mid", "high") for large in (False, True) for digital in (False, True)
+}
+
+
+class SegmentJourneys:
+    """What commercial platforms sell today: debtors segmented from observable signals into 12
+    journeys (risk band from the behaviour score x balance band x contactability), each a
+    sequence of channel, timing, tone and offer; with two adaptive rules: a debtor who disclosed
+    vulnerability or complained is switched to empathetic tone with a plan offer, and one who broke
+    a promise or a plan is offered a plan (or a settlement when the balance is large and risk high).
+    """
+
+    policy_id = "segment_journeys"
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    @staticmethod
+    def segment(views: ViewBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        score = views.behaviour_score
+        risk = np.where(score < SCORE_BANDS[0], 2, np.where(score < SCORE_BANDS[1], 1, 0))  # 0 low, 1 mid, 2 high
+        large = views.balance_eur >= LARGE_BALANCE_EUR
+        digital = views.app_user | (views.on_file[:, Channel.EMAIL - 1] & ~views.on_file[:, Channel.SMS - 1])
+        return risk, large, digital
+
+    def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
+        n = len(views)
+        out = np.zeros((n, 4), dtype=np.int64)
+        risk, large, digital = self.segment(views)
+        d = views.days_in_collections
+        paused = views.promise_active | views.plan_active
+        rows = np.arange(n)
+        for (rname, lg, dg), (steps, (every, rch, rtone, roffer)) in JOURNEYS.items():
+            seg = (risk == ("low", "mid", "high").index(rname)) & (large == lg) & (digital == dg) & ~paused
+            if not seg.any():
+                continue
+            last = steps[-1].day
+            todo = [(d == s.day, s) for s in steps]
+            todo.append(
+                ((d > last) & ((d - last) % every == 0), Step(-1, rch, Window.EVENING if rch != Channel.CALL else Window.AFTERNOON, rtone, roffer))
+            )
+            for due, step in todo:
+                pending = seg & due & (out[:, 0] == Channel.WAIT)
+                if not pending.any():
+                    continue
+                tone = np.full(n, step.tone)
+                offer = np.full(n, step.offer)
+                care = views.vulnerable | (views.complaints > 0)
+                tone[care] = Tone.EMPATHETIC
+                offer[care & (offer == Offer.NONE)] = Offer.PLAN
+                broke = (views.promises_broken + views.plans_broken) > 0
+                offer[broke & (offer == Offer.NONE)] = Offer.PLAN
+                tone = np.where(mask[rows, 11 + tone], tone, Tone.EMPATHETIC)
+                roles = (_DIGITAL_SWAP if dg else _TRADITIONAL).get(step.channel, (step.channel,))
+                for ch in roles:
+                    win = step.window if ch != Channel.LETTER else Window.MORNING
+                    win_ok = mask[:, 7 + win] | (ch == Channel.LETTER)
+                    take = pending & mask[:, ch] & win_ok
+                    out[take, 0], out[take, 1], out[take, 2], out[take, 3] = ch, win, tone[take], offer[take]
+                    pending &= ~take
+        return out
+
+
+register("digital_first", DigitalFirst)
+register("segment_journeys", SegmentJourneys)

@@ -383,7 +383,11 @@ def _format_validation_error(source: str, data: dict[str, Any], err: ValidationE
         path = ".".join(str(p) for p in e["loc"])
         value: Any = data
         for p in e["loc"]:
-            value = value.get(p, "<missing>") if isinstance(value, dict) else (value[p] if isinstance(value, list) and isinstance(p, int) and p < len(value) else "<missing>")
+            value = (
+                value.get(p, "<missing>")
+                if isinstance(value, dict)
+                else (value[p] if isinstance(value, list) and isinstance(p, int) and p < len(value) else "<missing>")
+            )
         shown = "<missing>" if e["type"] == "missing" else repr(value)
         msg = e["msg"].replace("Value error, ", "")
         if e["type"] == "extra_forbidden":

@@ -48,7 +48,15 @@ class Ledger:
     def __len__(self) -> int:
         return self._n
 
-    def add(self, time_min: float, debtor: np.ndarray, event: Event, channel: int | np.ndarray = 0, amount: float | np.ndarray = 0.0, detail: int | np.ndarray = 0) -> None:
+    def add(
+        self,
+        time_min: float,
+        debtor: np.ndarray,
+        event: Event,
+        channel: int | np.ndarray = 0,
+        amount: float | np.ndarray = 0.0,
+        detail: int | np.ndarray = 0,
+    ) -> None:
         if not self.enabled:
             return
         n = len(debtor)

@@ -13,7 +13,9 @@ from policies.schema import N_CONTACT_CHANNELS, PRODUCT_NAMES, Channel, Window
 from sim.config import ARCHETYPES, Scenario
 from sim.rng import BLOCK, Stream, block_rng
 
-_SMS, _EMAIL, _PUSH, _MSG, _LETTER, _CALL = (c - 1 for c in (Channel.SMS, Channel.EMAIL, Channel.PUSH, Channel.MESSENGER, Channel.LETTER, Channel.CALL))
+_SMS, _EMAIL, _PUSH, _MSG, _LETTER, _CALL = (
+    c - 1 for c in (Channel.SMS, Channel.EMAIL, Channel.PUSH, Channel.MESSENGER, Channel.LETTER, Channel.CALL)
+)
 ATTENTION_CONCENTRATION = 12.0  # Beta concentration of per-debtor attention around the archetype mean
 
 
@@ -84,7 +86,10 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
     # Digital-only debtors screen unknown callers and bin paper mail.
     attention[digital_only, _CALL] *= 0.1
     attention[digital_only, _LETTER] *= 0.2
-    deliv = per_arch(lambda a: a.deliverability)[:, None] * np.array([sc.channels.spec(c).delivery_rate for c in ("sms", "email", "push", "messenger", "letter", "call")])[None, :]
+    deliv = (
+        per_arch(lambda a: a.deliverability)[:, None]
+        * np.array([sc.channels.spec(c).delivery_rate for c in ("sms", "email", "push", "messenger", "letter", "call")])[None, :]
+    )
 
     habit = np.array([a.window_habit.as_tuple() for a in arche])[archetype]
     habit = habit * rng.lognormal(0.0, 0.35, size=(n, len(Window)))

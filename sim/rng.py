@@ -16,12 +16,9 @@ from enum import IntEnum
 
 import numpy as np
 
+from policies.hashing import GOLDEN, mix, mix_scalar, to_unit
+
 BLOCK = 4096
-_MASK = (1 << 64) - 1
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
 
 class Stream(IntEnum):
@@ -51,13 +48,6 @@ class Draw(IntEnum):
     HANDLE = 13
 
 
-def _mix_scalar(z: int) -> int:
-    z &= _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
 def stream_key(seed: int, stream: Stream) -> int:
     """A 64-bit key for a stream of a run."""
     state = np.random.SeedSequence(entropy=seed, spawn_key=(int(stream),)).generate_state(2, dtype=np.uint32)
@@ -66,14 +56,9 @@ def stream_key(seed: int, stream: Stream) -> int:
 
 def uniforms(key: int, ids: np.ndarray, day: int, purpose: int, channel: int = 0) -> np.ndarray:
     """Uniforms in [0, 1) for debtors ``ids`` (uint64) on ``day`` for ``purpose``; float64, same shape."""
-    k = _mix_scalar(key ^ _mix_scalar((day << 24) ^ (purpose << 8) ^ channel ^ 0x5DEECE66D))
-    z = ids.astype(np.uint64, copy=False) * _GOLDEN + np.uint64(k)
-    z ^= z >> _S30
-    z *= _M1
-    z ^= z >> _S27
-    z *= _M2
-    z ^= z >> _S31
-    return (z >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+    k = mix_scalar(key ^ mix_scalar((day << 24) ^ (purpose << 8) ^ channel ^ 0x5DEECE66D))
+    z = ids.astype(np.uint64, copy=False) * GOLDEN + np.uint64(k)
+    return to_unit(mix(z))
 
 
 def block_rng(seed: int, stream: Stream, block: int) -> np.random.Generator:

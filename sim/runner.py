@@ -38,7 +38,9 @@ def run_portfolio(
         if world.finished:
             break
         views = world.views()
-        world.step(policy.act(views, world.action_mask(views)), views)
+        mask = world.action_mask(views)
+        actions = policy.act_with_world(world, views, mask) if getattr(policy, "needs_world", False) else policy.act(views, mask)  # type: ignore[attr-defined]
+        world.step(actions, views)
         if progress is not None:
             progress(day + 1, days)
     return world

@@ -39,11 +39,11 @@ from policies.schema import (
     WINDOW_HOURS,
     Channel,
     LastOutcome,
-    Offer,
     Tone,
     ViewBatch,
     Window,
 )
+from sim import behaviour as bm
 from sim.config import Scenario
 from sim.ledger import Event, Ledger
 from sim.population import BlockCache, Debtors, sample
@@ -93,10 +93,6 @@ _IGNORED, _LO_PAID, _LO_COMPLAINED = int(LastOutcome.IGNORED), int(LastOutcome.P
 _LO_OPTED_OUT, _LO_BROKE, _LO_PLAN = int(LastOutcome.OPTED_OUT), int(LastOutcome.BROKE_PROMISE), int(LastOutcome.PLAN)
 
 REWARD_COMPONENTS = ("cash", "contact_cost", "complaint_penalty", "opt_out_penalty", "churn_penalty", "terminal_value")
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass
@@ -167,18 +163,8 @@ class World:
     # ------------------------------------------------------------------ set-up
 
     def _prep_params(self) -> None:
-        sc, b = self.sc, self.sc.behaviour
-        specs = [sc.channels.spec(k) for k in _CHANNEL_KEYS]
-        self.cost = np.array([s.cost_eur for s in specs])
-        self.engage_logit = np.array([s.engage_logit for s in specs])
-        self.fatigue_weight = np.array([s.fatigue_weight for s in specs])
-        self.window_sens = np.array([s.window_sensitivity for s in specs])
-        self.letter_delay = sc.channels.letter.delay_days
-        o = b.outcomes
-        rows = [o.pay_full, o.pay_part, o.promise, o.plan, o.settlement, o.deferral]
-        self.out_coef = np.array([[r.base, r.ability, r.willingness, r.log_balance] for r in rows])
-        self.fatigue_decay = float(np.exp(-1.0 / b.fatigue_decay_days))
-        self.intensity_decay = float(np.exp(-b.intensity_decay_per_day))
+        self.prm = bm.Params.of(self.sc)
+        self.letter_delay = self.sc.channels.letter.delay_days
 
     def _alloc(self) -> None:
         n, nc = self.n, N_CONTACT_CHANNELS
@@ -273,10 +259,28 @@ class World:
         for arr3 in (self.last_contact, self.last_response, self.last_conversation):
             arr3[slots] = -NEVER_DAYS
         for arr4 in (
-            self.responses, self.promise_active, self.promise_due, self.promise_amount, self.promise_kind,
-            self.promises_broken, self.plan_active, self.plan_paid, self.plan_total, self.plan_amount,
-            self.plans_broken, self.complaints, self.vulnerable, self.last_outcome, self.firm_contacts,
-            self.fatigue, self.rpc, self.calls_made, self.calls_dropped, self.blocked_count, self.opt_outs, self.churned,
+            self.responses,
+            self.promise_active,
+            self.promise_due,
+            self.promise_amount,
+            self.promise_kind,
+            self.promises_broken,
+            self.plan_active,
+            self.plan_paid,
+            self.plan_total,
+            self.plan_amount,
+            self.plans_broken,
+            self.complaints,
+            self.vulnerable,
+            self.last_outcome,
+            self.firm_contacts,
+            self.fatigue,
+            self.rpc,
+            self.calls_made,
+            self.calls_dropped,
+            self.blocked_count,
+            self.opt_outs,
+            self.churned,
         ):
             arr4[slots] = 0
         self.first_payment_day[slots] = -1
@@ -479,7 +483,7 @@ class World:
         self.ledger.add(t0, self.debtor_id[idx], Event.CONTACT, ch + 1, 0.0, tone * 4 + offer)
         not_call = ch != _CALL
         paid_now = idx[not_call]
-        self._charge(paid_now, self.cost[ch[not_call]])
+        self._charge(paid_now, self.prm.cost_eur[ch[not_call]])
         epochs = self.epoch[idx]
         for w in range(len(Window)):
             sel = (win == w) & not_call & (ch != _LETTER)
@@ -496,7 +500,7 @@ class World:
             t = self.traits
             assert t is not None
             cw = win[calls]
-            reach = t.deliverability[cidx, _CALL] * t.attention[cidx, _CALL] * (1 - self.window_sens[_CALL] * (1 - t.window_fit[cidx, cw]))
+            reach = t.deliverability[cidx, _CALL] * bm.p_notice(t.attention[cidx, _CALL], t.window_fit[cidx, cw], self.prm.window_sensitivity[_CALL])
             rpc = uniforms(self.key, ids, d, _D_NOTICE, _CALL + 1) < reach
             mean = np.where(rpc, self.sc.call_centre.handle_time_min, self.sc.call_centre.no_answer_time_min)
             handle = -mean * np.log1p(-uniforms(self.key, ids, d, _D_HANDLE))
@@ -509,7 +513,9 @@ class World:
         self.cost_eur[idx] += cost
         self._today["contact_cost"][idx] -= np.asarray(cost) * self.disc[idx]
 
-    def messaging_gateway(self, window: int, slots: np.ndarray, epochs: np.ndarray, ch: np.ndarray, tone: np.ndarray, offer: np.ndarray) -> Generator[simpy.Event, Any, None]:
+    def messaging_gateway(
+        self, window: int, slots: np.ndarray, epochs: np.ndarray, ch: np.ndarray, tone: np.ndarray, offer: np.ndarray
+    ) -> Generator[simpy.Event, Any, None]:
         """Electronic messages go out at the start of their window and are read (or not) there."""
         start_h = WINDOW_HOURS[window][0]
         yield self.env.timeout(max(0.0, self.day * MINUTES_PER_DAY + start_h * 60 + 15 - self.env.now))
@@ -535,8 +541,8 @@ class World:
         self.funnel["delivered"] += np.bincount(ch[delivered], minlength=N_CONTACT_CHANNELS)
         self.ledger.add(now, ids[delivered], Event.DELIVERED, ch[delivered] + 1)
         idx, ch, win, tone, offer, ids = idx[delivered], ch[delivered], win[delivered], tone[delivered], offer[delivered], ids[delivered]
-        self.fatigue[idx] += self.fatigue_weight[ch]
-        p_notice = t.attention[idx, ch] * (1 - self.window_sens[ch] * (1 - t.window_fit[idx, win]))
+        self.fatigue[idx] += self.prm.fatigue_weight[ch]
+        p_notice = bm.p_notice(t.attention[idx, ch], t.window_fit[idx, win], self.prm.window_sensitivity[ch])
         noticed = uniforms(self.key, ids, d, _D_NOTICE, 0) < p_notice
         self._ignored(idx[~noticed])
         self._respond(idx[noticed], ch[noticed], win[noticed], tone[noticed], offer[noticed])
@@ -547,9 +553,9 @@ class World:
         open_ = self.status[idx] == _OPEN
         idx, rpc, tone, offer = idx[open_], rpc[open_], tone[open_], offer[open_]
         self.calls_made[idx] += 1
-        self._charge(idx, self.cost[_CALL])
+        self._charge(idx, self.prm.cost_eur[_CALL])
         self.funnel["delivered"][_CALL] += len(idx)
-        self.fatigue[idx] += self.fatigue_weight[_CALL]
+        self.fatigue[idx] += self.prm.fatigue_weight[_CALL]
         r = idx[rpc]
         self.rpc[r] += 1
         self.last_conversation[r] = self.day
@@ -565,10 +571,7 @@ class World:
     def _ability(self, idx: np.ndarray) -> np.ndarray:
         t = self.traits
         assert t is not None
-        ab = t.ability[idx] + t.ability_growth[idx] * (self.days_in[idx] / 30.0)
-        since_payday = (self.day % 28 + 1 - t.payday[idx]) % 28
-        ab = ab + np.where(since_payday < 5, self.sc.behaviour.payday_ability_boost, 0.0)
-        return np.clip(ab, 0.0, 1.0)
+        return bm.effective_ability(self.sc, t.ability[idx], t.ability_growth[idx], self.days_in[idx], t.payday[idx], self.day)
 
     def _respond(self, idx: np.ndarray, ch: np.ndarray, win: np.ndarray, tone: np.ndarray, offer: np.ndarray) -> None:
         """A noticed contact: complaint or opt-out, else engagement and an outcome."""
@@ -584,10 +587,9 @@ class World:
         distressed = t.distressed[idx]
         firm = tone == _FIRM
 
-        z = t.complaint_logit[idx] + b.fatigue_complaint * fat + b.firm_distressed_complaint * (firm & distressed) + b.late_window_complaint * (win == _LATE)
-        complain = uniforms(self.key, ids, d, _D_COMPLAINT) < _sigmoid(z)
-        zo = b.opt_out_logit + b.fatigue_opt_out * fat
-        opt = ~complain & (ch != _LETTER) & (uniforms(self.key, ids, d, _D_OPT_OUT) < _sigmoid(zo))
+        z = bm.complaint_logit(self.sc, t.complaint_logit[idx], fat, firm, distressed, win == _LATE)
+        complain = uniforms(self.key, ids, d, _D_COMPLAINT) < bm.sigmoid(z)
+        opt = ~complain & (ch != _LETTER) & (uniforms(self.key, ids, d, _D_OPT_OUT) < bm.sigmoid(bm.opt_out_logit(self.sc, fat)))
         if complain.any():
             c = idx[complain]
             self.complaints[c] += 1
@@ -608,17 +610,8 @@ class World:
             return
         will = t.willingness[idx]
         dpd = t.dpd_at_entry[idx] + self.days_in[idx]
-        z = (
-            self.engage_logit[ch]
-            + b.willingness_engage * (will - 0.5)
-            + t.tone_effect[idx, tone]
-            + 0.5 * t.offer_effect[idx, offer]
-            + b.firm_distressed_engage * ((tone == _FIRM) & distressed)
-            + b.empathetic_distressed_engage * ((tone == _EMPATHETIC) & distressed)
-            + b.fatigue_engage * fat
-            + b.age_engage_per_30d * (dpd / 30.0)
-        )
-        engaged = uniforms(self.key, ids, d, _D_ENGAGE) < _sigmoid(z)
+        z = bm.engage_logit(self.sc, self.prm, ch, tone, will, t.tone_effect[idx, tone], t.offer_effect[idx, offer], distressed, fat, dpd)
+        engaged = uniforms(self.key, ids, d, _D_ENGAGE) < bm.sigmoid(z)
         self._ignored(idx[~engaged])
         idx, ch, offer, ids, will, distressed = idx[engaged], ch[engaged], offer[engaged], ids[engaged], will[engaged], distressed[engaged]
         if len(idx) == 0:
@@ -631,17 +624,7 @@ class World:
         disclose = distressed & (uniforms(self.key, ids, d, _D_DISCLOSE) < b.vulnerability_disclosure_prob)
         self.vulnerable[idx[disclose]] = True
 
-        ab = self._ability(idx)
-        lb = np.log(np.maximum(self.outstanding[idx], 1.0) / 1000.0)
-        feats = np.stack([np.ones_like(ab), ab, will, lb], axis=1)
-        logits = np.zeros((len(idx), 7))
-        logits[:, :6] = feats @ self.out_coef.T
-        # offers: an outcome that needs an offer is only possible when it is made
-        for out, off in ((Outcome.PLAN, Offer.PLAN), (Outcome.SETTLEMENT, Offer.SETTLEMENT), (Outcome.DEFERRAL, Offer.DEFERRAL)):
-            made = offer == off
-            logits[:, out] = np.where(made, logits[:, out] + t.offer_effect[idx, off], -np.inf)
-        # no commitment stays the reference category (logit 0)
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p = bm.outcome_probabilities(self.prm, self._ability(idx), will, self.outstanding[idx], offer, t.offer_effect[idx])
         cdf = np.cumsum(p, axis=1)
         u = uniforms(self.key, ids, d, _D_OUTCOME) * cdf[:, -1]
         outcome = (u[:, None] > cdf).sum(axis=1)
@@ -699,7 +682,6 @@ class World:
             self._resolve(c, clear_status)
 
     def _resolve(self, idx: np.ndarray, status: Status) -> None:
-        c = self.sc.behaviour
         self.status[idx] = status
         self.resolved_day[idx] = self.days_in[idx]
         self.promise_active[idx] = False
@@ -707,8 +689,8 @@ class World:
         t = self.traits
         assert t is not None
         self.ledger.add(self.env.now, self.debtor_id[idx], Event.RESOLVED, 0, 0.0, int(status))
-        z = t.churn_logit[idx] + c.churn_per_firm_contact * self.firm_contacts[idx] + c.churn_per_complaint * self.complaints[idx] + c.churn_per_10_contacts * self.contacts_by_channel[idx].sum(axis=1) / 10.0
-        churn = uniforms(self.key, self.debtor_id[idx], self.day, _D_CHURN) < _sigmoid(z)
+        z = bm.churn_logit(self.sc, t.churn_logit[idx], self.firm_contacts[idx], self.complaints[idx], self.contacts_by_channel[idx].sum(axis=1))
+        churn = uniforms(self.key, self.debtor_id[idx], self.day, _D_CHURN) < bm.sigmoid(z)
         ch = idx[churn]
         self.churned[ch] = True
         self._today["churn_penalty"][ch] -= self.sc.reward.retention_value_eur * self.disc[ch]
@@ -750,7 +732,7 @@ class World:
     def _keep_logit(self, idx: np.ndarray, base: float) -> np.ndarray:
         t = self.traits
         assert t is not None
-        return base + 3.0 * (self._ability(idx) - 0.5) + 2.0 * (t.willingness[idx] - 0.5)
+        return bm.keep_logit(base, self._ability(idx), t.willingness[idx])
 
     def promise_diary(self, slots: np.ndarray, serials: np.ndarray) -> None:
         """Promises due now are kept or broken."""
@@ -760,7 +742,7 @@ class World:
             return
         kind = self.promise_kind[idx]
         z = self._keep_logit(idx, self.sc.behaviour.promise_keep_logit) + np.where(kind == 2, 0.5, 0.0)
-        kept = uniforms(self.key, self.debtor_id[idx], self.day, _D_KEEP) < _sigmoid(z)
+        kept = uniforms(self.key, self.debtor_id[idx], self.day, _D_KEEP) < bm.sigmoid(z)
         self.promise_active[idx] = False
         k = idx[kept]
         self.ledger.add(self.env.now, self.debtor_id[k], Event.PROMISE_KEPT)
@@ -785,7 +767,7 @@ class World:
         idx = slots[ok]
         if len(idx) == 0:
             return
-        paid = uniforms(self.key, self.debtor_id[idx], self.day, _D_KEEP) < _sigmoid(self._keep_logit(idx, self.sc.behaviour.instalment_pay_logit))
+        paid = uniforms(self.key, self.debtor_id[idx], self.day, _D_KEEP) < bm.sigmoid(self._keep_logit(idx, self.sc.behaviour.instalment_pay_logit))
         p = idx[paid]
         last = self.plan_paid[p] + 1 >= self.plan_total[p]
         amount = np.where(last, self.outstanding[p], np.minimum(self.plan_amount[p], self.outstanding[p]))
@@ -806,15 +788,14 @@ class World:
     def _baseline_intensity(self, idx: np.ndarray) -> np.ndarray:
         t = self.traits
         assert t is not None
-        dpd = t.dpd_at_entry[idx] + self.days_in[idx]
-        return t.self_cure[idx] * np.exp2(-dpd / self.sc.behaviour.intensity_age_halflife_days)
+        return bm.baseline_intensity(self.sc, t.self_cure[idx], t.dpd_at_entry[idx] + self.days_in[idx])
 
     def _close_day(self, was_open: np.ndarray) -> None:
         """Unprompted repayments, decay, the 7-day contact window, the horizon."""
         idx = was_open[self.status[was_open] == _OPEN]
         if len(idx):
             base = self._baseline_intensity(idx)
-            lam = base + (self.intensity[idx] - base) * self.intensity_decay
+            lam = base + (self.intensity[idx] - base) * self.prm.intensity_decay
             self.intensity[idx] = lam
             ids = self.debtor_id[idx]
             pays = uniforms(self.key, ids, self.day, _D_SPONTANEOUS) < -np.expm1(-lam)
@@ -823,7 +804,7 @@ class World:
                 u = uniforms(self.key, ids[pays], self.day, _D_SPONTANEOUS_AMOUNT)
                 frac = np.minimum(1.0, (0.1 + 0.9 * u) * (0.5 + self._ability(p)))
                 self._pay(p, np.where(frac >= 0.95, self.outstanding[p], self.outstanding[p] * frac))
-        self.fatigue *= self.fatigue_decay
+        self.fatigue *= self.prm.fatigue_decay
         slot = self.day % 7
         self.contacts_7d += self.contacts_today - self.ring[:, slot, :]
         self.ring[:, slot, :] = self.contacts_today

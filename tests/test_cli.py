@@ -24,7 +24,9 @@ def test_simulate_json_prints_one_object_with_every_kpi():
     obj = json.loads(p.stdout)
     assert set(KPI_NAMES) <= set(obj)
     assert obj["debtors"] == 1500 and 0 < obj["recovery_rate_amount"] < 1
-    assert obj["contacts_per_debtor"] == pytest.approx(sum(obj[f"contacts_per_debtor_{c}"] for c in ("sms", "email", "push", "messenger", "letter", "call")))
+    assert obj["contacts_per_debtor"] == pytest.approx(
+        sum(obj[f"contacts_per_debtor_{c}"] for c in ("sms", "email", "push", "messenger", "letter", "call"))
+    )
 
 
 def test_simulate_writes_parquet_events_png_and_kpis(tmp_path, capsys):

@@ -13,7 +13,7 @@ from sim import load_scenario
 from sim.ledger import Event
 from sim.population import sample
 from sim.runner import run_portfolio
-from sim.world import Status, World
+from sim.world import Status
 
 # Everyone reachable and attentive: makes delivery and noticing certain, for exact traces.
 CERTAIN = [
@@ -73,11 +73,20 @@ def test_letter_and_sms_event_trace_is_exact(default):
     plan = {0: (Channel.LETTER, Window.MORNING, Tone.FRIENDLY, Offer.NONE), 3: (Channel.SMS, Window.AFTERNOON, Tone.FRIENDLY, Offer.NONE)}
     w = run_portfolio(sc, Scripted(plan), 1, seed=3, horizon_days=6, record_events=True)
     cols = w.ledger.columns()
-    trace = [(float(t), Event(e).name, int(c)) for t, e, c in zip(cols["time_min"], cols["event"], cols["channel"], strict=True) if e in (Event.CONTACT, Event.DELIVERED)]
+    trace = [
+        (float(t), Event(e).name, int(c))
+        for t, e, c in zip(cols["time_min"], cols["event"], cols["channel"], strict=True)
+        if e in (Event.CONTACT, Event.DELIVERED)
+    ]
     letter_arrives = (0 + sc.channels.letter.delay_days) * MINUTES_PER_DAY + 10 * 60  # morning post
     sms_arrives = 3 * MINUTES_PER_DAY + 12 * 60 + 15  # afternoon window opens at 12:00, sent 15 minutes in
     if w.status[0] == Status.OPEN or w.resolved_day[0] > 3 or w.resolved_day[0] < 0 or w.status[0] == Status.SOLD:
-        assert trace == [(0.0, "CONTACT", Channel.LETTER), (float(letter_arrives), "DELIVERED", Channel.LETTER), (3.0 * MINUTES_PER_DAY, "CONTACT", Channel.SMS), (float(sms_arrives), "DELIVERED", Channel.SMS)]
+        assert trace == [
+            (0.0, "CONTACT", Channel.LETTER),
+            (float(letter_arrives), "DELIVERED", Channel.LETTER),
+            (3.0 * MINUTES_PER_DAY, "CONTACT", Channel.SMS),
+            (float(sms_arrives), "DELIVERED", Channel.SMS),
+        ]
     else:  # resolved by the letter before the text was due
         assert trace[:2] == [(0.0, "CONTACT", Channel.LETTER), (float(letter_arrives), "DELIVERED", Channel.LETTER)]
 
@@ -216,11 +225,20 @@ def test_reminder_sms_lifts_early_payment_over_no_contact():
 
 def test_offers_only_produce_their_outcomes_when_made():
     sc = load_scenario("default", CERTAIN)
-    plain = run_portfolio(sc, Scripted({d: (Channel.CALL, Window.AFTERNOON, Tone.FRIENDLY, Offer.NONE) for d in (0, 8, 16)}), 1500, seed=5, horizon_days=40, record_events=True)
+    plain = run_portfolio(
+        sc,
+        Scripted({d: (Channel.CALL, Window.AFTERNOON, Tone.FRIENDLY, Offer.NONE) for d in (0, 8, 16)}),
+        1500,
+        seed=5,
+        horizon_days=40,
+        record_events=True,
+    )
     cols = plain.ledger.columns()
     assert not (cols["event"] == Event.PLAN).any()
     assert not ((cols["event"] == Event.PROMISE) & (cols["detail"] == 1)).any()  # no settlement without an offer
-    offered = run_portfolio(sc, Scripted({d: (Channel.CALL, Window.AFTERNOON, Tone.EMPATHETIC, Offer.PLAN) for d in (0, 8, 16)}), 1500, seed=5, horizon_days=120)
+    offered = run_portfolio(
+        sc, Scripted({d: (Channel.CALL, Window.AFTERNOON, Tone.EMPATHETIC, Offer.PLAN) for d in (0, 8, 16)}), 1500, seed=5, horizon_days=120
+    )
     assert (offered.plan_total > 0).sum() > 0
     assert ((offered.status == Status.PLAN_COMPLETED) | (offered.plans_broken > 0) | offered.plan_active | (offered.status != Status.OPEN)).all()
 

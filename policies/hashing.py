@@ -1,0 +1,49 @@
+"""Counter-based hashing (SplitMix64's finaliser, vectorised): uniforms from keys, no RNG state.
+
+The simulator uses it for common random numbers; the random policy keys its choices on the view,
+so a batch gives the same actions as one view at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+def mix_scalar(z: int) -> int:
+    """SplitMix64 finaliser of one Python int."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser of a uint64 array (in place; returns it)."""
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    z ^= z >> _S31
+    return z
+
+
+def to_unit(z: np.ndarray) -> np.ndarray:
+    """uint64 -> float64 uniforms in [0, 1)."""
+    return (z >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def row_keys(*columns: np.ndarray) -> np.ndarray:
+    """One uint64 key per row from numeric columns (each (N,) or (N, k))."""
+    n = len(columns[0])
+    key = np.zeros(n, dtype=np.uint64)
+    for c in columns:
+        a = np.ascontiguousarray(np.asarray(c, dtype=np.float64).reshape(n, -1))
+        for j in range(a.shape[1]):
+            key = mix(key * GOLDEN + a[:, j].view(np.uint64))
+    return key
