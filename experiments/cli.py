@@ -138,26 +138,83 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on built-in defaults: the default portfolio under the baseline policies."""
+    """The main job on built-in defaults: one portfolio simulated, then the baselines evaluated."""
+    from experiments.evaluate import evaluate
     from experiments.plots import recovery_curves
+    from experiments.report import terminal_table, write_all
     from sim.runner import run_portfolio
 
     sc = load_scenario("default")
-    rows, curves = {}, {}
-    for pid in ("static_ladder", "random", "no_contact"):
-        update, close = _progress(f"demo {pid}", not args.no_progress)
-        try:
-            world = run_portfolio(sc, _policy(pid), args.debtors, args.seed, progress=update)
-        finally:
-            close()
-        rows[pid] = portfolio_kpis(world)
-        curves[pid] = recovery_curve(world)
-    print(f"collectrl demo: scenario 'default' ({sc.description}), {args.debtors:,} debtors, seed {args.seed}\n")
-    print(format_table(rows))
     out = Path(args.out)
-    recovery_curves(curves, out / "recovery.png", "default: cumulative recovery by policy")
-    write_json(out / "kpis.json", rows)
-    print(f"\nwrote {out / 'recovery.png'} and {out / 'kpis.json'}")
+    update, close = _progress("demo: simulate static_ladder", not args.no_progress)
+    try:
+        world = run_portfolio(sc, _policy("static_ladder"), args.debtors, args.seed, record_events=True, progress=update)
+    finally:
+        close()
+    print(f"collectrl demo: scenario 'default' ({sc.description})\n")
+    print(f"1. one portfolio under the static ladder: {args.debtors:,} debtors, seed {args.seed}\n")
+    print(format_table({"static_ladder": portfolio_kpis(world)}))
+    world.ledger.write_parquet(out / "simulate" / "events.parquet")
+    recovery_curves({"static_ladder": recovery_curve(world)}, out / "simulate" / "recovery.png", "default: cumulative recovery, static ladder")
+
+    baselines = ["static_ladder", "segment_journeys", "digital_first", "oracle", "random", "no_contact"]
+    update, close = _progress("demo: evaluate the baselines", not args.no_progress)
+    try:
+        ev = evaluate(sc, baselines, args.debtors, list(range(args.seeds)), "static_ladder", update)
+    finally:
+        close()
+    files = write_all(ev, out / "evaluate")
+    print(f"\n2. the baselines compared on the same debtors and luck ({args.seeds} seeds)\n")
+    print(terminal_table(ev))
+    print(f"\nwrote {out / 'simulate'} (events.parquet, recovery.png)")
+    print(f"wrote {len(files)} files in {out / 'evaluate'} (report.md, kpis.csv, kpis.json, figures)")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """``5`` -> seeds 0..4; ``3,7,11`` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+        else:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            seeds = list(range(n))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds (e.g. 5) or a list (e.g. 0,3,7), got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
+    return seeds
+
+
+def run_evaluation(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from experiments.evaluate import evaluate
+
+    sc = load_scenario(args.scenario, args.set or [])
+    ids = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not ids:
+        raise UsageError("--policies is empty; give registered policy ids separated by commas")
+    for pid in [*ids, args.champion]:
+        _policy(pid)
+    update, close = _progress(f"evaluate {sc.name}", not args.no_progress)
+    try:
+        return evaluate(sc, ids, args.debtors, args.seeds, args.champion, update)
+    finally:
+        close()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from experiments.report import terminal_table, write_all
+
+    ev = run_evaluation(args)
+    files = write_all(ev, Path(args.out)) if args.out else []
+    if args.json:
+        print(json.dumps(clean_json(ev.to_json())))
+        return 0
+    print(terminal_table(ev))
+    for f in files:
+        print(f"wrote {f}")
     return 0
 
 
@@ -179,9 +236,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(clean_json(report)))
     else:
         for r in report:
-            print(
-                f"{'PASS' if r['passed'] else 'FAIL'}  {r['scenario']:<11} {r['metric']:<28} {r['value']:8.3f}  target {r['target']:<14} {r['figure']}"
-            )
+            status = "PASS" if r["passed"] else "FAIL"
+            print(f"{status}  {r['scenario']:<11} {r['metric']:<28} {r['value']:8.3f}  target {r['target']:<14} {r['figure']}")
     return 1 if failed else 0
 
 
@@ -214,12 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collectrl", description="Learn debt-collection contact strategies on a simulated debtor population.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def scenario_args(sp: argparse.ArgumentParser) -> None:
+    def scenario_args(sp: argparse.ArgumentParser, seed: bool = True) -> None:
         sp.add_argument("--scenario", default="default", help=f"preset ({', '.join(available_scenarios())}) or a path to a .yaml file")
         sp.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a config value by dotted path, e.g. channels.sms.cost_eur=0.10 (repeatable)"
         )
-        sp.add_argument("--seed", type=_seed, default=0)
+        if seed:
+            sp.add_argument("--seed", type=_seed, default=0)
 
     s = sub.add_parser("simulate", help="simulate a portfolio under one policy and print its KPIs")
     scenario_args(s)
@@ -234,9 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on built-in defaults")
     d.add_argument("--debtors", type=_positive_int, default=10_000)
     d.add_argument("--seed", type=_seed, default=0)
+    d.add_argument("--seeds", type=_positive_int, default=3, help="seeds of the evaluation")
     d.add_argument("--out", default="out/demo")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("evaluate", help="compare policies with confidence intervals and paired tests (common random numbers)")
+    scenario_args(e, seed=False)
+    e.add_argument("--policies", default="static_ladder,segment_journeys,digital_first,oracle,random", help="registered policy ids, comma separated")
+    e.add_argument("--debtors", type=_positive_int, default=20_000)
+    e.add_argument("--seeds", type=_seeds, default=list(range(5)), help="number of seeds (5 = seeds 0..4) or a list like 0,3,7")
+    e.add_argument("--champion", default="static_ladder", help="the running policy the others are compared against")
+    e.add_argument("--out", default=None, help="directory for report.md, kpis.csv, kpis.json and figures")
+    e.add_argument("--json", action="store_true", help="print the evaluation as one JSON object")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
     c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")

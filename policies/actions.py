@@ -56,18 +56,26 @@ def decode_flat(index: np.ndarray) -> np.ndarray:
     return out
 
 
+ACTION_COLUMNS = ("channel", "window", "tone", "offer")
+
+
 def validate(actions: np.ndarray) -> np.ndarray:
-    """Check shape and ranges; return the actions as an (N, 4) int64 array."""
+    """Check shape, integrality and ranges; return the actions as an (N, 4) int64 array."""
     a = np.asarray(actions)
     if a.ndim == 1 and a.shape[0] == 4:
         a = a.reshape(1, 4)
     if a.ndim != 2 or a.shape[1] != 4:
         raise ValueError(f"actions must have shape (N, 4) [channel, window, tone, offer], got {a.shape}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise ValueError("actions must be whole numbers [channel, window, tone, offer]")
+    elif a.dtype.kind not in "iub":
+        raise ValueError(f"actions must be integers, got dtype {a.dtype}")
     a = a.astype(np.int64, copy=False)
     for k, n in enumerate(ACTION_DIMS):
         col = a[:, k]
         if col.size and (col.min() < 0 or col.max() >= n):
-            raise ValueError(f"action column {k} must be in 0..{n - 1}")
+            raise ValueError(f"action column {k} ({ACTION_COLUMNS[k]}) must be in 0..{n - 1}")
     return a
 
 

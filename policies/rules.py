@@ -267,17 +267,35 @@ def _journey(risk: str, large: bool, digital: bool) -> tuple[tuple[Step, ...], t
     return tuple(steps), (every, rch, rtone, roffer)
 
 
-JOURNEYS: dict[tuple[str, bool, bool], tuple[tuple[Step, ...], tuple[int, Channel, Tone, Offer]]] = {
-    (risk, large, digital): _journey(risk, large, digital) for risk in ("low", "mid", "high") for large in (False, True) for digital in (False, True)
-}
+JOURNEY_KEYS: tuple[tuple[str, bool, bool], ...] = tuple((r, lg, dg) for r in ("low", "mid", "high") for lg in (False, True) for dg in (False, True))
+JOURNEYS = {key: _journey(*key) for key in JOURNEY_KEYS}
+_MAX_DAY = 730
+_NO_STEP = -1
+
+
+def _journey_table() -> np.ndarray:
+    """(12, _MAX_DAY + 1, 4) int: the step (channel role, window, tone, offer) of each journey on each
+    day in collections; channel role -1 where the journey does nothing that day."""
+    table = np.full((len(JOURNEY_KEYS), _MAX_DAY + 1, 4), _NO_STEP, dtype=np.int64)
+    for j, key in enumerate(JOURNEY_KEYS):
+        steps, (every, rch, rtone, roffer) = JOURNEYS[key]
+        last = steps[-1].day
+        for day in range(last + every, _MAX_DAY + 1, every):
+            table[j, day] = (rch, Window.EVENING if rch != Channel.CALL else Window.AFTERNOON, rtone, roffer)
+        for st in steps:
+            table[j, st.day] = (st.channel, st.window, st.tone, st.offer)
+    return table
+
+
+JOURNEY_TABLE = _journey_table()
 
 
 class SegmentJourneys:
     """What commercial platforms sell today: debtors segmented from observable signals into 12
     journeys (risk band from the behaviour score x balance band x contactability), each a
-    sequence of channel, timing, tone and offer; with two adaptive rules: a debtor who disclosed
-    vulnerability or complained is switched to empathetic tone with a plan offer, and one who broke
-    a promise or a plan is offered a plan (or a settlement when the balance is large and risk high).
+    sequence of channel, timing, tone and offer (``JOURNEYS``); with two adaptive rules: a debtor
+    who disclosed vulnerability or complained gets an empathetic tone and a plan offer, and one who
+    broke a promise or a plan is offered a plan. Paused while a promise or a plan is open.
     """
 
     policy_id = "segment_journeys"
@@ -286,48 +304,41 @@ class SegmentJourneys:
         pass
 
     @staticmethod
-    def segment(views: ViewBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def segment(views: ViewBatch) -> np.ndarray:
+        """The journey index (into ``JOURNEY_KEYS``) of each account."""
         score = views.behaviour_score
         risk = np.where(score < SCORE_BANDS[0], 2, np.where(score < SCORE_BANDS[1], 1, 0))  # 0 low, 1 mid, 2 high
         large = views.balance_eur >= LARGE_BALANCE_EUR
         digital = views.app_user | (views.on_file[:, Channel.EMAIL - 1] & ~views.on_file[:, Channel.SMS - 1])
-        return risk, large, digital
+        return risk * 4 + large.astype(np.int64) * 2 + digital.astype(np.int64)
 
     def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
         n = len(views)
         out = np.zeros((n, 4), dtype=np.int64)
-        risk, large, digital = self.segment(views)
-        d = views.days_in_collections
-        paused = views.promise_active | views.plan_active
+        jid = self.segment(views)
+        step = JOURNEY_TABLE[jid, np.clip(views.days_in_collections, 0, _MAX_DAY)]
+        pending = (step[:, 0] != _NO_STEP) & ~(views.promise_active | views.plan_active)
+        if not pending.any():
+            return out
         rows = np.arange(n)
-        for (rname, lg, dg), (steps, (every, rch, rtone, roffer)) in JOURNEYS.items():
-            seg = (risk == ("low", "mid", "high").index(rname)) & (large == lg) & (digital == dg) & ~paused
-            if not seg.any():
-                continue
-            last = steps[-1].day
-            todo = [(d == s.day, s) for s in steps]
-            todo.append(
-                ((d > last) & ((d - last) % every == 0), Step(-1, rch, Window.EVENING if rch != Channel.CALL else Window.AFTERNOON, rtone, roffer))
-            )
-            for due, step in todo:
-                pending = seg & due & (out[:, 0] == Channel.WAIT)
-                if not pending.any():
-                    continue
-                tone = np.full(n, step.tone)
-                offer = np.full(n, step.offer)
-                care = views.vulnerable | (views.complaints > 0)
-                tone[care] = Tone.EMPATHETIC
-                offer[care & (offer == Offer.NONE)] = Offer.PLAN
-                broke = (views.promises_broken + views.plans_broken) > 0
-                offer[broke & (offer == Offer.NONE)] = Offer.PLAN
-                tone = np.where(mask[rows, 11 + tone], tone, Tone.EMPATHETIC)
-                roles = (_DIGITAL_SWAP if dg else _TRADITIONAL).get(step.channel, (step.channel,))
-                for ch in roles:
-                    win = step.window if ch != Channel.LETTER else Window.MORNING
-                    win_ok = mask[:, 7 + win] | (ch == Channel.LETTER)
-                    take = pending & mask[:, ch] & win_ok
-                    out[take, 0], out[take, 1], out[take, 2], out[take, 3] = ch, win, tone[take], offer[take]
+        tone, offer = step[:, 2].copy(), step[:, 3].copy()
+        care = views.vulnerable | (views.complaints > 0)
+        tone[care] = Tone.EMPATHETIC
+        offer[(care | ((views.promises_broken + views.plans_broken) > 0)) & (offer == Offer.NONE)] = Offer.PLAN
+        tone = np.where(mask[rows, 11 + np.clip(tone, 0, 3)], tone, Tone.EMPATHETIC)
+        digital = (jid % 2) == 1
+        role = step[:, 0]
+        for dg, roles in ((True, _DIGITAL_SWAP), (False, _TRADITIONAL)):
+            for first, options in roles.items():
+                sel = pending & (digital == dg) & (role == first)
+                for ch in options:
+                    win = np.where(ch == Channel.LETTER, Window.MORNING, step[:, 1])
+                    take = sel & mask[:, ch] & (mask[rows, 7 + np.clip(win, 0, 3)] | (ch == Channel.LETTER))
+                    out[take, 0], out[take, 1], out[take, 2], out[take, 3] = ch, win[take], tone[take], offer[take]
+                    sel &= ~take
                     pending &= ~take
+        calls = pending & (role == Channel.CALL) & mask[:, Channel.CALL] & mask[rows, 7 + np.clip(step[:, 1], 0, 3)]
+        out[calls, 0], out[calls, 1], out[calls, 2], out[calls, 3] = Channel.CALL, step[calls, 1], tone[calls], offer[calls]
         return out
 
 

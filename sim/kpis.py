@@ -40,13 +40,15 @@ KPIS: tuple[KpiSpec, ...] = (
 KPI_NAMES: tuple[str, ...] = tuple(k.name for k in KPIS)
 
 
-def portfolio_kpis(w: World) -> dict[str, float]:
-    """KPIs of a portfolio-mode world (slot = debtor). Rates are over debtors that entered."""
-    entered = w.status != Status.WAITING
-    n = int(entered.sum())
+def portfolio_kpis(w: World, subset: np.ndarray | None = None) -> dict[str, float]:
+    """KPIs of a portfolio-mode world (slot = debtor). Rates are over debtors that entered
+    (and are in ``subset``, a boolean mask over slots, when given)."""
+    e = w.status != Status.WAITING
+    if subset is not None:
+        e = e & subset
+    n = int(e.sum())
     if n == 0:
         raise ValueError("no debtor has entered the portfolio yet")
-    e = entered
     collected = float(w.collected[e].sum())
     cost = float(w.cost_eur[e].sum())
     contacts = w.contacts_by_channel[e].sum(axis=0)

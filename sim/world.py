@@ -87,6 +87,10 @@ class Outcome(IntEnum):
     NOTHING = 6
 
 
+# Contact-response luck is keyed by (debtor, contact ordinal), not by day: the k-th contact of a debtor
+# draws the same luck under any policy, whatever day it happens on (stronger common random numbers).
+_CONTACT_DAY = 0xFFFF
+_ORDINAL_BITS = np.uint64(12)
 _OPEN, _WAITING, _SOLD = int(Status.OPEN), int(Status.WAITING), int(Status.SOLD)
 _FIRM, _EMPATHETIC, _LATE, _WAIT = int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE), int(Channel.WAIT)
 _IGNORED, _LO_PAID, _LO_COMPLAINED = int(LastOutcome.IGNORED), int(LastOutcome.PAID), int(LastOutcome.COMPLAINED)
@@ -291,7 +295,7 @@ class World:
     def _init_call_centre(self) -> None:
         cc = self.sc.call_centre
         total = cc.agents * self.n / self.sc.population.size
-        per_shift = [int(round(total * s.share)) for s in cc.shifts]
+        per_shift = [round(total * s.share) for s in cc.shifts]
         if sum(per_shift) == 0 and total > 0:
             per_shift[int(np.argmax([s.share for s in cc.shifts]))] = 1
         self.on_duty_by_hour = np.zeros(24, dtype=np.int64)
@@ -319,7 +323,15 @@ class World:
             yield self.env.timeout(day_start + next_hour * 60 - self.env.now)
 
     def dialler(
-        self, window: int, slots: np.ndarray, epochs: np.ndarray, rpc: np.ndarray, handle_min: np.ndarray, tone: np.ndarray, offer: np.ndarray
+        self,
+        window: int,
+        slots: np.ndarray,
+        epochs: np.ndarray,
+        rpc: np.ndarray,
+        handle_min: np.ndarray,
+        tone: np.ndarray,
+        offer: np.ndarray,
+        luck: np.ndarray,
     ) -> Generator[simpy.Event, Any, None]:
         """Queues the window's calls for the agents on duty; calls still queued at the window's end are dropped."""
         start_h, end_h = WINDOW_HOURS[window]
@@ -328,13 +340,16 @@ class World:
         closes_at = day_start + end_h * 60
         closes = self.env.timeout(closes_at - self.env.now)
         queue = _CallQueue(len(slots))
-        sessions = [self.env.process(self.agent_session(queue, handle_min, closes, closes_at)) for _ in range(min(len(slots), self.agents.capacity))]
+        sessions = [
+            self.env.process(self.agent_session(queue, handle_min, closes, closes_at)) for _ in range(min(len(slots), int(self.agents.capacity)))
+        ]
         yield self.env.all_of(sessions)
         now = self.env.now
         made = np.zeros(len(slots), dtype=bool)
         made[: queue.next] = True
         ok = self.epoch[slots] == epochs
-        self._call_outcomes(slots[made & ok], rpc[made & ok], tone[made & ok], offer[made & ok], window, now)
+        sel = made & ok
+        self._call_outcomes(slots[sel], rpc[sel], tone[sel], offer[sel], luck[sel], window, now)
         drop = slots[~made & ok]
         self.calls_dropped[drop] += 1
         self.ledger.add(now, self.debtor_id[drop], Event.CALL_DROPPED, Channel.CALL)
@@ -475,6 +490,8 @@ class World:
         d, t0 = self.day, self.day * MINUTES_PER_DAY
         ch = a[idx, 0] - 1
         win, tone, offer = a[idx, 1], a[idx, 2], a[idx, 3]
+        ordinal = np.minimum(self.contacts_by_channel[idx].sum(axis=1), 4095).astype(np.uint64)
+        luck = (self.debtor_id[idx] << _ORDINAL_BITS) | ordinal
         self.contacts_today[idx, ch] += 1
         self.contacts_by_channel[idx, ch] += 1
         self.last_contact[idx] = d
@@ -488,70 +505,74 @@ class World:
         for w in range(len(Window)):
             sel = (win == w) & not_call & (ch != _LETTER)
             if sel.any():
-                self.env.process(self.messaging_gateway(w, idx[sel], epochs[sel], ch[sel], tone[sel], offer[sel]))
+                self.env.process(self.messaging_gateway(w, idx[sel], epochs[sel], ch[sel], tone[sel], offer[sel], luck[sel]))
         sel = ch == _LETTER
         if sel.any():
-            self.env.process(self.postal_service(idx[sel], epochs[sel], tone[sel], offer[sel]))
+            self.env.process(self.postal_service(idx[sel], epochs[sel], tone[sel], offer[sel], luck[sel]))
         calls = np.flatnonzero(ch == _CALL)
         if len(calls):
             self.calls_requested += len(calls)
             cidx = idx[calls]
-            ids = self.debtor_id[cidx]
+            cluck = luck[calls]
             t = self.traits
             assert t is not None
             cw = win[calls]
             reach = t.deliverability[cidx, _CALL] * bm.p_notice(t.attention[cidx, _CALL], t.window_fit[cidx, cw], self.prm.window_sensitivity[_CALL])
-            rpc = uniforms(self.key, ids, d, _D_NOTICE, _CALL + 1) < reach
+            rpc = uniforms(self.key, cluck, _CONTACT_DAY, _D_NOTICE, _CALL + 1) < reach
             mean = np.where(rpc, self.sc.call_centre.handle_time_min, self.sc.call_centre.no_answer_time_min)
-            handle = -mean * np.log1p(-uniforms(self.key, ids, d, _D_HANDLE))
+            handle = -mean * np.log1p(-uniforms(self.key, cluck, _CONTACT_DAY, _D_HANDLE))
             for w in range(len(Window)):
                 s = cw == w
                 if s.any():
-                    self.env.process(self.dialler(w, cidx[s], epochs[calls][s], rpc[s], handle[s], tone[calls][s], offer[calls][s]))
+                    self.env.process(self.dialler(w, cidx[s], epochs[calls][s], rpc[s], handle[s], tone[calls][s], offer[calls][s], cluck[s]))
 
     def _charge(self, idx: np.ndarray, cost: np.ndarray | float) -> None:
         self.cost_eur[idx] += cost
         self._today["contact_cost"][idx] -= np.asarray(cost) * self.disc[idx]
 
     def messaging_gateway(
-        self, window: int, slots: np.ndarray, epochs: np.ndarray, ch: np.ndarray, tone: np.ndarray, offer: np.ndarray
+        self, window: int, slots: np.ndarray, epochs: np.ndarray, ch: np.ndarray, tone: np.ndarray, offer: np.ndarray, luck: np.ndarray
     ) -> Generator[simpy.Event, Any, None]:
         """Electronic messages go out at the start of their window and are read (or not) there."""
         start_h = WINDOW_HOURS[window][0]
         yield self.env.timeout(max(0.0, self.day * MINUTES_PER_DAY + start_h * 60 + 15 - self.env.now))
         ok = (self.epoch[slots] == epochs) & (self.status[slots] == _OPEN)
-        self._arrive(slots[ok], ch[ok], np.full(int(ok.sum()), window), tone[ok], offer[ok])
+        self._arrive(slots[ok], ch[ok], np.full(int(ok.sum()), window), tone[ok], offer[ok], luck[ok])
 
-    def postal_service(self, slots: np.ndarray, epochs: np.ndarray, tone: np.ndarray, offer: np.ndarray) -> Generator[simpy.Event, Any, None]:
+    def postal_service(
+        self, slots: np.ndarray, epochs: np.ndarray, tone: np.ndarray, offer: np.ndarray, luck: np.ndarray
+    ) -> Generator[simpy.Event, Any, None]:
         """Letters arrive ``delay_days`` later, in the morning post."""
         yield self.env.timeout((self.day + self.letter_delay) * MINUTES_PER_DAY + 10 * 60 - self.env.now)
         ok = (self.epoch[slots] == epochs) & (self.status[slots] == _OPEN)
         n = int(ok.sum())
-        self._arrive(slots[ok], np.full(n, _LETTER), np.full(n, Window.MORNING), tone[ok], offer[ok])
+        self._arrive(slots[ok], np.full(n, _LETTER), np.full(n, Window.MORNING), tone[ok], offer[ok], luck[ok])
 
-    def _arrive(self, idx: np.ndarray, ch: np.ndarray, win: np.ndarray, tone: np.ndarray, offer: np.ndarray) -> None:
+    def _arrive(self, idx: np.ndarray, ch: np.ndarray, win: np.ndarray, tone: np.ndarray, offer: np.ndarray, luck: np.ndarray) -> None:
         """A non-call contact reaches the debtor's address: delivered? noticed? then the response."""
         if len(idx) == 0:
             return
         t = self.traits
         assert t is not None
-        d, now = self.day, self.env.now
+        now = self.env.now
         ids = self.debtor_id[idx]
-        delivered = uniforms(self.key, ids, d, _D_DELIVER, 0) < t.deliverability[idx, ch]
+        delivered = uniforms(self.key, luck, _CONTACT_DAY, _D_DELIVER, 0) < t.deliverability[idx, ch]
         self.funnel["delivered"] += np.bincount(ch[delivered], minlength=N_CONTACT_CHANNELS)
         self.ledger.add(now, ids[delivered], Event.DELIVERED, ch[delivered] + 1)
-        idx, ch, win, tone, offer, ids = idx[delivered], ch[delivered], win[delivered], tone[delivered], offer[delivered], ids[delivered]
+        idx, ch, win, tone, offer, luck = idx[delivered], ch[delivered], win[delivered], tone[delivered], offer[delivered], luck[delivered]
         self.fatigue[idx] += self.prm.fatigue_weight[ch]
         p_notice = bm.p_notice(t.attention[idx, ch], t.window_fit[idx, win], self.prm.window_sensitivity[ch])
-        noticed = uniforms(self.key, ids, d, _D_NOTICE, 0) < p_notice
+        noticed = uniforms(self.key, luck, _CONTACT_DAY, _D_NOTICE, 0) < p_notice
         self._ignored(idx[~noticed])
-        self._respond(idx[noticed], ch[noticed], win[noticed], tone[noticed], offer[noticed])
+        self._respond(idx[noticed], ch[noticed], win[noticed], tone[noticed], offer[noticed], luck[noticed])
 
-    def _call_outcomes(self, idx: np.ndarray, rpc: np.ndarray, tone: np.ndarray, offer: np.ndarray, window: int, now: float) -> None:
+    def _call_outcomes(
+        self, idx: np.ndarray, rpc: np.ndarray, tone: np.ndarray, offer: np.ndarray, luck: np.ndarray, window: int, now: float
+    ) -> None:
         if len(idx) == 0:
             return
         open_ = self.status[idx] == _OPEN
-        idx, rpc, tone, offer = idx[open_], rpc[open_], tone[open_], offer[open_]
+        idx, rpc, tone, offer, luck = idx[open_], rpc[open_], tone[open_], offer[open_], luck[open_]
         self.calls_made[idx] += 1
         self._charge(idx, self.prm.cost_eur[_CALL])
         self.funnel["delivered"][_CALL] += len(idx)
@@ -563,7 +584,7 @@ class World:
         self.ledger.add(now, self.debtor_id[idx], Event.DELIVERED, Channel.CALL)
         self._ignored(idx[~rpc])
         n = len(r)
-        self._respond(r, np.full(n, _CALL), np.full(n, window), tone[rpc], offer[rpc])
+        self._respond(r, np.full(n, _CALL), np.full(n, window), tone[rpc], offer[rpc], luck[rpc])
 
     def _ignored(self, idx: np.ndarray) -> None:
         self.last_outcome[idx] = _IGNORED
@@ -573,7 +594,7 @@ class World:
         assert t is not None
         return bm.effective_ability(self.sc, t.ability[idx], t.ability_growth[idx], self.days_in[idx], t.payday[idx], self.day)
 
-    def _respond(self, idx: np.ndarray, ch: np.ndarray, win: np.ndarray, tone: np.ndarray, offer: np.ndarray) -> None:
+    def _respond(self, idx: np.ndarray, ch: np.ndarray, win: np.ndarray, tone: np.ndarray, offer: np.ndarray, luck: np.ndarray) -> None:
         """A noticed contact: complaint or opt-out, else engagement and an outcome."""
         if len(idx) == 0:
             return
@@ -588,8 +609,8 @@ class World:
         firm = tone == _FIRM
 
         z = bm.complaint_logit(self.sc, t.complaint_logit[idx], fat, firm, distressed, win == _LATE)
-        complain = uniforms(self.key, ids, d, _D_COMPLAINT) < bm.sigmoid(z)
-        opt = ~complain & (ch != _LETTER) & (uniforms(self.key, ids, d, _D_OPT_OUT) < bm.sigmoid(bm.opt_out_logit(self.sc, fat)))
+        complain = uniforms(self.key, luck, _CONTACT_DAY, _D_COMPLAINT) < bm.sigmoid(z)
+        opt = ~complain & (ch != _LETTER) & (uniforms(self.key, luck, _CONTACT_DAY, _D_OPT_OUT) < bm.sigmoid(bm.opt_out_logit(self.sc, fat)))
         if complain.any():
             c = idx[complain]
             self.complaints[c] += 1
@@ -605,15 +626,32 @@ class World:
             self._today["opt_out_penalty"][o] -= self.sc.reward.opt_out_penalty_eur * self.disc[o]
             self.ledger.add(now, ids[opt], Event.OPT_OUT, ch[opt] + 1)
         rest = ~(complain | opt)
-        idx, ch, tone, offer, ids, fat, distressed = idx[rest], ch[rest], tone[rest], offer[rest], ids[rest], fat[rest], distressed[rest]
+        idx, ch, tone, offer, ids, fat, distressed, luck = (
+            idx[rest],
+            ch[rest],
+            tone[rest],
+            offer[rest],
+            ids[rest],
+            fat[rest],
+            distressed[rest],
+            luck[rest],
+        )
         if len(idx) == 0:
             return
         will = t.willingness[idx]
         dpd = t.dpd_at_entry[idx] + self.days_in[idx]
         z = bm.engage_logit(self.sc, self.prm, ch, tone, will, t.tone_effect[idx, tone], t.offer_effect[idx, offer], distressed, fat, dpd)
-        engaged = uniforms(self.key, ids, d, _D_ENGAGE) < bm.sigmoid(z)
+        engaged = uniforms(self.key, luck, _CONTACT_DAY, _D_ENGAGE) < bm.sigmoid(z)
         self._ignored(idx[~engaged])
-        idx, ch, offer, ids, will, distressed = idx[engaged], ch[engaged], offer[engaged], ids[engaged], will[engaged], distressed[engaged]
+        idx, ch, offer, ids, will, distressed, luck = (
+            idx[engaged],
+            ch[engaged],
+            offer[engaged],
+            ids[engaged],
+            will[engaged],
+            distressed[engaged],
+            luck[engaged],
+        )
         if len(idx) == 0:
             return
         self.funnel["engaged"] += np.bincount(ch, minlength=N_CONTACT_CHANNELS)
@@ -621,29 +659,29 @@ class World:
         self.responses[idx] += 1
         self.last_response[idx] = d
         self.intensity[idx] += b.intensity_jump_contact * (0.5 + will)
-        disclose = distressed & (uniforms(self.key, ids, d, _D_DISCLOSE) < b.vulnerability_disclosure_prob)
+        disclose = distressed & (uniforms(self.key, luck, _CONTACT_DAY, _D_DISCLOSE) < b.vulnerability_disclosure_prob)
         self.vulnerable[idx[disclose]] = True
 
         p = bm.outcome_probabilities(self.prm, self._ability(idx), will, self.outstanding[idx], offer, t.offer_effect[idx])
         cdf = np.cumsum(p, axis=1)
-        u = uniforms(self.key, ids, d, _D_OUTCOME) * cdf[:, -1]
+        u = uniforms(self.key, luck, _CONTACT_DAY, _D_OUTCOME) * cdf[:, -1]
         outcome = (u[:, None] > cdf).sum(axis=1)
-        self._apply_outcomes(idx, outcome, ch, ids)
+        self._apply_outcomes(idx, outcome, ch, luck)
 
-    def _apply_outcomes(self, idx: np.ndarray, outcome: np.ndarray, ch: np.ndarray, ids: np.ndarray) -> None:
-        b, d = self.sc.behaviour, self.day
+    def _apply_outcomes(self, idx: np.ndarray, outcome: np.ndarray, ch: np.ndarray, luck: np.ndarray) -> None:
+        b = self.sc.behaviour
         out_amt = self.outstanding[idx]
         sel = outcome == Outcome.PAY_FULL
         self._pay(idx[sel], out_amt[sel], ch[sel])
         sel = outcome == Outcome.PAY_PART
         if sel.any():
             lo, hi = b.part_payment_share.min / 100.0, b.part_payment_share.max / 100.0
-            share = lo + (hi - lo) * uniforms(self.key, ids[sel], d, _D_AMOUNT)
+            share = lo + (hi - lo) * uniforms(self.key, luck[sel], _CONTACT_DAY, _D_AMOUNT)
             self._pay(idx[sel], out_amt[sel] * share, ch[sel])
         sel = outcome == Outcome.PROMISE
         if sel.any():
             lo, hi = b.promise_days.min, b.promise_days.max
-            days = lo + np.floor((hi - lo + 1) * uniforms(self.key, ids[sel], d, _D_PROMISE_DAYS)).astype(np.int32)
+            days = lo + np.floor((hi - lo + 1) * uniforms(self.key, luck[sel], _CONTACT_DAY, _D_PROMISE_DAYS)).astype(np.int32)
             self._promise(idx[sel], out_amt[sel], days, 0)
         sel = outcome == Outcome.SETTLEMENT
         if sel.any():

@@ -166,3 +166,13 @@ def test_late_window_ends_at_23_and_evening_at_21():
     late = [w for w in Window if WINDOW_HOURS[w][1] > 21]
     assert late == [Window.LATE]
     assert all(WINDOW_HOURS[w][0] >= 8 for w in Window)
+
+
+def test_validate_names_the_column_and_rejects_fractions():
+    with pytest.raises(ValueError, match=r"column 1 \(window\) must be in 0..3"):
+        validate(np.array([[1, 4, 0, 0]]))
+    with pytest.raises(ValueError, match="whole numbers"):
+        validate(np.array([[1.7, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="whole numbers"):
+        validate(np.array([[np.nan, 0, 0, 0]]))
+    assert validate(np.array([[1.0, 2.0, 0.0, 3.0]])).tolist() == [[1, 2, 0, 3]]

@@ -86,7 +86,7 @@ def test_a_disallowed_action_is_blocked_and_costs_nothing():
     env = gym.make("collectrl/Debtor-v0", overrides=("population.on_file.email=0.0",))
     env.reset(seed=1)
     assert not env.unwrapped.action_masks()[Channel.EMAIL]
-    _, r, _, _, info = env.step(np.array([Channel.EMAIL, 0, 0, 0]))
+    *_, info = env.step(np.array([Channel.EMAIL, 0, 0, 0]))
     assert info["blocked"] is True and info["contact_cost"] == 0.0
 
 

@@ -7,7 +7,10 @@ HEAVY = ("torch", "stable_baselines3", "sb3_contrib", "simpy", "gymnasium", "pyd
 
 
 def test_policies_imports_no_training_or_simulation_stack():
-    code = "import sys, policies, policies.features, policies.compliance, policies.actions, policies.fileio; print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    code = (
+        "import sys, policies, policies.features, policies.compliance, policies.actions, policies.fileio, policies.hashing;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    )
     out = subprocess.run([sys.executable, "-c", code, *HEAVY], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
