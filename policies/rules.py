@@ -97,9 +97,27 @@ FALLBACK: dict[Channel, tuple[Channel, ...]] = {
 }
 
 
+def _ladder_table(max_day: int = 730) -> np.ndarray:
+    """(max_day + 1, 4) int: the ladder step (channel, window, tone, unused) on each day in
+    collections; channel -1 on days without a step. Steps and repeats never fall on the same day."""
+    table = np.full((max_day + 1, 4), -1, dtype=np.int64)
+    for day in range(REPEAT_CALL_FROM_DAY, max_day + 1, REPEAT_CALL_EVERY):
+        table[day] = (Channel.CALL, Window.EVENING, Tone.FIRM, 0)
+    for day in range(REPEAT_SMS_FROM_DAY, max_day + 1, REPEAT_SMS_EVERY):
+        assert table[day, 0] == -1, day
+        table[day] = (Channel.SMS, Window.MORNING, Tone.FIRM, 0)
+    for st in LADDER:
+        table[st.day] = (st.channel, st.window, st.tone, 0)
+    return table
+
+
+LADDER_TABLE = _ladder_table()
+
+
 class StaticLadder:
     """The industry default: the same fixed sequence for everyone, paused while a promise or a
-    plan is open (as dunning systems do). A step that cannot be sent on its day is skipped."""
+    plan is open (as dunning systems do). A step that cannot be sent on its day is skipped; where
+    the profile forbids its tone (firm, to a vulnerable debtor) it is said with empathy."""
 
     policy_id = "static_ladder"
 
@@ -109,25 +127,24 @@ class StaticLadder:
     def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
         n = len(views)
         out = np.zeros((n, 4), dtype=np.int64)
-        d = views.days_in_collections
-        paused = views.promise_active | views.plan_active
-        steps = list(LADDER)
-        todo: list[tuple[np.ndarray, LadderStep]] = [(d == s.day, s) for s in steps]
-        rc = (d >= REPEAT_CALL_FROM_DAY) & ((d - REPEAT_CALL_FROM_DAY) % REPEAT_CALL_EVERY == 0)
-        todo.append((rc, LadderStep(-1, Channel.CALL, Window.EVENING, Tone.FIRM, "repeat call")))
-        rs = (d >= REPEAT_SMS_FROM_DAY) & ((d - REPEAT_SMS_FROM_DAY) % REPEAT_SMS_EVERY == 0)
-        todo.append((rs, LadderStep(-1, Channel.SMS, Window.MORNING, Tone.FIRM, "repeat reminder")))
-        for due, step in todo:
-            pending = due & ~paused & (out[:, 0] == Channel.WAIT)
-            if not pending.any():
-                continue
-            win_ok = mask[:, 7 + step.window]
-            # where the profile forbids the step's tone (firm, to a vulnerable debtor), say it with empathy
-            tone = np.where(mask[:, 11 + step.tone], step.tone, Tone.EMPATHETIC)
-            for ch in FALLBACK[step.channel]:
-                take = pending & mask[:, ch] & (win_ok | (ch == Channel.LETTER))
-                out[take, 0], out[take, 1], out[take, 2], out[take, 3] = ch, step.window, tone[take], Offer.NONE
+        step = LADDER_TABLE[np.clip(views.days_in_collections, 0, len(LADDER_TABLE) - 1)]
+        rows = np.flatnonzero((step[:, 0] >= 0) & ~views.promise_active & ~views.plan_active)
+        if len(rows) == 0:
+            return out
+        st, m = step[rows], mask[rows]
+        r = np.arange(len(rows))
+        tone = np.where(m[r, 11 + st[:, 2]], st[:, 2], Tone.EMPATHETIC)
+        win_ok = m[r, 7 + st[:, 1]]
+        chosen = np.zeros(len(rows), dtype=np.int64)
+        for first, options in FALLBACK.items():
+            pending = st[:, 0] == first
+            for ch in options:
+                take = pending & m[:, ch] & (win_ok | (ch == Channel.LETTER))
+                chosen[take] = ch
                 pending &= ~take
+        go = chosen > 0
+        sel = rows[go]
+        out[sel, 0], out[sel, 1], out[sel, 2], out[sel, 3] = chosen[go], st[go, 1], tone[go], Offer.NONE
         return out
 
 
