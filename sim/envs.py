@@ -48,7 +48,7 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
     is not executed: it is blocked, counted (``info["blocked"]``) and the debtor is not contacted.
 
     ## Observation Space
-    ``Box(-1, inf, (56,), float32)``: the feature vector of :mod:`policies.features` (the same
+    ``Box(-1, inf, (58,), float32)``: the feature vector of :mod:`policies.features` (the same
     encoder the production runtime uses). Main groups, with units before scaling: balance and
     outstanding (EUR, log-scaled), days past due, days in collections and days left (days / 365),
     product (one-hot), behaviour score (0-1), app user, channels on file and opted out (per
@@ -143,7 +143,7 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
     ``n_slots * 19`` booleans, slot by slot.
 
     ## Observation Space
-    ``Box(-1, inf, (n_slots, 56), float32)``: one feature row per slot (:class:`DebtorEnv`).
+    ``Box(-1, inf, (n_slots, 58), float32)``: one feature row per slot (:class:`DebtorEnv`).
 
     ## Rewards
     The scalar reward is the sum over slots of the day's discounted net value (EUR). Per-slot

@@ -125,3 +125,14 @@ def test_batched_env_shares_one_world_and_refills_finished_slots():
             assert t == 29
     assert done_total >= 64  # horizon 10 days, 30 days: every slot finished at least once
     assert len(np.intersect1d(first_ids, base.world.debtor_id)) < 64
+
+
+def test_docs_state_the_true_observation_size():
+    import pathlib
+
+    from sim.envs import DebtorBatchEnv, DebtorEnv
+
+    assert f"({N_FEATURES},)" in DebtorEnv.__doc__
+    assert f"(n_slots, {N_FEATURES})" in DebtorBatchEnv.__doc__
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert f"`Box({N_FEATURES},)`" in readme
