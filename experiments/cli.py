@@ -61,12 +61,18 @@ def _progress(desc: str, enabled: bool):  # type: ignore[no-untyped-def]
 
 
 def _policy(policy_id: str):  # type: ignore[no-untyped-def]
+    """A registered policy id, or a training run directory (its best model)."""
     import policies
 
+    path = Path(policy_id)
+    if path.is_dir():
+        from experiments.learned import load_run_policy
+
+        return load_run_policy(path)
     try:
         return policies.make(policy_id)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(f"{e} (or give a training run directory)") from None
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -192,14 +198,18 @@ def run_evaluation(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from experiments.evaluate import evaluate
 
     sc = load_scenario(args.scenario, args.set or [])
-    ids = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if not ids:
-        raise UsageError("--policies is empty; give registered policy ids separated by commas")
-    for pid in [*ids, args.champion]:
-        _policy(pid)
+    specs = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not specs:
+        raise UsageError("--policies is empty; give registered policy ids (or run directories) separated by commas")
+    # a run directory is shown by its name (scenario__algo__seed__time)
+    by_name = {(Path(p).name if Path(p).is_dir() else p): p for p in [*specs, args.champion]}
+    ids = [Path(p).name if Path(p).is_dir() else p for p in specs]
+    for spec in by_name.values():
+        _policy(spec)
     update, close = _progress(f"evaluate {sc.name}", not args.no_progress)
     try:
-        return evaluate(sc, ids, args.debtors, args.seeds, args.champion, update)
+        champion = Path(args.champion).name if Path(args.champion).is_dir() else args.champion
+        return evaluate(sc, ids, args.debtors, args.seeds, champion, update, make=lambda name: _policy(by_name.get(name, name)))
     finally:
         close()
 
@@ -215,6 +225,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(terminal_table(ev))
     for f in files:
         print(f"wrote {f}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agents.train import train
+
+    if args.resume is None and args.algo is None:
+        raise UsageError("--algo is required (maskable_ppo, ppo, a2c, dqn) unless you --resume a run directory")
+    if args.resume is None:
+        from agents.train import load_train_config
+
+        load_train_config(args.algo, args.train_set or [])  # clear errors before anything starts
+        load_scenario(args.scenario, args.set or [])
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=args.timesteps,
+            desc=f"train {args.algo or 'resume'}",
+            unit="step",
+            unit_scale=True,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+    shown: dict[str, float] = {}
+
+    def progress(steps: int, kpis: dict[str, float]) -> None:
+        if bar is None:
+            return
+        if kpis and kpis != shown:
+            shown.clear()
+            shown.update(kpis)
+            bar.set_postfix(eval_net=f"{kpis['net']:.1f}", score=f"{kpis['score']:.2f}", refresh=False)
+        bar.update(max(0, min(steps, args.timesteps) - bar.n))  # tqdm redraws at most every mininterval
+
+    try:
+        run = train(args.scenario, args.algo or "", args.timesteps, args.seed, args.out, args.set or [], args.train_set or [], args.resume, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    last = run.curve[-1]
+    best = max(run.curve, key=lambda r: r["net_value_per_debtor"])
+    ref = run.reference_values()
+    print(f"run directory: {run.root}")
+    print(f"evaluation population ({run.cfg.eval_debtors:,} debtors, seed {run.cfg.eval_seed}), net value per debtor (EUR):")
+    print(f"  static_ladder {ref.static_ladder:10.2f}\n  oracle        {ref.oracle:10.2f}")
+    print(
+        f"  learned       {last['net_value_per_debtor']:10.2f}  at {int(last['timesteps']):,} steps (normalised score {last['normalised_score']:.3f})"
+    )
+    print(
+        f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps (normalised score {best['normalised_score']:.3f}) -> best/model.zip"
+    )
     return 0
 
 
@@ -306,6 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the evaluation as one JSON object")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    t = sub.add_parser("train", help="train a learner on the batched debtor world")
+    scenario_args(t)
+    t.add_argument("--algo", choices=("maskable_ppo", "ppo", "a2c", "dqn"), default=None)
+    t.add_argument("--timesteps", type=_positive_int, default=2_000_000, help="debtor-days of experience")
+    t.add_argument("--out", default="runs", help="parent directory of the run directory")
+    t.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="override a training hyperparameter, e.g. learning_rate=1e-4")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
     c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")

@@ -188,16 +188,17 @@ def evaluate(
     seeds: Sequence[int],
     champion: str = REFERENCE_LOW,
     progress: Callable[[int, int], None] | None = None,
+    make: Callable[[str], policies.Policy] = policies.make,
 ) -> Evaluation:
-    """Run every policy on every seed (common random numbers) and compute the statistics above."""
+    """Run every policy on every seed (common random numbers) and compute the statistics above.
+
+    ``make`` turns an id into a policy (default: the registry; the CLI also accepts run directories).
+    """
     asked = list(dict.fromkeys(policy_ids))
     if not asked:
         raise ValueError("give at least one policy")
-    for pid in asked:
-        policies.make(pid)  # raises ValueError naming the registered ids
-    if champion not in policies.registered():
-        raise ValueError(f"unknown champion policy {champion!r}; registered policies: {', '.join(policies.registered())}")
     run_ids = list(dict.fromkeys([*asked, champion, REFERENCE_LOW, REFERENCE_HIGH]))
+    instances = {pid: make(pid) for pid in run_ids}  # raises ValueError for an unknown id
     days = total_days(sc)
     total = len(run_ids) * len(seeds) * days
     done = 0
@@ -210,7 +211,7 @@ def evaluate(
                 if progress is not None:
                     progress(base + d, total)
 
-            world = run_portfolio(sc, policies.make(pid), debtors, seed, progress=tick)
+            world = run_portfolio(sc, instances[pid], debtors, seed, progress=tick)
             done += days
             cols = per_debtor(world)
             per_seed[pid].append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -11,9 +12,21 @@ from gymnasium import spaces
 from policies.features import FEATURE_NAMES, N_FEATURES, encode
 from policies.schema import ACTION_DIMS
 from sim.config import Scenario, load_scenario
-from sim.world import REWARD_COMPONENTS, World
+from sim.world import REWARD_COMPONENTS, DayResult, World
 
 N_MASK = int(sum(ACTION_DIMS))
+
+
+@dataclass
+class BatchStep:
+    """What :meth:`DebtorBatchEnv.advance` returns."""
+
+    obs: np.ndarray  # (n_slots, N_FEATURES), finished slots already show their next debtor
+    result: DayResult
+    done_slots: np.ndarray  # slots whose debtor episode ended today
+    final_obs: np.ndarray  # (len(done_slots), N_FEATURES), their last observation
+    blocked: int
+    calls_dropped: int
 
 
 def _scenario(scenario: str | Scenario, overrides: tuple[str, ...] | list[str]) -> Scenario:
@@ -206,22 +219,31 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
     def action_masks(self) -> np.ndarray:
         return self.world.action_mask().reshape(-1)
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def advance(self, actions: np.ndarray) -> BatchStep:
+        """One day for every slot: (n_slots, 4) actions in; rewards, ends, the final observation of
+        each finished slot (before the next debtor takes it) and the next observations out."""
         w = self.world
-        a = np.asarray(action, dtype=np.int64).reshape(self.n_slots, 4)
+        a = np.asarray(actions, dtype=np.int64).reshape(self.n_slots, 4)
         dropped_before = int(w.calls_dropped.sum())
         res = w.step(a)
         dropped = int(w.calls_dropped.sum()) - dropped_before  # before refill resets the slots
         done = res.terminated | res.truncated
+        done_idx = np.flatnonzero(done)
+        final_obs = encode(w.views().take(done_idx)) if len(done_idx) else np.zeros((0, N_FEATURES), dtype=np.float32)
+        if len(done_idx):
+            w.refill(done_idx)
+        self._t += 1
+        return BatchStep(self._observe(), res, done_idx, final_obs, int(res.blocked.sum()), dropped)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        out = self.advance(action)
+        res = out.result
         info: dict[str, Any] = {
             "slot_reward": res.reward,
             "slot_terminated": res.terminated,
             "slot_truncated": res.truncated,
-            "blocked": int(res.blocked.sum()),
-            "calls_dropped": dropped,
+            "blocked": out.blocked,
+            "calls_dropped": out.calls_dropped,
             **{f"slot_{k}": res.components[k] for k in REWARD_COMPONENTS},
         }
-        if done.any():
-            w.refill(np.flatnonzero(done))
-        self._t += 1
-        return self._observe(), float(res.reward.sum()), False, self._t >= self.episode_days, info
+        return out.obs, float(res.reward.sum()), False, self._t >= self.episode_days, info

@@ -1,0 +1,403 @@
+"""Training a learner on the batched debtor world, readable top to bottom.
+
+A run directory ``{scenario}__{algo}__{seed}__{time}`` holds:
+
+* ``config.yaml``       the resolved training config and the scenario (with overrides applied);
+* ``tb/``               TensorBoard logs: SB3's losses and ``business/`` metrics (net value,
+                        recovery, cost, complaints, blocked actions) of finished training episodes
+                        and of each evaluation;
+* ``checkpoints/``      at rollout boundaries: ``model_{steps}.zip``, the actions taken so far
+                        (``actions_{steps}.npy``) and the RNG and rollout state (``state_{steps}.npz``);
+                        ``--resume RUN_DIR`` replays the actions to rebuild the deterministic world
+                        exactly and continues, reaching the same state as an uninterrupted run;
+* ``best/model.zip``    the model with the best evaluation net value (``best/meta.json`` says when);
+* ``curve.csv`` and ``learning_curve.png``: evaluation net value per debtor vs timesteps, with the
+                        static ladder and the oracle as lines.
+
+Evaluation runs the learned policy on a separate population (seed ``eval_seed``, never used for
+training) with common random numbers, so its difference from the static ladder is paired.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from stable_baselines3.common.callbacks import BaseCallback
+
+import policies
+from agents.learned import ALGOS, LearnedPolicy, load_model
+from agents.vec_env import DebtorVecEnv
+from policies.fileio import atomic_write
+from sim.config import ConfigError, Scenario, load_raw, load_scenario
+from sim.kpis import portfolio_kpis
+from sim.runner import run_portfolio
+from sim.world import REWARD_COMPONENTS
+
+TRAINING_DIR = Path(__file__).resolve().parent.parent / "configs" / "training"
+
+
+class TrainConfig(BaseModel):
+    """Hyperparameters of one algorithm (``configs/training/{algo}.yaml``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    algo: Literal["maskable_ppo", "ppo", "a2c", "dqn"]
+    n_slots: int = Field(ge=1, le=65536, description="debtor slots = parallel environments")
+    learning_rate: float = Field(gt=0, le=1)
+    gamma: float = Field(gt=0, le=1, description="per-day discount of the learner")
+    n_steps: int = Field(default=32, ge=1, description="days per rollout (on-policy algorithms)")
+    batch_size: int = Field(default=2048, ge=1)
+    n_epochs: int = Field(default=4, ge=1)
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    ent_coef: float = Field(default=0.0, ge=0)
+    clip_range: float = Field(default=0.2, gt=0)
+    net_arch: list[int] = Field(default_factory=lambda: [128, 128])
+    buffer_size: int = Field(default=200_000, ge=1, description="DQN replay buffer")
+    learning_starts: int = Field(default=10_000, ge=0, description="DQN")
+    exploration_fraction: float = Field(default=0.3, gt=0, le=1, description="DQN")
+    train_freq: int = Field(default=1, ge=1, description="DQN: env steps (of all slots) between updates")
+    eval_every_steps: int = Field(default=200_000, ge=1)
+    eval_debtors: int = Field(default=3000, ge=10)
+    eval_seed: int = Field(default=10_000, ge=0, description="evaluation population, never trained on")
+    checkpoint_every_steps: int = Field(default=200_000, ge=1)
+    torch_threads: int = Field(default=1, ge=1, description="1 was faster for small MLPs on these machines")
+
+
+def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    from sim.config import apply_override, parse_override
+
+    path = TRAINING_DIR / f"{algo}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+    try:
+        data = TrainConfig.model_validate(yaml.safe_load(path.read_text())).model_dump()  # every field, defaults filled in
+        for text in overrides:
+            key, value = parse_override(text)
+            data = apply_override(data, key, value)
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        lines = [f"invalid training config {path.name}:"]
+        for err in e.errors():
+            lines.append(f"  {'.'.join(map(str, err['loc']))}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
+    policy_kwargs = {"net_arch": list(cfg.net_arch)}
+    common = {
+        "learning_rate": cfg.learning_rate,
+        "gamma": cfg.gamma,
+        "seed": seed,
+        "verbose": 0,
+        "device": "cpu",
+        "tensorboard_log": tb,
+        "policy_kwargs": policy_kwargs,
+    }
+    if cfg.algo in ("maskable_ppo", "ppo"):
+        ppo_args = {
+            "n_steps": cfg.n_steps,
+            "batch_size": cfg.batch_size,
+            "n_epochs": cfg.n_epochs,
+            "gae_lambda": cfg.gae_lambda,
+            "ent_coef": cfg.ent_coef,
+            "clip_range": cfg.clip_range,
+        }
+        if cfg.algo == "maskable_ppo":
+            from sb3_contrib import MaskablePPO
+
+            return MaskablePPO("MlpPolicy", env, **ppo_args, **common)
+        from stable_baselines3 import PPO
+
+        return PPO("MlpPolicy", env, **ppo_args, **common)
+    if cfg.algo == "a2c":
+        from stable_baselines3 import A2C
+
+        return A2C("MlpPolicy", env, n_steps=cfg.n_steps, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, **common)
+    from stable_baselines3 import DQN
+
+    return DQN(
+        "MlpPolicy",
+        env,
+        buffer_size=cfg.buffer_size,
+        learning_starts=cfg.learning_starts,
+        batch_size=cfg.batch_size,
+        exploration_fraction=cfg.exploration_fraction,
+        train_freq=cfg.train_freq,
+        gradient_steps=1,
+        **common,
+    )
+
+
+def model_bytes(model: Any) -> bytes:
+    buf = io.BytesIO()
+    model.save(buf)
+    return buf.getvalue()
+
+
+@dataclass
+class Baselines:
+    """Evaluation-population net value per debtor of the references."""
+
+    static_ladder: float
+    oracle: float
+
+
+def evaluate_policy(sc: Scenario, policy: policies.Policy, debtors: int, seed: int) -> dict[str, float]:
+    return portfolio_kpis(run_portfolio(sc, policy, debtors, seed))
+
+
+class TrainingMonitor(BaseCallback):
+    """Business metrics, periodic evaluation (best model kept), checkpoints and the progress bar."""
+
+    def __init__(self, run: Run, progress: Callable[[int, dict[str, float]], None] | None = None) -> None:
+        super().__init__(verbose=0)
+        self.run = run
+        self.progress = progress
+        self.next_eval = run.cfg.eval_every_steps
+        self.next_ckpt = run.cfg.checkpoint_every_steps
+        self._episodes: list[dict[str, float]] = []
+
+    def _on_training_start(self) -> None:
+        # a resumed run continues the schedule where it stopped
+        every_e, every_c = self.run.cfg.eval_every_steps, self.run.cfg.checkpoint_every_steps
+        self.next_eval = (self.num_timesteps // every_e + 1) * every_e
+        self.next_ckpt = (self.num_timesteps // every_c + 1) * every_c
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            b = info.get("business")
+            if b is not None:
+                self._episodes.append(b)
+        if len(self._episodes) >= 256:
+            self._flush_business()
+        if self.progress is not None:
+            self.progress(self.num_timesteps, self.run.last_eval)
+        return True
+
+    def _flush_business(self) -> None:
+        eps = self._episodes
+        self._episodes = []
+        for k in REWARD_COMPONENTS:
+            self.logger.record(f"business/train_{k}_per_debtor", float(np.mean([e[k] for e in eps])))
+        self.logger.record("business/train_net_value_per_debtor", float(np.mean([sum(e.values()) for e in eps])))
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_eval:
+            self.run.evaluate(self.model, self.logger)
+            while self.next_eval <= self.num_timesteps:
+                self.next_eval += self.run.cfg.eval_every_steps
+        if self.num_timesteps >= self.next_ckpt:
+            self.run.checkpoint(self.model)
+            while self.next_ckpt <= self.num_timesteps:
+                self.next_ckpt += self.run.cfg.checkpoint_every_steps
+
+
+class Run:
+    """One training run and its directory."""
+
+    def __init__(self, root: Path, sc: Scenario, scenario_name: str, cfg: TrainConfig, seed: int, overrides: list[str]) -> None:
+        self.root, self.sc, self.scenario_name, self.cfg, self.seed, self.overrides = root, sc, scenario_name, cfg, seed, overrides
+        self.env: DebtorVecEnv | None = None
+        self.baselines: Baselines | None = None
+        self.curve: list[dict[str, float]] = []
+        self.best = -np.inf
+        self.last_eval: dict[str, float] = {}
+
+    # ---- directory
+    @staticmethod
+    def new_dir(out: Path, scenario: str, algo: str, seed: int) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        d = out / f"{scenario}__{algo}__{seed}__{stamp}"
+        d.mkdir(parents=True, exist_ok=False)
+        return d
+
+    def write_config(self, timesteps: int) -> None:
+        data = {
+            "scenario": self.scenario_name,
+            "scenario_overrides": self.overrides,
+            "algo": self.cfg.algo,
+            "seed": self.seed,
+            "timesteps": timesteps,
+            "training": self.cfg.model_dump(),
+            "resolved_scenario": self.sc.model_dump(),
+        }
+        atomic_write(self.root / "config.yaml", lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+
+    # ---- evaluation
+    def reference_values(self) -> Baselines:
+        if self.baselines is None:
+            c = self.cfg
+            lad = evaluate_policy(self.sc, policies.make("static_ladder"), c.eval_debtors, c.eval_seed)["net_value_per_debtor"]
+            ora = evaluate_policy(self.sc, policies.make("oracle"), c.eval_debtors, c.eval_seed)["net_value_per_debtor"]
+            self.baselines = Baselines(lad, ora)
+        return self.baselines
+
+    def evaluate(self, model: Any, logger: Any) -> dict[str, float]:
+        ref = self.reference_values()
+        k = evaluate_policy(self.sc, LearnedPolicy(model, self.cfg.algo), self.cfg.eval_debtors, self.cfg.eval_seed)
+        nv = k["net_value_per_debtor"]
+        score = (nv - ref.static_ladder) / (ref.oracle - ref.static_ladder) if ref.oracle != ref.static_ladder else float("nan")
+        row = {
+            "timesteps": float(model.num_timesteps),
+            "net_value_per_debtor": nv,
+            "normalised_score": score,
+            **{f"kpi_{n}": v for n, v in k.items()},
+        }
+        self.curve.append(row)
+        self.last_eval = {"net": nv, "score": score}
+        for name in ("net_value_per_debtor", "recovery_rate_amount", "contact_cost_per_debtor", "complaint_rate", "blocked_actions"):
+            logger.record(f"business/eval_{name}", k[name])
+        logger.record("business/eval_normalised_score", score)
+        logger.dump(model.num_timesteps)
+        if nv > self.best:
+            self.best = nv
+            data = model_bytes(model)
+            atomic_write(self.root / "best" / "model.zip", lambda p: p.write_bytes(data))
+            meta = {"algo": self.cfg.algo, "timesteps": model.num_timesteps, "net_value_per_debtor": nv, "normalised_score": score}
+            atomic_write(self.root / "best" / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+        self.write_curve()
+        return row
+
+    def write_curve(self) -> None:
+        if not self.curve:
+            return
+        keys = list(self.curve[0])
+
+        def write(p: Path) -> None:
+            with p.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(self.curve)
+
+        atomic_write(self.root / "curve.csv", write)
+        plot_learning_curve(self.curve, self.reference_values(), self.root / "learning_curve.png", f"{self.scenario_name}: {self.cfg.algo}")
+
+    # ---- checkpoints
+    def checkpoint(self, model: Any) -> Path:
+        assert self.env is not None
+        steps = int(model.num_timesteps)
+        d = self.root / "checkpoints"
+        actions = np.stack(self.env.actions_taken) if self.env.actions_taken else np.zeros((0, self.env.num_envs, 4), dtype=np.int8)
+        state = {
+            "np_state": np.array(np.random.get_state(), dtype=object),
+            "torch_state": torch.get_rng_state().numpy(),
+            "py_state": np.array(random.getstate(), dtype=object),
+            "last_obs": model._last_obs,
+            "episode_starts": model._last_episode_starts,
+            "ep_return": self.env._ep_return,
+            "ep_len": self.env._ep_len,
+            "curve": np.array(json.dumps(self.curve)),
+            "best": np.array(self.best),
+            "baselines": np.array(json.dumps(self.baselines.__dict__ if self.baselines else None)),
+        }
+        data = model_bytes(model)
+        atomic_write(d / f"actions_{steps}.npy", lambda p: np.save(p.open("wb"), actions))
+        atomic_write(d / f"state_{steps}.npz", lambda p: np.savez(p.open("wb"), **state))
+        atomic_write(d / f"model_{steps}.zip", lambda p: p.write_bytes(data))  # written last: marks the checkpoint complete
+        return d / f"model_{steps}.zip"
+
+    def latest_checkpoint(self) -> int | None:
+        d = self.root / "checkpoints"
+        steps = sorted(int(p.stem.split("_")[1]) for p in d.glob("model_*.zip")) if d.exists() else []
+        return steps[-1] if steps else None
+
+
+def plot_learning_curve(curve: list[dict[str, float]], ref: Baselines, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    xs = [r["timesteps"] for r in curve]
+    ax.plot(xs, [r["net_value_per_debtor"] for r in curve], "o-", lw=2, label="learned policy")
+    ax.axhline(ref.static_ladder, color="tab:gray", ls="--", label="static_ladder")
+    ax.axhline(ref.oracle, color="tab:red", ls=":", label="oracle")
+    ax.set(xlabel="timesteps (debtor-days)", ylabel="net value per debtor (EUR), evaluation population", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def _restore(run: Run, model: Any, steps: int) -> None:
+    """Bring the model, the world and the RNGs back to checkpoint ``steps``."""
+    d = run.root / "checkpoints"
+    assert run.env is not None
+    actions = np.load(d / f"actions_{steps}.npy")
+    st = np.load(d / f"state_{steps}.npz", allow_pickle=True)  # our own training-side file, never served
+    obs = run.env.replay(list(actions))
+    np.testing.assert_allclose(obs, st["last_obs"], err_msg="replay did not rebuild the checkpointed world")
+    run.env._ep_return[:] = st["ep_return"]
+    run.env._ep_len[:] = st["ep_len"]
+    model._last_obs = st["last_obs"]
+    model._last_episode_starts = st["episode_starts"]
+    np.random.set_state(tuple(st["np_state"]))
+    torch.set_rng_state(torch.from_numpy(st["torch_state"]))
+    random.setstate(tuple(st["py_state"]))
+    run.curve = json.loads(str(st["curve"]))
+    run.best = float(st["best"])
+    b = json.loads(str(st["baselines"]))
+    run.baselines = Baselines(**b) if b else None
+
+
+def train(
+    scenario: str,
+    algo: str,
+    timesteps: int,
+    seed: int = 0,
+    out: str | Path = "runs",
+    overrides: list[str] | None = None,
+    train_overrides: list[str] | None = None,
+    resume: str | Path | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> Run:
+    """Train ``algo`` on ``scenario`` for ``timesteps`` debtor-days (or resume a run directory)."""
+    overrides = list(overrides or [])
+    if resume is not None:
+        root = Path(resume)
+        if not (root / "config.yaml").exists():
+            raise ConfigError(f"{root} is not a run directory (no config.yaml); give the directory `collectrl train` created")
+        saved = yaml.safe_load((root / "config.yaml").read_text())
+        scenario, algo, seed, overrides = saved["scenario"], saved["algo"], int(saved["seed"]), list(saved["scenario_overrides"])
+        cfg = TrainConfig.model_validate(saved["training"])
+    else:
+        cfg = load_train_config(algo, train_overrides or [])
+        root = Run.new_dir(Path(out), Path(scenario).stem, algo, seed)
+    load_raw(scenario)  # a clear error for an unknown scenario before anything heavy
+    sc = load_scenario(scenario, overrides)
+    torch.set_num_threads(cfg.torch_threads)
+    run = Run(root, sc, Path(scenario).stem, cfg, seed, overrides)
+    if resume is None:
+        run.write_config(timesteps)
+    env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn")
+    env.record_actions = True
+    run.env = env
+    tb = str(root / "tb")
+    step0 = run.latest_checkpoint() if resume is not None else None
+    if step0 is not None:
+        model = load_model(cfg.algo, root / "checkpoints" / f"model_{step0}.zip")
+        model.set_env(env)
+        model.tensorboard_log = tb
+        _restore(run, model, step0)
+    else:
+        model = make_model(cfg, env, seed, tb)
+    monitor = TrainingMonitor(run, progress)
+    remaining = max(0, timesteps - int(model.num_timesteps))
+    if remaining:
+        model.learn(remaining, callback=monitor, reset_num_timesteps=step0 is None, tb_log_name="train")
+    run.evaluate(model, model.logger)
+    return run

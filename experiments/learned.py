@@ -1,0 +1,20 @@
+"""Loading a training run directory as a policy (its best model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sim.config import ConfigError
+
+
+def load_run_policy(run_dir: str | Path):  # type: ignore[no-untyped-def]
+    from agents.learned import LearnedPolicy, load_model
+
+    root = Path(run_dir)
+    cfg_path, model_path = root / "config.yaml", root / "best" / "model.zip"
+    if not cfg_path.exists() or not model_path.exists():
+        raise ConfigError(f"{root} is not a finished training run (needs config.yaml and best/model.zip)")
+    algo = yaml.safe_load(cfg_path.read_text())["algo"]
+    return LearnedPolicy(load_model(algo, model_path), policy_id=root.name)
