@@ -277,7 +277,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"  learned       {last['net_value_per_debtor']:10.2f}  at {int(last['timesteps']):,} steps (normalised score {last['normalised_score']:.3f})"
     )
     print(
-        f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps (normalised score {best['normalised_score']:.3f}) -> best/model.zip"
+        f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps "
+        f"(normalised score {best['normalised_score']:.3f}) -> best/model.zip"
     )
     return 0
 
