@@ -163,14 +163,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     world.ledger.write_parquet(out / "simulate" / "events.parquet")
     recovery_curves({"static_ladder": recovery_curve(world)}, out / "simulate" / "recovery.png", "default: cumulative recovery, static ladder")
 
-    baselines = ["static_ladder", "segment_journeys", "digital_first", "oracle", "random", "no_contact"]
-    update, close = _progress("demo: evaluate the baselines", not args.no_progress)
+    from agents.train import train
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=args.train_steps, desc="demo: train maskable_ppo", unit="step", unit_scale=True, file=sys.stderr, mininterval=0.5, leave=False
+        )
     try:
-        ev = evaluate(sc, baselines, args.debtors, list(range(args.seeds)), "static_ladder", update)
+        run = train(
+            "default",
+            "maskable_ppo",
+            args.train_steps,
+            args.seed,
+            out / "runs",
+            train_overrides=[f"eval_every_steps={max(args.train_steps // 3, 1)}", "eval_debtors=2000"],
+            progress=(lambda steps, _k: bar.update(max(0, min(steps, args.train_steps) - bar.n))) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"\n2. a MaskablePPO learner trained for {args.train_steps:,} debtor-days -> {run.root}")
+
+    learned = f"{run.cfg.algo} (trained)"
+    baselines = [learned, "static_ladder", "segment_journeys", "digital_first", "oracle", "random", "no_contact"]
+    update, close = _progress("demo: evaluate", not args.no_progress)
+    try:
+        ev = evaluate(
+            sc,
+            baselines,
+            args.debtors,
+            list(range(args.seeds)),
+            "static_ladder",
+            update,
+            make=lambda name: _policy(str(run.root) if name == learned else name),
+        )
     finally:
         close()
     files = write_all(ev, out / "evaluate")
-    print(f"\n2. the baselines compared on the same debtors and luck ({args.seeds} seeds)\n")
+    print(f"\n3. the learner and the baselines on the same debtors and luck ({args.seeds} seeds)\n")
     print(terminal_table(ev))
     print(f"\nwrote {out / 'simulate'} (events.parquet, recovery.png)")
     print(f"wrote {len(files)} files in {out / 'evaluate'} (report.md, kpis.csv, kpis.json, figures)")
@@ -283,6 +316,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bandit(args: argparse.Namespace) -> int:
+    from agents.regret import bandit_regret, plot_regret
+
+    sc = load_scenario(args.scenario, args.set or [])
+    res = bandit_regret(sc, args.debtors, args.seed, args.stream_days)
+    quarters = res.by_quarter()
+    result = {"scenario": sc.name, "debtors": args.debtors, "stream_days": args.stream_days, "seed": args.seed, "quarters": quarters}
+    if args.out:
+        out = Path(args.out)
+        plot_regret(res, out / "regret.png", f"{sc.name}: the bandit learns over a stream of {args.debtors:,} debtors")
+        write_json(out / "regret.json", result)
+    if args.json:
+        print(json.dumps(clean_json(result)))
+        return 0
+    print(f"linear_ts bandit on a stream of {args.debtors:,} '{sc.name}' debtors arriving over {args.stream_days} days (seed {args.seed})")
+    print("regret vs the oracle per debtor (EUR), by quarter of the stream:")
+    for i, q in enumerate(quarters, 1):
+        print(f"  quarter {i}: bandit {q['bandit_regret_per_debtor']:8.1f} +- {q['ci95']:.1f}   static_ladder {q['ladder_regret_per_debtor']:8.1f}")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'regret.png'} and regret.json")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sim.calibration import measure_all
 
@@ -318,8 +374,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
     if args.what == "sim":
         result = perf.perf_sim(args.scenario, args.debtors or 200_000, args.days, args.seed)
-    else:
+    elif args.what == "env":
         result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed)
+    else:
+        result = perf.perf_train(args.scenario, 256, args.timesteps, args.seed)
     if args.json:
         print(json.dumps(result))
     else:
@@ -357,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--debtors", type=_positive_int, default=10_000)
     d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--seeds", type=_positive_int, default=3, help="seeds of the evaluation")
+    d.add_argument("--train-steps", type=_positive_int, default=400_000, help="debtor-days of training for the learner")
     d.add_argument("--out", default="out/demo")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
@@ -382,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
+    bd = sub.add_parser("bandit", help="the contextual bandit learning online: cumulative regret vs the oracle over a stream of debtors")
+    scenario_args(bd)
+    bd.add_argument("--debtors", type=_positive_int, default=20_000)
+    bd.add_argument("--stream-days", type=_positive_int, default=240, help="debtors arrive over this many days")
+    bd.add_argument("--out", default=None, help="directory for regret.png and regret.json")
+    bd.add_argument("--json", action="store_true")
+    bd.set_defaults(func=cmd_bandit)
+
     c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
     c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -394,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env"))
+    pf.add_argument("what", choices=("sim", "env", "train"))
+    pf.add_argument("--timesteps", type=_positive_int, default=200_000, help="perf train: timesteps per measured run")
     pf.add_argument("--scenario", default="default")
     pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
     pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")

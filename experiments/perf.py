@@ -125,3 +125,35 @@ def perf_env(scenario: str = "default", n_slots: int = 4096, seconds: float = 4.
         "batched_ladder_debtor_steps_per_s": round(ladder_rate),
         "batched_ladder_ratio": round(ladder_rate / cart, 2),
     }
+
+
+def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 200_000, seed: int = 0) -> dict[str, Any]:
+    """SB3 PPO env-steps/s on the batched debtor world and on CartPole-v1 with the same number of
+    environments and hyperparameters, in the same process (the simulator must not be the bottleneck)."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.vec_env import DebtorVecEnv
+
+    torch.set_num_threads(1)
+    kwargs = {"n_steps": 32, "batch_size": 2048, "n_epochs": 4, "learning_rate": 3e-4, "seed": seed, "device": "cpu", "verbose": 0}
+
+    def rate(env: Any) -> float:
+        model = PPO("MlpPolicy", env, **kwargs)
+        model.learn(n_envs * 32)  # warm-up rollout
+        t0 = time.perf_counter()
+        model.learn(timesteps, reset_num_timesteps=False)
+        return timesteps / (time.perf_counter() - t0)
+
+    cart = rate(make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed))
+    ours = rate(DebtorVecEnv(load_scenario(scenario), n_envs, seed=seed))
+    return {
+        "benchmark": "train",
+        "algo": "ppo",
+        "n_envs": n_envs,
+        "timesteps": timesteps,
+        "debtor_env_steps_per_s": round(ours),
+        "cartpole_env_steps_per_s": round(cart),
+        "ratio": round(ours / cart, 3),
+    }

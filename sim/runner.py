@@ -40,7 +40,10 @@ def run_portfolio(
         views = world.views()
         mask = world.action_mask(views)
         actions = policy.act_with_world(world, views, mask) if getattr(policy, "needs_world", False) else policy.act(views, mask)  # type: ignore[attr-defined]
-        world.step(actions, views)
+        result = world.step(actions, views)
+        observe = getattr(policy, "observe", None)
+        if observe is not None:  # online learners see each day's rewards
+            observe(world, result)
         if progress is not None:
             progress(day + 1, days)
     return world

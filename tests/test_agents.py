@@ -131,3 +131,27 @@ def test_vec_env_reports_episodes_and_terminal_observations():
     assert masks.shape == (8, 19)
     for p in PROFILES.values():
         assert action_mask(env.batch.world.views(), p).shape == (8, 19)
+
+
+@pytest.mark.slow
+def test_bandit_regret_grows_sub_linearly_on_a_stationary_stream():
+    from agents.regret import bandit_regret
+
+    res = bandit_regret(load_scenario("default"), 16_000, seed=0, stream_days=240)
+    q = res.by_quarter()
+    # per-debtor regret falls as the bandit learns: cumulative regret grows slower than linearly
+    assert q[-1]["bandit_regret_per_debtor"] < q[0]["bandit_regret_per_debtor"] - 20, q
+    first_half, second_half = res.regret[: res.debtors // 2].sum(), res.regret[res.debtors // 2 :].sum()
+    assert second_half < first_half
+
+
+def test_bandit_actions_are_legal_and_seeded():
+    from agents.bandit import LinearThompsonBandit
+
+    sc = load_scenario("default", ["horizon_days=40"])
+    a = run_portfolio(sc, LinearThompsonBandit(), 600, seed=4, record_events=True)
+    b = run_portfolio(sc, LinearThompsonBandit(), 600, seed=4, record_events=True)
+    assert a.blocked_by_reason.sum() == 0
+    np.testing.assert_array_equal(a.net_value, b.net_value)
+    with pytest.raises(TypeError, match="learns from the rewards"):
+        LinearThompsonBandit().act(None, None)  # type: ignore[arg-type]
