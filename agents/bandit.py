@@ -124,3 +124,13 @@ class LinearThompsonBandit:
                 self.A_[j] += xs.T @ xs
                 self.b_[j] += xs.T @ r[sel]
         self.updates_ += len(a)
+
+
+def _register() -> None:
+    from policies.base import register, registered
+
+    if "linear_ts" not in registered():
+        register("linear_ts", LinearThompsonBandit)
+
+
+_register()

@@ -214,6 +214,7 @@ class Run:
         self.curve: list[dict[str, float]] = []
         self.best = -np.inf
         self.last_eval: dict[str, float] = {}
+        self.on_evaluate: Callable[[dict[str, float]], None] | None = None
 
     # ---- directory
     @staticmethod
@@ -268,6 +269,8 @@ class Run:
             meta = {"algo": self.cfg.algo, "timesteps": model.num_timesteps, "net_value_per_debtor": nv, "normalised_score": score}
             atomic_write(self.root / "best" / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
         self.write_curve()
+        if self.on_evaluate is not None:
+            self.on_evaluate(row)  # may raise to stop the run (e.g. a pruned tuning trial)
         return row
 
     def write_curve(self) -> None:
@@ -364,6 +367,7 @@ def train(
     train_overrides: list[str] | None = None,
     resume: str | Path | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_evaluate: Callable[[dict[str, float]], None] | None = None,
 ) -> Run:
     """Train ``algo`` on ``scenario`` for ``timesteps`` debtor-days (or resume a run directory)."""
     overrides = list(overrides or [])
@@ -381,6 +385,7 @@ def train(
     sc = load_scenario(scenario, overrides)
     torch.set_num_threads(cfg.torch_threads)
     run = Run(root, sc, Path(scenario).stem, cfg, seed, overrides)
+    run.on_evaluate = on_evaluate
     if resume is None:
         run.write_config(timesteps)
     env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn")

@@ -62,6 +62,7 @@ def _progress(desc: str, enabled: bool):  # type: ignore[no-untyped-def]
 
 def _policy(policy_id: str):  # type: ignore[no-untyped-def]
     """A registered policy id, or a training run directory (its best model)."""
+    import agents.bandit  # noqa: F401  (registers the online bandit, linear_ts)
     import policies
 
     path = Path(policy_id)
@@ -339,6 +340,44 @@ def cmd_bandit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from agents.leaderboard import PROTOCOL_DEBTORS, PROTOCOL_SEEDS, leaderboard, markdown
+
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for name in scenarios:
+        load_scenario(name)
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    table = leaderboard(scenarios, algos, args.timesteps, Path(args.runs), args.debtors or PROTOCOL_DEBTORS, tuple(args.seeds or PROTOCOL_SEEDS), log)
+    md = markdown(table)
+    out = Path(args.out)
+    from experiments.io import atomic_write
+
+    atomic_write(out / "leaderboard.md", lambda p: p.write_text(md))
+    write_json(out / "leaderboard.json", table)
+    if args.json:
+        print(json.dumps(clean_json(table)))
+    else:
+        print(md)
+        print(f"wrote {out / 'leaderboard.md'} and leaderboard.json")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from agents.tune import tune
+
+    load_scenario(args.scenario)
+    result = tune(args.scenario, args.algo, args.trials, args.timesteps_per_trial, Path(args.out), args.seed, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(clean_json(result)))
+        return 0
+    print(f"study {result['study']}: {result['trials']} trials, best evaluation net value {result['best_value']:.2f} EUR per debtor")
+    for k, v in result["best_params"].items():
+        print(f"  {k}: {v}")
+    print(f"wrote {Path(result['study']) / 'best_params.yaml'} (copy it to configs/training/ to make it the default)")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sim.calibration import measure_all
 
@@ -448,6 +487,27 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--out", default=None, help="directory for regret.png and regret.json")
     bd.add_argument("--json", action="store_true")
     bd.set_defaults(func=cmd_bandit)
+
+    tn = sub.add_parser("tune", help="tune a learner's hyperparameters with Optuna (resumable: the study is stored in SQLite)")
+    tn.add_argument("--scenario", default="default")
+    tn.add_argument("--algo", choices=("maskable_ppo", "ppo", "a2c", "dqn"), default="maskable_ppo")
+    tn.add_argument("--trials", type=_positive_int, default=40)
+    tn.add_argument("--timesteps-per-trial", type=_positive_int, default=400_000)
+    tn.add_argument("--seed", type=_seed, default=0)
+    tn.add_argument("--out", default="runs/tune")
+    tn.add_argument("--json", action="store_true")
+    tn.set_defaults(func=cmd_tune)
+
+    lb = sub.add_parser("leaderboard", help="train (or reuse) every learner and score every policy on every preset (fixed protocol)")
+    lb.add_argument("--scenarios", default="default,telecom,late_stage")
+    lb.add_argument("--algos", default="maskable_ppo,ppo,a2c,dqn", help="learners to train or reuse")
+    lb.add_argument("--timesteps", type=_positive_int, default=2_000_000, help="training debtor-days per learner")
+    lb.add_argument("--runs", default="runs/leaderboard", help="where learner runs are kept and reused")
+    lb.add_argument("--out", default="runs/leaderboard", help="where leaderboard.md and leaderboard.json go")
+    lb.add_argument("--debtors", type=_positive_int, default=None, help="override the protocol's debtors (not comparable then)")
+    lb.add_argument("--seeds", type=_seeds, default=None, help="override the protocol's seeds (not comparable then)")
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=cmd_leaderboard)
 
     c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
     c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")

@@ -155,3 +155,41 @@ def test_bandit_actions_are_legal_and_seeded():
     np.testing.assert_array_equal(a.net_value, b.net_value)
     with pytest.raises(TypeError, match="learns from the rewards"):
         LinearThompsonBandit().act(None, None)  # type: ignore[arg-type]
+
+
+def test_tune_resumes_a_study_and_writes_the_best_params(tmp_path):
+    import yaml
+
+    from agents.tune import tune
+
+    first = tune("default", "maskable_ppo", 2, 1024, tmp_path, log=lambda _m: None)
+    assert first["trials"] == 2
+    again = tune("default", "maskable_ppo", 3, 1024, tmp_path, log=lambda _m: None)
+    assert again["trials"] == 3  # the stored study was continued, not restarted
+    study = tmp_path / "default__maskable_ppo__tune"
+    assert (study / "study.db").exists()
+    best = yaml.safe_load((study / "best_params.yaml").read_text())
+    assert best["algo"] == "maskable_ppo" and best["learning_rate"] == pytest.approx(again["best_params"]["learning_rate"])
+    import optuna
+
+    trials = optuna.load_study(study_name="default-maskable_ppo", storage=f"sqlite:///{study / 'study.db'}").trials
+    assert trials[2].params != trials[0].params  # resuming does not replay the first draws
+
+
+def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
+    from agents.leaderboard import leaderboard, markdown
+
+    kw = {"debtors": 300, "seeds": (0,), "log": lambda _m: None, "train_overrides": ["n_slots=32", "eval_debtors=100", "eval_every_steps=512"]}
+    t1 = leaderboard(["default"], ["maskable_ppo"], 1024, tmp_path, **kw)
+    runs = list(tmp_path.glob("default__maskable_ppo__0__*"))
+    assert len(runs) == 1
+    t2 = leaderboard(["default"], ["maskable_ppo"], 1024, tmp_path, **kw)
+    assert list(tmp_path.glob("default__maskable_ppo__0__*")) == runs  # reused, not retrained
+    rows = t2["scenarios"]["default"]
+    assert set(policies.registered()) | {"maskable_ppo"} <= set(rows)
+    assert rows["static_ladder"]["normalised_score"]["mean"] == pytest.approx(0.0)
+    assert rows["oracle"]["normalised_score"]["mean"] == pytest.approx(1.0)
+    assert all(r["blocked_actions"] == 0 for r in rows.values())
+    assert t1["scenarios"]["default"]["maskable_ppo"]["normalised_score"] == rows["maskable_ppo"]["normalised_score"]
+    md = markdown(t2)
+    assert "| `oracle` | 1.000" in md and "`maskable_ppo`" in md

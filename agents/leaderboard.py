@@ -1,0 +1,117 @@
+"""The researchers' benchmark: every registered policy and every learner, on every preset.
+
+Protocol (fixed; changing it makes scores incomparable)
+--------------------------------------------------------
+* Learners are trained with their default config (``configs/training/{algo}.yaml``), seed 0, for
+  ``timesteps`` debtor-days on the preset; a finished run of the same (preset, algo, seed,
+  timesteps) under ``runs_dir`` is reused.
+* Every policy is evaluated by ``experiments.evaluate`` on ``PROTOCOL_DEBTORS`` debtors x the
+  seeds ``PROTOCOL_SEEDS`` (never used for training or the training-time evaluation), with common
+  random numbers, under the preset's compliance profile.
+* The score is the normalised score (0 = static ladder, 1 = oracle) with its 95 % interval; the
+  online bandit learns from scratch on each evaluation run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import agents.bandit  # noqa: F401  (registers linear_ts)
+import policies
+from agents.learned import ALGOS
+from agents.train import train
+
+PROTOCOL_DEBTORS = 20_000
+PROTOCOL_SEEDS = (1000, 1001, 1002, 1003, 1004)
+TRAIN_SEED = 0
+
+
+def find_run(runs_dir: Path, scenario: str, algo: str, seed: int, timesteps: int) -> Path | None:
+    """The newest finished run of (scenario, algo, seed) trained for ``timesteps``."""
+    for d in sorted(runs_dir.glob(f"{scenario}__{algo}__{seed}__*"), reverse=True):
+        cfg = d / "config.yaml"
+        if (d / "best" / "model.zip").exists() and cfg.exists() and yaml.safe_load(cfg.read_text()).get("timesteps") == timesteps:
+            return d
+    return None
+
+
+def leaderboard(
+    scenarios: list[str],
+    algos: list[str],
+    timesteps: int,
+    runs_dir: Path,
+    debtors: int = PROTOCOL_DEBTORS,
+    seeds: tuple[int, ...] = PROTOCOL_SEEDS,
+    log: Callable[[str], None] = print,
+    train_overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    from experiments.cli import _policy
+    from experiments.evaluate import evaluate
+    from sim.config import load_scenario
+
+    table: dict[str, Any] = {
+        "protocol": {"debtors": debtors, "seeds": list(seeds), "timesteps": timesteps, "train_seed": TRAIN_SEED},
+        "scenarios": {},
+    }
+    for sc_name in scenarios:
+        sc = load_scenario(sc_name)
+        runs: dict[str, Path] = {}
+        for algo in algos:
+            if algo not in ALGOS:
+                raise ValueError(f"unknown learner {algo!r}; choose from {', '.join(ALGOS)}")
+            found = find_run(runs_dir, sc_name, algo, TRAIN_SEED, timesteps)
+            if found is None:
+                log(f"training {algo} on {sc_name} for {timesteps:,} debtor-days ...")
+                found = train(sc_name, algo, timesteps, TRAIN_SEED, runs_dir, train_overrides=train_overrides).root
+            else:
+                log(f"reusing {found}")
+            runs[algo] = found
+        ids = [*policies.registered(), *runs]
+        log(f"evaluating {len(ids)} policies on {sc_name} ({debtors:,} debtors x {len(seeds)} seeds) ...")
+        ev = evaluate(sc, ids, debtors, list(seeds), "static_ladder", make=lambda name: _policy(str(runs[name]) if name in runs else name))
+        rows = {}
+        for pid in ids:
+            r = ev.results[pid]
+            assert r.score is not None
+            rows[pid] = {
+                "normalised_score": r.score.as_dict(),
+                "net_value_per_debtor": r.kpis["net_value_per_debtor"].as_dict(),
+                "blocked_actions": r.kpis["blocked_actions"].mean,
+                "kind": "learner" if pid in runs else "policy",
+                "run": str(runs[pid]) if pid in runs else None,
+            }
+        table["scenarios"][sc_name] = rows
+    return table
+
+
+def markdown(table: dict[str, Any]) -> str:
+    scen = list(table["scenarios"])
+    ids = sorted(
+        {p for rows in table["scenarios"].values() for p in rows},
+        key=lambda p: -max(table["scenarios"][s].get(p, {}).get("normalised_score", {}).get("mean", -9) for s in scen),
+    )
+    pr = table["protocol"]
+    lines = [
+        "# collectrl leaderboard",
+        "",
+        f"Normalised score (0 = static ladder, 1 = oracle) with 95 % CI; {pr['debtors']:,} debtors x seeds {pr['seeds']}, "
+        f"common random numbers; learners trained {pr['timesteps']:,} debtor-days with default configs (seed {pr['train_seed']}).",
+        "",
+        "| policy | " + " | ".join(scen) + " |",
+        "|---|" + "---|" * len(scen),
+    ]
+    for p in ids:
+        cells = []
+        for s in scen:
+            r = table["scenarios"][s].get(p)
+            if r is None:
+                cells.append("n/a")
+            else:
+                sc = r["normalised_score"]
+                cells.append(f"{sc['mean']:.3f} [{sc['ci_low']:.3f}, {sc['ci_high']:.3f}]")
+        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
