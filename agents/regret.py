@@ -15,7 +15,7 @@ import numpy as np
 
 import policies
 from agents.bandit import LinearThompsonBandit
-from policies.fileio import atomic_write
+from agents.plotting import finish_png
 from sim.config import Scenario
 from sim.runner import run_portfolio
 
@@ -60,8 +60,4 @@ def plot_regret(res: RegretResult, path: Path, title: str) -> None:
     ax.plot(n, np.cumsum(res.regret) / 1000, lw=2, label="linear_ts bandit (learning online)")
     ax.plot(n, np.cumsum(res.ladder_regret) / 1000, lw=2, ls="--", color="tab:gray", label="static_ladder (fixed)")
     ax.set(xlabel="debtors, in order of arrival", ylabel="cumulative regret vs oracle (thousand EUR)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    finish_png(fig, ax, path, "upper left")

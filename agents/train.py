@@ -38,6 +38,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import policies
 from agents.learned import ALGOS, LearnedPolicy, load_model
+from agents.plotting import finish_png
 from agents.vec_env import DebtorVecEnv
 from policies.fileio import atomic_write
 from sim.config import ConfigError, Scenario, load_raw, load_scenario
@@ -329,11 +330,7 @@ def plot_learning_curve(curve: list[dict[str, float]], ref: Baselines, path: Pat
     ax.axhline(ref.static_ladder, color="tab:gray", ls="--", label="static_ladder")
     ax.axhline(ref.oracle, color="tab:red", ls=":", label="oracle")
     ax.set(xlabel="timesteps (debtor-days)", ylabel="net value per debtor (EUR), evaluation population", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    finish_png(fig, ax, path, "lower right")
 
 
 def _restore(run: Run, model: Any, steps: int) -> None:

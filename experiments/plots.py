@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.io import atomic_write
+from agents.plotting import finish_png
 
 
 def recovery_curves(curves: dict[str, np.ndarray], path: str | Path, title: str) -> Path:
@@ -21,10 +21,5 @@ def recovery_curves(curves: dict[str, np.ndarray], path: str | Path, title: str)
     ax.set_xlabel("days in collections")
     ax.set_ylabel("collected, % of balance")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out = atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
-    return out
+    return finish_png(fig, ax, Path(path), "lower right")
