@@ -16,14 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.vec_env import joint_mask
-from policies.actions import decode_flat
+from policies.decision import decide_actions, masked_argmax, masked_sample, policy_key
 from policies.features import encode
-from policies.hashing import mix, mix_scalar, to_unit
-from policies.rules import view_keys
-from policies.schema import ACTION_DIMS, ViewBatch
+from policies.schema import ViewBatch
 
-_OFFSETS = np.cumsum((0, *ACTION_DIMS[:-1]))
+__all__ = ["ALGOS", "LearnedPolicy", "action_logits", "load_model", "masked_argmax", "masked_sample"]
 ALGOS = ("maskable_ppo", "ppo", "a2c", "dqn")
 
 
@@ -52,44 +49,16 @@ def action_logits(model: Any, obs: np.ndarray) -> np.ndarray:
         return pol.action_net(latent).numpy()
 
 
-def masked_sample(logits: np.ndarray, mask: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Sample each action dimension from the masked softmax of its logits with uniforms ``u`` (N, 4)."""
-    out = np.empty((len(logits), 4), dtype=np.int64)
-    for k, (s, n) in enumerate(zip(_OFFSETS, ACTION_DIMS, strict=True)):
-        z = np.where(mask[:, s : s + n], logits[:, s : s + n], -np.inf)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        cdf = np.cumsum(p, axis=1)
-        out[:, k] = np.minimum((u[:, k : k + 1] * cdf[:, -1:] > cdf).sum(axis=1), n - 1)
-    return out
-
-
-def masked_argmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The most likely allowed action per row, as (N, 4) ints."""
-    if logits.shape[1] == sum(ACTION_DIMS):
-        out = np.empty((len(logits), 4), dtype=np.int64)
-        for k, (s, n) in enumerate(zip(_OFFSETS, ACTION_DIMS, strict=True)):
-            block = np.where(mask[:, s : s + n], logits[:, s : s + n], -np.inf)
-            out[:, k] = block.argmax(axis=1)
-        return out
-    q = np.where(joint_mask(mask), logits, -np.inf)
-    return decode_flat(q.argmax(axis=1))
-
-
 class LearnedPolicy:
     """A trained model behind the common policy interface (seeded, always compliant)."""
 
     def __init__(self, model: Any, policy_id: str = "learned") -> None:
         self.model = model
         self.policy_id = policy_id
-        self.key_ = mix_scalar(0x4C454152)
+        self.key_ = policy_key(None)
 
     def reset(self, seed: int | None = None) -> None:
-        self.key_ = mix_scalar(0x4C454152 if seed is None else int(seed) + 7)
+        self.key_ = policy_key(seed)
 
     def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
-        logits = action_logits(self.model, encode(views))
-        if logits.shape[1] != sum(ACTION_DIMS):
-            return masked_argmax(logits, mask)
-        base = view_keys(views) ^ np.uint64(self.key_)
-        u = np.stack([to_unit(mix(base + np.uint64(k + 1))) for k in range(4)], axis=1)
-        return masked_sample(logits, mask, u)
+        return decide_actions(action_logits(self.model, encode(views)), mask, views, self.key_)

@@ -16,21 +16,12 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from policies.actions import N_ACTIONS, decode_flat
+from policies.decision import joint_mask
 from policies.features import N_FEATURES
 from policies.schema import ACTION_DIMS
 from sim.config import Scenario
 from sim.envs import DebtorBatchEnv
 from sim.world import REWARD_COMPONENTS
-
-_OFFSETS = np.cumsum((0, *ACTION_DIMS[:-1]))
-
-
-def joint_mask(mask: np.ndarray) -> np.ndarray:
-    """(N, 19) per-dimension masks -> (N, 448) mask over flat actions."""
-    m = mask
-    c, w, t, o = (m[:, s : s + n] for s, n in zip(_OFFSETS, ACTION_DIMS, strict=True))
-    j = c[:, :, None, None, None] & w[:, None, :, None, None] & t[:, None, None, :, None] & o[:, None, None, None, :]
-    return j.reshape(len(m), N_ACTIONS)
 
 
 class DebtorVecEnv(VecEnv):

@@ -377,6 +377,50 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from agents.export import export
+
+    try:
+        out = export(args.source, args.out, args.scenario, args.eval_debtors, args.overwrite)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    manifest = json.loads((out / "manifest.json").read_text())
+    ev = manifest["evaluation"]
+    print(f"exported {manifest['policy_id']} ({manifest['kind']}, {manifest['algo']}) to {out}")
+    print(f"  files: {', '.join(sorted(manifest['files']) or ['manifest only'])} + manifest.json")
+    print(f"  compliance profile {manifest['compliance_profile']}; evaluation on {ev['debtors']:,} '{ev['scenario']}' debtors:")
+    print(f"  net value per debtor {ev['kpis']['net_value_per_debtor']:.2f} EUR (static ladder {ev['static_ladder_net_value_per_debtor']:.2f})")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from experiments.decide import decide_file
+    from policies.runtime import ArtifactError, load
+
+    try:
+        fn = load(args.artifact)
+    except ArtifactError as e:
+        raise UsageError(str(e)) from None
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="decide", unit="row", unit_scale=True, file=sys.stderr, mininterval=0.5)
+    try:
+        result = decide_file(fn, Path(args.input), Path(args.output), (lambda n: bar.update(n)) if bar is not None else None)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"scored {result['scored']:,} rows -> {result['output']}")
+    if result["bad_rows"]:
+        print(f"{result['bad_rows']:,} bad rows were skipped (all listed in {Path(args.output).stem}.errors.csv):", file=sys.stderr)
+        for e in result["errors"]:
+            print(f"  row {e['row']}: {e['reason']}", file=sys.stderr)
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sim.calibration import measure_all
 
@@ -486,6 +530,23 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--out", default=None, help="directory for regret.png and regret.json")
     bd.add_argument("--json", action="store_true")
     bd.set_defaults(func=cmd_bandit)
+
+    ex = sub.add_parser("export", help="export a run directory or a rule policy as a servable artifact (model.onnx + manifest.json)")
+    ex.add_argument("source", help="a training run directory, or a registered rule policy id")
+    ex.add_argument("--out", required=True, help="the artifact directory to create, e.g. artifacts/ppo_default")
+    ex.add_argument(
+        "--scenario", default="default", help="for rule policies: the scenario whose compliance profile and evaluation go in the manifest"
+    )
+    ex.add_argument("--eval-debtors", type=_positive_int, default=5000)
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(func=cmd_export)
+
+    dc = sub.add_parser("decide", help="score accounts from CSV or Parquet with an artifact; decisions as Parquet")
+    dc.add_argument("artifact")
+    dc.add_argument("--input", required=True, help="accounts.csv or accounts.parquet (one account per row)")
+    dc.add_argument("--output", required=True, help="decisions.parquet")
+    dc.add_argument("--no-progress", action="store_true")
+    dc.set_defaults(func=cmd_decide)
 
     tn = sub.add_parser("tune", help="tune a learner's hyperparameters with Optuna (resumable: the study is stored in SQLite)")
     tn.add_argument("--scenario", default="default")

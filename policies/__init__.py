@@ -6,6 +6,7 @@ Gymnasium), so a production service can depend on it alone.
 
 from policies import rules as _rules  # noqa: F401  (registers the rule policies)
 from policies.base import Policy, make, register, registered
+from policies.runtime import ArtifactError, Decision, DecisionFunction, load
 from policies.schema import ViewBatch
 
-__all__ = ["Policy", "ViewBatch", "make", "register", "registered"]
+__all__ = ["ArtifactError", "Decision", "DecisionFunction", "Policy", "ViewBatch", "load", "make", "register", "registered"]

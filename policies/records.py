@@ -1,0 +1,226 @@
+"""Account records (JSON objects, CSV/Parquet rows) <-> observable views, with validation.
+
+A record is what a production system sends for one account. Required fields: ``balance_eur``,
+``outstanding_eur``, ``dpd``, ``days_in_collections`` and ``channels_on_file``; every other field
+has the default of an account with no contact history. Channel sets are lists of channel names
+(``["sms", "email"]``); per-channel counts are objects (``{"call": 2}``); "days since" fields are
+whole days or ``null`` for never. :class:`RecordError` names the record, the field and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policies.schema import CONTACT_CHANNEL_NAMES, NEVER_DAYS, PRODUCT_NAMES, LastOutcome, ViewBatch
+
+LAST_OUTCOME_NAMES = tuple(o.name.lower() for o in LastOutcome)
+
+
+class RecordError(ValueError):
+    """A bad account record: ``field`` and ``index`` say where."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        self.index, self.field = index, field
+        super().__init__(f"record {index}: {field}: {message}")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: str  # "float", "int", "bool", "days_since", "channels", "counts", "product", "outcome"
+    lo: float = 0.0
+    hi: float = math.inf
+    default: Any = None  # None: required
+    doc: str = ""
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("balance_eur", "float", 0.0, 1e9, None, "balance at entry to collections, EUR"),
+    FieldSpec("outstanding_eur", "float", 0.0, 1e9, None, "still owed, EUR"),
+    FieldSpec("dpd", "int", 0, 10_000, None, "days past due today"),
+    FieldSpec("days_in_collections", "int", 0, 10_000, None, "days since the account entered collections"),
+    FieldSpec("channels_on_file", "channels", default=None, doc=f"channels with a usable address, from {list(CONTACT_CHANNEL_NAMES)}"),
+    FieldSpec("days_left", "int", 0, 10_000, 180, "days until the debt is sold or written off"),
+    FieldSpec("product", "product", default="credit_card", doc=f"one of {list(PRODUCT_NAMES)}"),
+    FieldSpec("behaviour_score", "float", 0.0, 1.0, 0.5, "0..1, 1 = good"),
+    FieldSpec("app_user", "bool", default=False),
+    FieldSpec("opted_out", "channels", default=(), doc="channels the debtor asked us to stop using"),
+    FieldSpec("contacts_7d", "counts", default={}, doc="contact attempts per channel in the last 7 days (today excluded)"),
+    FieldSpec("contacts_total", "int", 0, 100_000, 0),
+    FieldSpec("days_since_contact", "days_since", default=None),
+    FieldSpec("days_since_response", "days_since", default=None),
+    FieldSpec("days_since_conversation", "days_since", default=None, doc="last right-party telephone conversation"),
+    FieldSpec("responses_total", "int", 0, 100_000, 0),
+    FieldSpec("promise_active", "bool", default=False),
+    FieldSpec("promise_due_in_days", "int", 0, 10_000, 0),
+    FieldSpec("promises_broken", "int", 0, 10_000, 0),
+    FieldSpec("plan_active", "bool", default=False),
+    FieldSpec("plan_instalments_paid", "int", 0, 1_000, 0),
+    FieldSpec("plan_instalments_total", "int", 0, 1_000, 0),
+    FieldSpec("plans_broken", "int", 0, 1_000, 0),
+    FieldSpec("complaints", "int", 0, 10_000, 0),
+    FieldSpec("vulnerable", "bool", default=False, doc="vulnerability disclosed or flagged"),
+    FieldSpec("last_outcome", "outcome", default="none", doc=f"one of {list(LAST_OUTCOME_NAMES)}"),
+    FieldSpec("day_of_week", "int", 0, 6, 0, "0 = Monday"),
+    FieldSpec("day_of_month", "int", 1, 31, 1),
+)
+FIELD_NAMES = tuple(f.name for f in FIELDS)
+REQUIRED = tuple(f.name for f in FIELDS if f.default is None and f.kind != "days_since")
+
+
+def _number(i: int, f: FieldSpec, v: Any, integer: bool) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise RecordError(i, f.name, f"expected a {'whole number' if integer else 'number'}, got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RecordError(i, f.name, f"expected a finite number, got {v!r}")
+    if integer and float(v) != int(v):
+        raise RecordError(i, f.name, f"expected a whole number, got {v!r}")
+    if not f.lo <= v <= f.hi:
+        raise RecordError(i, f.name, f"must be between {f.lo:g} and {f.hi:g}, got {v!r}")
+    return float(v)
+
+
+def _channels(i: int, f: FieldSpec, v: Any) -> np.ndarray:
+    if isinstance(v, str) or not isinstance(v, Sequence):
+        raise RecordError(i, f.name, f"expected a list of channel names from {list(CONTACT_CHANNEL_NAMES)}, got {v!r}")
+    out = np.zeros(len(CONTACT_CHANNEL_NAMES), dtype=bool)
+    for c in v:
+        if c not in CONTACT_CHANNEL_NAMES:
+            raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}")
+        out[CONTACT_CHANNEL_NAMES.index(c)] = True
+    return out
+
+
+def _counts(i: int, f: FieldSpec, v: Any) -> np.ndarray:
+    if not isinstance(v, Mapping):
+        raise RecordError(i, f.name, f'expected an object of counts per channel, e.g. {{"call": 2}}, got {v!r}')
+    out = np.zeros(len(CONTACT_CHANNEL_NAMES), dtype=np.int64)
+    for c, n in v.items():
+        if c not in CONTACT_CHANNEL_NAMES:
+            raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}")
+        out[CONTACT_CHANNEL_NAMES.index(c)] = int(_number(i, FieldSpec(f"{f.name}.{c}", "int", 0, 10_000), n, True))
+    return out
+
+
+def views_from_records(records: Sequence[Mapping[str, Any]]) -> ViewBatch:
+    """Validate records and build their views; raises :class:`RecordError` at the first problem."""
+    n = len(records)
+    cols: dict[str, Any] = {
+        "on_file": np.zeros((n, len(CONTACT_CHANNEL_NAMES)), dtype=bool),
+        "opted_out": np.zeros((n, len(CONTACT_CHANNEL_NAMES)), dtype=bool),
+        "contacts_7d": np.zeros((n, len(CONTACT_CHANNEL_NAMES)), dtype=np.int64),
+    }
+    scalars = {f.name: np.zeros(n, dtype=np.float64) for f in FIELDS if f.kind in ("float", "int", "bool", "days_since", "product", "outcome")}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            raise RecordError(i, "(record)", f"expected an object with the account's fields, got {type(rec).__name__}")
+        unknown = set(rec) - set(FIELD_NAMES) - {"account_id"}
+        if unknown:
+            raise RecordError(i, sorted(unknown)[0], f"unknown field; allowed fields: {', '.join(FIELD_NAMES)} (and account_id)")
+        for f in FIELDS:
+            if f.name not in rec or (rec[f.name] is None and f.kind != "days_since"):
+                if f.default is None and f.kind != "days_since":
+                    raise RecordError(i, f.name, "required field is missing")
+                v = f.default
+            else:
+                v = rec[f.name]
+            if f.kind == "float":
+                scalars[f.name][i] = _number(i, f, v, False)
+            elif f.kind == "int":
+                scalars[f.name][i] = _number(i, f, v, True)
+            elif f.kind == "bool":
+                if not isinstance(v, bool):
+                    raise RecordError(i, f.name, f"expected true or false, got {v!r}")
+                scalars[f.name][i] = float(v)
+            elif f.kind == "days_since":
+                scalars[f.name][i] = NEVER_DAYS if v is None else _number(i, FieldSpec(f.name, "int", 0, NEVER_DAYS), v, True)
+            elif f.kind == "product":
+                if v not in PRODUCT_NAMES:
+                    raise RecordError(i, f.name, f"unknown product {v!r}; allowed: {list(PRODUCT_NAMES)}")
+                scalars[f.name][i] = PRODUCT_NAMES.index(v)
+            elif f.kind == "outcome":
+                if v not in LAST_OUTCOME_NAMES:
+                    raise RecordError(i, f.name, f"unknown outcome {v!r}; allowed: {list(LAST_OUTCOME_NAMES)}")
+                scalars[f.name][i] = LAST_OUTCOME_NAMES.index(v)
+            elif f.kind == "channels":
+                cols["on_file" if f.name == "channels_on_file" else "opted_out"][i] = _channels(i, f, v)
+            elif f.kind == "counts":
+                cols["contacts_7d"][i] = _counts(i, f, v)
+        if scalars["outstanding_eur"][i] > scalars["balance_eur"][i] * 10 + 1e6:
+            raise RecordError(i, "outstanding_eur", "is implausibly larger than balance_eur")
+    ints = lambda k: scalars[k].astype(np.int64)
+    bools = lambda k: scalars[k].astype(bool)
+    return ViewBatch(
+        balance_eur=scalars["balance_eur"],
+        outstanding_eur=scalars["outstanding_eur"],
+        dpd=ints("dpd"),
+        days_in_collections=ints("days_in_collections"),
+        days_left=ints("days_left"),
+        product=ints("product"),
+        behaviour_score=scalars["behaviour_score"],
+        app_user=bools("app_user"),
+        on_file=cols["on_file"],
+        opted_out=cols["opted_out"],
+        contacts_7d=cols["contacts_7d"],
+        contacts_total=ints("contacts_total"),
+        days_since_contact=ints("days_since_contact"),
+        days_since_response=ints("days_since_response"),
+        days_since_conversation=ints("days_since_conversation"),
+        responses_total=ints("responses_total"),
+        promise_active=bools("promise_active"),
+        promise_due_in_days=ints("promise_due_in_days"),
+        promises_broken=ints("promises_broken"),
+        plan_active=bools("plan_active"),
+        plan_instalments_paid=ints("plan_instalments_paid"),
+        plan_instalments_total=ints("plan_instalments_total"),
+        plans_broken=ints("plans_broken"),
+        complaints=ints("complaints"),
+        vulnerable=bools("vulnerable"),
+        last_outcome=ints("last_outcome"),
+        day_of_week=ints("day_of_week"),
+        day_of_month=ints("day_of_month"),
+    )
+
+
+def records_from_views(v: ViewBatch) -> list[dict[str, Any]]:
+    """The inverse of :func:`views_from_records` (for tests, fixtures and sample files)."""
+    out = []
+    for i in range(len(v)):
+        rec: dict[str, Any] = {
+            "balance_eur": float(v.balance_eur[i]),
+            "outstanding_eur": float(v.outstanding_eur[i]),
+            "dpd": int(v.dpd[i]),
+            "days_in_collections": int(v.days_in_collections[i]),
+            "channels_on_file": [c for k, c in enumerate(CONTACT_CHANNEL_NAMES) if v.on_file[i, k]],
+            "days_left": int(v.days_left[i]),
+            "product": PRODUCT_NAMES[int(v.product[i])],
+            "behaviour_score": float(v.behaviour_score[i]),
+            "app_user": bool(v.app_user[i]),
+            "opted_out": [c for k, c in enumerate(CONTACT_CHANNEL_NAMES) if v.opted_out[i, k]],
+            "contacts_7d": {c: int(v.contacts_7d[i, k]) for k, c in enumerate(CONTACT_CHANNEL_NAMES) if v.contacts_7d[i, k]},
+            "contacts_total": int(v.contacts_total[i]),
+            "responses_total": int(v.responses_total[i]),
+            "promise_active": bool(v.promise_active[i]),
+            "promise_due_in_days": int(v.promise_due_in_days[i]),
+            "promises_broken": int(v.promises_broken[i]),
+            "plan_active": bool(v.plan_active[i]),
+            "plan_instalments_paid": int(v.plan_instalments_paid[i]),
+            "plan_instalments_total": int(v.plan_instalments_total[i]),
+            "plans_broken": int(v.plans_broken[i]),
+            "complaints": int(v.complaints[i]),
+            "vulnerable": bool(v.vulnerable[i]),
+            "last_outcome": LAST_OUTCOME_NAMES[int(v.last_outcome[i])],
+            "day_of_week": int(v.day_of_week[i]),
+            "day_of_month": int(v.day_of_month[i]),
+        }
+        for k in ("days_since_contact", "days_since_response", "days_since_conversation"):
+            d = int(getattr(v, k)[i])
+            rec[k] = None if d >= NEVER_DAYS else d
+        out.append(rec)
+    return out

@@ -1,0 +1,243 @@
+"""The production runtime: load an exported artifact and answer next-best-action queries.
+
+``policies.load(path)`` reads ``manifest.json`` (and ``model.onnx`` for learned policies) with
+numpy, json and onnxruntime only; it never unpickles anything and never imports torch,
+stable-baselines3, SimPy or Gymnasium. An artifact whose format version, feature schema, action
+codec or file hashes do not match is refused with :class:`ArtifactError`.
+
+Every decision is legal for the account under the compliance profile, whatever the model outputs:
+masked choices first, then a guardrail that checks the result again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies import compliance
+from policies.actions import N_ACTIONS, Action, decode_flat
+from policies.base import make
+from policies.decision import HEAD_WIDTH, OFFSETS, decide_actions, joint_mask, masked_argmax, masked_probabilities
+from policies.features import FEATURE_NAMES, encode
+from policies.records import views_from_records
+from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_HOURS, WINDOW_NAMES, ViewBatch
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be served; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Alternative:
+    channel: str
+    window: str
+    tone: str
+    offer: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One next-best action for one account."""
+
+    channel: str  # "wait" or a contact channel
+    window: str  # "" for wait
+    window_start: str  # local time, "HH:MM"
+    window_end: str
+    tone: str
+    offer: str
+    propensity: float  # the probability the policy gave this action (for off-policy evaluation)
+    alternatives: list[Alternative] = field(default_factory=list)
+    reason: str | None = None  # why compliance changed the model's first choice, if it did
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def codec_spec() -> dict[str, Any]:
+    return {
+        "dims": list(ACTION_DIMS),
+        "channels": list(CHANNEL_NAMES),
+        "windows": [{"name": n, "start": f"{a:02d}:00", "end": f"{b:02d}:00"} for n, (a, b) in zip(WINDOW_NAMES, WINDOW_HOURS, strict=True)],
+        "tones": list(TONE_NAMES),
+        "offers": list(OFFER_NAMES),
+    }
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.exists():
+        raise ArtifactError(f"{root} is not an artifact: no {MANIFEST} (create one with `collectrl export`)")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-export the policy") from None
+    if not isinstance(m, dict):
+        raise ArtifactError(f"{path} must hold a JSON object")
+    return m
+
+
+def verify(root: Path, m: Mapping[str, Any]) -> None:
+    """Refuse an artifact that does not match this runtime or its own manifest."""
+    if m.get("format_version") != FORMAT_VERSION:
+        got = m.get("format_version")
+        raise ArtifactError(f"artifact format version {got!r} is not supported (this runtime reads {FORMAT_VERSION}); re-export it")
+    names = [f["name"] for f in m.get("observation", {}).get("features", [])]
+    if names != list(FEATURE_NAMES):
+        raise ArtifactError("the artifact's observation schema differs from this runtime's feature encoder; re-export it with this version")
+    if m.get("action_codec") != codec_spec():
+        raise ArtifactError("the artifact's action codec differs from this runtime's; re-export it with this version")
+    if m.get("compliance_profile") not in compliance.PROFILES:
+        raise ArtifactError(f"unknown compliance profile {m.get('compliance_profile')!r}; allowed: {sorted(compliance.PROFILES)}")
+    files = m.get("files", {})
+    if m.get("kind") == "onnx" and "model.onnx" not in files:
+        raise ArtifactError("the manifest lists no model.onnx for an ONNX policy")
+    for name, digest in files.items():
+        p = root / name
+        if Path(name).name != name or not p.is_file():
+            raise ArtifactError(f"artifact file {name!r} is missing")
+        if sha256_file(p) != digest:
+            raise ArtifactError(f"artifact file {name} does not match its sha256 in the manifest: it was changed or corrupted; re-export the policy")
+
+
+class DecisionFunction:
+    """``decide(view)`` and ``decide_batch(views)`` for one exported policy."""
+
+    def __init__(self, root: Path, manifest: Mapping[str, Any], profile: str | None = None) -> None:
+        self.root = root
+        self.manifest = dict(manifest)
+        self.policy_id: str = manifest["policy_id"]
+        self.kind: str = manifest["kind"]
+        self.profile = compliance.get_profile(profile or manifest["compliance_profile"])
+        self._key = int(manifest.get("decision_key", 0))
+        self._session: Any = None
+        self._rule: Any = None
+        if self.kind == "onnx":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            self._session = ort.InferenceSession(str(root / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+        elif self.kind == "rule":
+            self._rule = make(self.policy_id)
+            self._rule.reset(int(manifest.get("seed", 0)))
+        else:
+            raise ArtifactError(f"unknown artifact kind {self.kind!r}")
+
+    # -- scores
+    def scores(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run(None, {self._input: obs})[0], dtype=np.float64)
+
+    def decide_arrays(self, views: ViewBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+        """Columnar decisions: actions (N, 4), propensities (N,), the model's unmasked first choices
+        (N, 4) and reasons."""
+        mask = compliance.action_mask(views, self.profile)
+        n = len(views)
+        if self.kind == "rule":
+            actions = self._rule.act(views, mask)
+            first = actions
+            prop = np.ones(n)
+            if self.policy_id == "random":
+                prop = np.prod([1.0 / mask[:, s : s + k].sum(axis=1) for s, k in zip(OFFSETS, ACTION_DIMS, strict=True)], axis=0)
+        else:
+            s = self.scores(encode(views))
+            actions = decide_actions(s, mask, views, self._key)
+            first = masked_argmax(s, np.ones_like(mask))
+            if s.shape[1] == HEAD_WIDTH:
+                probs = masked_probabilities(s, mask)
+                rows = np.arange(n)
+                prop = np.prod([probs[k][rows, actions[:, k]] for k in range(4)], axis=0)
+                wait = actions[:, 0] == 0
+                prop[wait] = probs[0][rows[wait], 0]  # waiting ignores window, tone and offer
+            else:
+                prop = np.ones(n)
+        reasons: list[str | None] = [None] * n
+        model_blocked = compliance.check(first, views, self.profile)
+        for i in np.flatnonzero(model_blocked):
+            a = Action.from_row(first[i])
+            why = compliance.BLOCK_NAMES[model_blocked[i]]
+            reasons[i] = f"the policy's first choice ({a.channel} {a.window} {a.tone} {a.offer}) is not allowed: {why}"
+        # guardrail: whatever happened above, never return an action the profile forbids
+        still = compliance.check(actions, views, self.profile)
+        for i in np.flatnonzero(still):
+            reasons[i] = f"guardrail: replaced a disallowed action ({compliance.BLOCK_NAMES[still[i]]}) by waiting"
+            actions[i] = 0
+            prop[i] = 0.0
+        return actions, prop, first, reasons
+
+    def _alternatives(self, views: ViewBatch, actions: np.ndarray, k: int = 3) -> list[list[Alternative]]:
+        if self.kind != "onnx":
+            return [[] for _ in range(len(views))]
+        mask = compliance.action_mask(views, self.profile)
+        s = self.scores(encode(views))
+        if s.shape[1] == HEAD_WIDTH:
+            probs = masked_probabilities(s, mask)
+            joint = np.einsum("nc,nw,nt,no->ncwto", *probs).reshape(len(views), -1)
+        else:
+            q = np.where(joint_mask(mask), s, -np.inf)
+            joint = np.exp(q - q.max(axis=1, keepdims=True))
+            joint /= joint.sum(axis=1, keepdims=True)
+        # waiting is one action whatever its window, tone and offer: the first block of the flat codec
+        per_channel = N_ACTIONS // ACTION_DIMS[0]
+        out = []
+        for i in range(len(views)):
+            top = np.argsort(-joint[i, per_channel:])[: k + 1] + per_channel
+            cands = [(float(joint[i, :per_channel].sum()), np.zeros(4, dtype=np.int64))]
+            cands += [(float(joint[i, t]), row) for t, row in zip(top, decode_flat(top), strict=True)]
+            chosen = actions[i] if actions[i, 0] else np.zeros(4, dtype=np.int64)
+            alts = []
+            for p, a in sorted(cands, key=lambda x: -x[0]):
+                if np.array_equal(a, chosen) or p <= 0:
+                    continue
+                d = Action.from_row(a)
+                alts.append(Alternative(d.channel, d.window, d.tone, d.offer, round(p, 6)))
+                if len(alts) == k:
+                    break
+            out.append(alts)
+        return out
+
+    # -- public API
+    def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True) -> list[Decision]:
+        """Decisions for many accounts (a ViewBatch, or account records as dicts)."""
+        v = views if isinstance(views, ViewBatch) else views_from_records(views)
+        actions, prop, _, reasons = self.decide_arrays(v)
+        alts = self._alternatives(v, actions) if alternatives else [[] for _ in range(len(v))]
+        out = []
+        for i in range(len(v)):
+            a = Action.from_row(actions[i])
+            out.append(Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts[i], reasons[i]))
+        return out
+
+    def decide(self, view: ViewBatch | Mapping[str, Any]) -> Decision:
+        """The decision for one account (a one-row ViewBatch or an account record)."""
+        batch = view if isinstance(view, ViewBatch) else [view]
+        return self.decide_batch(batch)[0]
+
+
+def load(path: str | Path, profile: str | None = None) -> DecisionFunction:
+    """Load and verify an artifact directory; ``profile`` overrides its compliance profile."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ArtifactError(f"{root} is not a directory; give the directory `collectrl export` wrote")
+    m = read_manifest(root)
+    verify(root, m)
+    return DecisionFunction(root, m, profile)

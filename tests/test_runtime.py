@@ -1,0 +1,209 @@
+"""Export and the production runtime: parity, isolation, tamper refusal, guardrails, batch scoring."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from helpers_views import random_views
+
+import policies
+from agents.export import export
+from agents.learned import LearnedPolicy, load_model
+from agents.train import train
+from policies.compliance import PROFILES, action_mask, check, get_profile
+from policies.records import RecordError, records_from_views, views_from_records
+from policies.runtime import ArtifactError, load
+
+TINY = [
+    "n_slots=32",
+    "n_steps=8",
+    "batch_size=128",
+    "eval_every_steps=512",
+    "checkpoint_every_steps=100000",
+    "eval_debtors=100",
+    "learning_starts=100",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {algo: train("default", algo, 1024, seed=0, out=root, train_overrides=TINY).root for algo in ("maskable_ppo", "dqn")}
+
+
+@pytest.fixture(scope="module")
+def artifacts(runs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    return {algo: export(str(run), root / algo, eval_debtors=300) for algo, run in runs.items()}
+
+
+@pytest.mark.parametrize("algo", ["maskable_ppo", "dqn"])
+def test_artifact_and_source_policy_choose_the_same_action_on_10000_states(runs, artifacts, algo):
+    fn = load(artifacts[algo])
+    learned = LearnedPolicy(load_model(algo, runs[algo] / "best" / "model.zip"))
+    learned.reset(0)
+    v = random_views(np.random.default_rng(11), 10_000)
+    served, _, _, _ = fn.decide_arrays(v)
+    trained = learned.act(v, action_mask(v, get_profile(fn.manifest["compliance_profile"])))
+    assert (served != trained).any(axis=1).sum() == 0
+
+
+def test_manifest_says_what_production_needs(artifacts):
+    m = json.loads((artifacts["maskable_ppo"] / "manifest.json").read_text())
+    for key in (
+        "format_version",
+        "policy_id",
+        "algo",
+        "scenario",
+        "observation",
+        "action_codec",
+        "compliance_profile",
+        "evaluation",
+        "versions",
+        "created",
+        "files",
+    ):
+        assert key in m, key
+    assert m["observation"]["count"] == len(m["observation"]["features"]) == 58
+    assert set(m["files"]) == {"model.onnx"} and len(m["files"]["model.onnx"]) == 64
+    assert "net_value_per_debtor" in m["evaluation"]["kpis"]
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_decision_is_legal_whatever_the_model_says(artifacts, profile):
+    fn = load(artifacts["maskable_ppo"], profile=profile)
+    v = random_views(np.random.default_rng(3), 3000)
+    actions, prop, first, reasons = fn.decide_arrays(v)
+    assert (check(actions, v, get_profile(profile)) == 0).all()
+    assert ((prop > 0) & (prop <= 1)).all()
+    blocked_first = check(first, v, get_profile(profile)) != 0
+    assert all((r is not None) == b for r, b in zip(reasons, blocked_first, strict=True))
+
+
+def test_decide_gives_window_times_propensity_and_alternatives(artifacts):
+    fn = load(artifacts["maskable_ppo"])
+    rec = {"balance_eur": 900, "outstanding_eur": 900, "dpd": 20, "days_in_collections": 5, "channels_on_file": ["sms", "email", "call"]}
+    d = fn.decide(rec)
+    assert 0 < d.propensity <= 1
+    assert len(d.alternatives) == 3 and all(0 < a.probability <= 1 for a in d.alternatives)
+    if d.channel != "wait":
+        assert d.window_start < d.window_end
+    only_wait = fn.decide(rec | {"channels_on_file": ["email"], "opted_out": ["email"]})
+    assert only_wait.channel == "wait" and only_wait.propensity == pytest.approx(1.0)
+
+
+def _copy(src, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_tampered_or_mismatched_artifact_is_refused(artifacts, tmp_path):
+    a = _copy(artifacts["maskable_ppo"], tmp_path)
+    data = bytearray((a / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (a / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        load(a)
+    b = _copy(artifacts["maskable_ppo"], tmp_path / "b")
+    m = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps(m | {"format_version": 99}))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        load(b)
+    m["observation"]["features"][0]["name"] = "renamed"
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="observation schema"):
+        load(b)
+    (b / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        load(b)
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
+        load(tmp_path)
+
+
+def test_runtime_and_artifact_loading_import_no_training_stack(artifacts):
+    code = (
+        "import sys, policies; fn = policies.load(sys.argv[1]);"
+        "fn.decide({'balance_eur': 500, 'outstanding_eur': 500, 'dpd': 9, 'days_in_collections': 2, 'channels_on_file': ['sms']});"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'stable_baselines3', 'sb3_contrib', 'simpy', 'gymnasium', 'sim', 'agents'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(artifacts["maskable_ppo"])], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_rule_policies_export_as_a_manifest_and_serve_the_same_actions(tmp_path):
+    art = export("static_ladder", tmp_path / "ladder", eval_debtors=200)
+    assert sorted(p.name for p in art.iterdir()) == ["manifest.json"]
+    fn = load(art)
+    v = random_views(np.random.default_rng(2), 2000)
+    served, prop, _, _ = fn.decide_arrays(v)
+    np.testing.assert_array_equal(served, policies.make("static_ladder").act(v, action_mask(v, get_profile("us_reg_f"))))
+    assert (prop == 1.0).all()
+
+
+def test_a_failed_export_leaves_no_half_artifact(tmp_path):
+    with pytest.raises(ValueError):
+        export("no_such_policy", tmp_path / "x")
+    with pytest.raises(ValueError, match="cannot be served"):
+        export("oracle", tmp_path / "y")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "z").mkdir()
+    with pytest.raises(ValueError, match="already exists"):
+        export("static_ladder", tmp_path / "z")
+
+
+def test_records_round_trip_and_name_the_bad_field():
+    v = random_views(np.random.default_rng(9), 300)
+    back = views_from_records(records_from_views(v))
+    for name in ("balance_eur", "on_file", "opted_out", "contacts_7d", "days_since_response", "last_outcome", "product"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(v, name), err_msg=name)
+    good = {"balance_eur": 10, "outstanding_eur": 10, "dpd": 1, "days_in_collections": 0, "channels_on_file": []}
+    for bad, field in (
+        (good | {"dpd": -1}, "dpd"),
+        (good | {"app_user": "yes"}, "app_user"),
+        (good | {"colour": 1}, "colour"),
+        ({"balance_eur": 1}, "outstanding_eur"),
+    ):
+        with pytest.raises(RecordError) as e:
+            views_from_records([good, bad])
+        assert e.value.index == 1 and e.value.field == field
+
+
+def test_decide_cli_scores_good_rows_and_reports_bad_ones(artifacts, tmp_path):
+    csv_in = tmp_path / "accounts.csv"
+    csv_in.write_text(
+        "account_id,balance_eur,outstanding_eur,dpd,days_in_collections,channels_on_file,contacts_7d\n"
+        "A1,1200,1200,12,3,sms;email;call,call:2\n"
+        "A2,500,-5,40,30,sms,\n"
+        "A3,900,900,20,10,sms;fax,\n"
+        "A4,300,300,5,1,email,\n"
+    )
+    out = tmp_path / "decisions.parquet"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.cli",
+            "decide",
+            str(artifacts["maskable_ppo"]),
+            "--input",
+            str(csv_in),
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr
+    rows = pq.read_table(out).to_pylist()
+    assert [r["account_id"] for r in rows] == ["A1", "A4"]
+    assert "row 2: outstanding_eur" in p.stderr and "row 3: channels_on_file: unknown channel 'fax'" in p.stderr
+    errors = (tmp_path / "decisions.errors.csv").read_text().splitlines()
+    assert errors[0] == "row,reason" and len(errors) == 3
