@@ -421,6 +421,30 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from policies.runtime import ArtifactError, load
+    from policies.server import create_app
+
+    try:
+        load(args.artifact)  # refuse a bad artifact before binding a port
+    except ArtifactError as e:
+        raise UsageError(str(e)) from None
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
+        if not token:
+            raise UsageError(f"--token-file {args.token_file} is empty")
+    app = create_app(args.artifact, token=token, decision_log=args.decision_log)
+    print(f"serving {args.artifact} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sim.calibration import measure_all
 
@@ -547,6 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--output", required=True, help="decisions.parquet")
     dc.add_argument("--no-progress", action="store_true")
     dc.set_defaults(func=cmd_decide)
+
+    sv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI on uvicorn)")
+    sv.add_argument("artifact")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=_int_at_least(1), default=8000)
+    sv.add_argument("--token-file", default=None, help="a file holding the bearer token clients must send")
+    sv.add_argument("--decision-log", default=None, help="append every decision as one JSON line to this file")
+    sv.set_defaults(func=cmd_serve)
 
     tn = sub.add_parser("tune", help="tune a learner's hyperparameters with Optuna (resumable: the study is stored in SQLite)")
     tn.add_argument("--scenario", default="default")

@@ -1,0 +1,166 @@
+"""The HTTP service: endpoints, errors, auth, decision log; fuzzing and a live load test on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+from fastapi.testclient import TestClient  # noqa: E402
+
+from agents.export import export  # noqa: E402
+from policies.server import create_app  # noqa: E402
+
+OK = {
+    "balance_eur": 1200,
+    "outstanding_eur": 1200,
+    "dpd": 12,
+    "days_in_collections": 3,
+    "channels_on_file": ["sms", "email", "call"],
+    "account_id": "A1",
+}
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return export("digital_first", tmp_path_factory.mktemp("art") / "digital_first", eval_debtors=200)
+
+
+@pytest.fixture()
+def client(artifact, tmp_path):
+    app = create_app(artifact, token="s3cret", decision_log=tmp_path / "decisions.jsonl")
+    with TestClient(app, headers={"Authorization": "Bearer s3cret"}) as c:
+        yield c, tmp_path / "decisions.jsonl"
+
+
+def test_decide_batch_policy_health_and_the_decision_log(client):
+    c, log = client
+    r = c.post("/v1/decide", json=OK, headers={"x-request-id": "req-1"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["request_id"] == "req-1" and body["policy_id"] == "digital_first"
+    assert body["decision"]["account_id"] == "A1" and 0 < body["decision"]["propensity"] <= 1
+    r = c.post("/v1/decide/batch", json={"accounts": [OK, OK | {"account_id": "A2", "opted_out": ["sms", "email", "call"]}]})
+    assert r.status_code == 200 and [d["account_id"] for d in r.json()["decisions"]] == ["A1", "A2"]
+    assert r.json()["decisions"][1]["channel"] == "wait"
+    assert c.get("/v1/policy").json()["policy_id"] == "digital_first"
+    assert c.get("/healthz").json() == {"status": "ok"} and c.get("/readyz").json() == {"ready": True}
+    c.__exit__(None, None, None)  # clean shutdown flushes the log
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == 3 and lines[0]["request_id"] == "req-1"
+    assert {"request_id", "policy_id", "view_hash", "decision", "propensity", "time"} <= set(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        ({"dpd": -1}, ["body", "dpd"]),
+        ({"channels_on_file": ["fax"]}, ["body", "channels_on_file", 0]),
+        ({"app_user": "yes"}, ["body", "app_user"]),
+        ({"contacts_7d": {"call": -2}}, ["body", "contacts_7d", "call"]),
+        ({"colour": "red"}, ["body", "colour"]),
+    ],
+)
+def test_invalid_bodies_get_422_naming_the_field(client, change, loc):
+    c, _ = client
+    r = c.post("/v1/decide", json=OK | change)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc
+
+
+def test_missing_field_malformed_oversized_and_unauthorised(client, artifact):
+    c, _ = client
+    r = c.post("/v1/decide", json={k: v for k, v in OK.items() if k != "dpd"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "dpd"]
+    assert c.post("/v1/decide", content=b"{nope", headers={"content-type": "application/json"}).status_code == 422
+    assert c.post("/v1/decide", content=b" " * 1_100_000, headers={"content-type": "application/json"}).status_code == 413
+    with TestClient(create_app(artifact, token="s3cret")) as anon:
+        assert anon.post("/v1/decide", json=OK).status_code == 401
+        assert anon.post("/v1/decide", json=OK, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert anon.get("/healthz").status_code == 200  # probes need no token
+
+
+def test_fuzzing_the_openapi_spec_finds_no_server_error(artifact):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    app = create_app(artifact)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures: list[str] = []
+    calls: list[int] = []
+    deadline = time.monotonic() + 60  # bounded in time as well as in count
+    with TestClient(app):
+        for op in schema.get_all_operations():
+            operation = op.ok()
+
+            @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @given(case=operation.as_strategy())
+            def check(case):  # type: ignore[no-untyped-def]
+                if time.monotonic() > deadline:
+                    return
+                response = case.call()
+                calls.append(response.status_code)
+                if response.status_code >= 500:
+                    failures.append(f"{case.method} {case.path} -> {response.status_code}: {case.body!r}")
+
+            check()
+    assert not failures, failures[:5]
+    assert len(calls) >= 100 and any(c == 422 for c in calls)  # it really sent a variety of requests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_live_server_under_concurrent_load_loses_no_request_and_logs_every_decision(artifact, tmp_path):
+    port = _free_port()
+    log = tmp_path / "live.jsonl"
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "serve", str(artifact), "--host", "127.0.0.1", "--port", str(port), "--decision-log", str(log)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        n_threads, per_thread = 16, 25
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def worker(k: int) -> None:
+            for j in range(per_thread):
+                req = urllib.request.Request(
+                    url + "/v1/decide", data=json.dumps(OK | {"account_id": f"T{k}-{j}"}).encode(), headers={"content-type": "application/json"}
+                )
+                with urllib.request.urlopen(req, timeout=10) as r, lock:
+                    statuses.append(r.status)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert statuses.count(200) == n_threads * per_thread
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    ids = {json.loads(x)["account_id"] for x in log.read_text().splitlines()}
+    assert len(ids) == n_threads * per_thread
