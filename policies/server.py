@@ -78,7 +78,7 @@ class DecisionLog:
 
     def __init__(self, path: str | Path | None) -> None:
         self._lock = threading.Lock()
-        self._f = Path(path).open("a", buffering=1 << 16) if path else None
+        self._f = Path(path).open("a", buffering=1 << 16) if path else None  # noqa: SIM115  (held open for the server's life, closed on shutdown)
         self.lines = 0
 
     def write(self, entries: list[dict[str, Any]]) -> None:
