@@ -207,6 +207,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(terminal_table(ev))
     print(f"\nwrote {out / 'simulate'} (events.parquet, recovery.png)")
     print(f"wrote {len(files)} files in {out / 'evaluate'} (report.md, kpis.csv, kpis.json, figures)")
+
+    from agents.export import export
+    from policies.runtime import load
+
+    artifact = export(str(run.root), out / "artifact", eval_debtors=2000, overwrite=True)
+    account = {
+        "account_id": "demo-1",
+        "balance_eur": 1450.0,
+        "outstanding_eur": 1450.0,
+        "dpd": 18,
+        "days_in_collections": 4,
+        "channels_on_file": ["sms", "email", "call"],
+        "app_user": False,
+    }
+    decision = load(artifact).decide(account)
+    print(f"\n4. the learner exported to {artifact} (model.onnx + manifest.json); one decision from the artifact:")
+    print(f"   account {json.dumps(account)}")
+    print(f"   -> {json.dumps(decision.as_dict(), indent=None)}")
     return 0
 
 
@@ -482,8 +500,12 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_sim(args.scenario, args.debtors or 200_000, args.days, args.seed)
     elif args.what == "env":
         result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed)
-    else:
+    elif args.what == "train":
         result = perf.perf_train(args.scenario, 256, args.timesteps, args.seed)
+    else:
+        if not args.artifact:
+            raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
+        result = perf.perf_serve(args.artifact, int(args.seconds), args.seed)
     if args.json:
         print(json.dumps(result))
     else:
@@ -613,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve"))
+    pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=200_000, help="perf train: timesteps per measured run")
     pf.add_argument("--scenario", default="default")
     pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")

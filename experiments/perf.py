@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from typing import Any
@@ -156,4 +157,120 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 20
         "debtor_env_steps_per_s": round(ours),
         "cartpole_env_steps_per_s": round(cart),
         "ratio": round(ours / cart, 3),
+    }
+
+
+def _percentiles_us(samples: list[float]) -> tuple[float, float]:
+    a = np.array(samples) * 1e6
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: `apt-get install wrk` (a Python client would be the bottleneck)")
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url] + (["-s", script] if script else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert m is not None, out
+    p99_ms = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": rps, "p99_ms": p99_ms, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}
+
+
+def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """In-process decide latency vs the raw onnxruntime forward, decide_batch rows/s, and HTTP
+    requests/s and p99 at 32 connections for /v1/decide vs the same server's /healthz."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+
+    from policies.records import records_from_views
+    from policies.runtime import load
+
+    fn = load(artifact)
+    if fn.kind != "onnx":
+        raise ValueError("perf serve measures an ONNX artifact; export a training run first")
+    # states drawn from a simulated portfolio, so the inputs look like production accounts
+    from sim import load_scenario
+    from sim.world import World
+
+    w = World(load_scenario(fn.manifest.get("scenario", "default")), 4096, seed)
+    for _ in range(20):
+        v = w.views()
+        w.step(policies.make("static_ladder").act(v, w.action_mask(v)), v)
+    views = w.views()
+    records = records_from_views(views)
+    from policies.features import encode
+
+    obs = encode(views)
+    sess, name = fn._session, fn._input
+    raw: list[float] = []
+    for i in range(3000):
+        x = obs[i % len(obs)][None, :]
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        raw.append(time.perf_counter() - t0)
+    lat: list[float] = []
+    for i in range(3000):
+        r = records[i % len(records)]
+        t0 = time.perf_counter()
+        fn.decide(r)
+        lat.append(time.perf_counter() - t0)
+    raw50, raw99 = _percentiles_us(raw)
+    d50, d99 = _percentiles_us(lat)
+    big = views.take(np.arange(65536) % len(views))
+    t0 = time.perf_counter()
+    reps = 0
+    while time.perf_counter() - t0 < 3.0:
+        fn.decide_arrays(big)
+        reps += 1
+    batch_rate = reps * len(big) / (time.perf_counter() - t0)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve = [sys.executable, "-m", "experiments.cli", "serve", artifact, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        body = json.dumps(records[0]).replace('"', '\\"')
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
+            script = f.name
+        health = _wrk(base + "/healthz", seconds, None)
+        decide = _wrk(base + "/v1/decide", seconds, script)
+        os.unlink(script)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    return {
+        "benchmark": "serve",
+        "artifact": artifact,
+        "decide_p50_us": round(d50, 1),
+        "decide_p99_us": round(d99, 1),
+        "onnx_forward_p50_us": round(raw50, 1),
+        "onnx_forward_p99_us": round(raw99, 1),
+        "decide_p50_over_forward": round(d50 / raw50, 2),
+        "decide_batch_rows_per_s": round(batch_rate),
+        "http_decide_requests_per_s": round(decide["requests_per_s"]),
+        "http_decide_p99_ms": round(decide["p99_ms"], 2),
+        "http_healthz_requests_per_s": round(health["requests_per_s"]),
+        "http_healthz_p99_ms": round(health["p99_ms"], 2),
+        "http_ratio": round(decide["requests_per_s"] / health["requests_per_s"], 3),
+        "http_decide_non_2xx": int(decide["non_2xx"]),
     }
