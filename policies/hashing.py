@@ -39,11 +39,21 @@ def to_unit(z: np.ndarray) -> np.ndarray:
 
 
 def row_keys(*columns: np.ndarray) -> np.ndarray:
-    """One uint64 key per row from numeric columns (each (N,) or (N, k))."""
+    """One uint64 key per row from numeric columns (each (N,) or (N, k)): the rows' 64-bit patterns
+    weighted by fixed odd multipliers and summed (wrapping), then mixed."""
     n = len(columns[0])
-    key = np.zeros(n, dtype=np.uint64)
-    for c in columns:
-        a = np.ascontiguousarray(np.asarray(c, dtype=np.float64).reshape(n, -1))
-        for j in range(a.shape[1]):
-            key = mix(key * GOLDEN + a[:, j].view(np.uint64))
-    return key
+    x = np.concatenate([np.asarray(c, dtype=np.float64).reshape(n, -1) for c in columns], axis=1)
+    bits = np.ascontiguousarray(x).view(np.uint64)
+    weights = _weights(bits.shape[1])
+    return mix((bits * weights).sum(axis=1, dtype=np.uint64))
+
+
+_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def _weights(k: int) -> np.ndarray:
+    w = _WEIGHTS.get(k)
+    if w is None:
+        w = np.array([mix_scalar(0xC011EC7 + j) | 1 for j in range(k)], dtype=np.uint64)
+        _WEIGHTS[k] = w
+    return w

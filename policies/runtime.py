@@ -147,11 +147,12 @@ class DecisionFunction:
     def scores(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self._session.run(None, {self._input: obs})[0], dtype=np.float64)
 
-    def decide_arrays(self, views: ViewBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
-        """Columnar decisions: actions (N, 4), propensities (N,), the model's unmasked first choices
-        (N, 4) and reasons."""
+    def _run(self, views: ViewBatch) -> dict[str, Any]:
+        """Mask, scores, actions, propensities, the unmasked first choices and reasons, in one pass."""
         mask = compliance.action_mask(views, self.profile)
         n = len(views)
+        probs: list[np.ndarray] | None = None
+        scores: np.ndarray | None = None
         if self.kind == "rule":
             actions = self._rule.act(views, mask)
             first = actions
@@ -159,11 +160,11 @@ class DecisionFunction:
             if self.policy_id == "random":
                 prop = np.prod([1.0 / mask[:, s : s + k].sum(axis=1) for s, k in zip(OFFSETS, ACTION_DIMS, strict=True)], axis=0)
         else:
-            s = self.scores(encode(views))
-            actions = decide_actions(s, mask, views, self._key)
-            first = masked_argmax(s, np.ones_like(mask))
-            if s.shape[1] == HEAD_WIDTH:
-                probs = masked_probabilities(s, mask)
+            scores = self.scores(encode(views))
+            actions = decide_actions(scores, mask, views, self._key)
+            first = masked_argmax(scores, np.ones_like(mask))
+            if scores.shape[1] == HEAD_WIDTH:
+                probs = masked_probabilities(scores, mask)
                 rows = np.arange(n)
                 prop = np.prod([probs[k][rows, actions[:, k]] for k in range(4)], axis=0)
                 wait = actions[:, 0] == 0
@@ -182,25 +183,29 @@ class DecisionFunction:
             reasons[i] = f"guardrail: replaced a disallowed action ({compliance.BLOCK_NAMES[still[i]]}) by waiting"
             actions[i] = 0
             prop[i] = 0.0
-        return actions, prop, first, reasons
+        return {"mask": mask, "scores": scores, "probs": probs, "actions": actions, "prop": prop, "first": first, "reasons": reasons}
 
-    def _alternatives(self, views: ViewBatch, actions: np.ndarray, k: int = 3) -> list[list[Alternative]]:
-        if self.kind != "onnx":
-            return [[] for _ in range(len(views))]
-        mask = compliance.action_mask(views, self.profile)
-        s = self.scores(encode(views))
-        if s.shape[1] == HEAD_WIDTH:
-            probs = masked_probabilities(s, mask)
-            joint = np.einsum("nc,nw,nt,no->ncwto", *probs).reshape(len(views), -1)
+    def decide_arrays(self, views: ViewBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+        """Columnar decisions: actions (N, 4), propensities (N,), the model's unmasked first choices
+        (N, 4) and reasons."""
+        r = self._run(views)
+        return r["actions"], r["prop"], r["first"], r["reasons"]
+
+    def _alternatives(self, run: dict[str, Any], k: int = 3) -> list[list[Alternative]]:
+        actions, scores = run["actions"], run["scores"]
+        if scores is None:
+            return [[] for _ in range(len(actions))]
+        if run["probs"] is not None:
+            joint = np.einsum("nc,nw,nt,no->ncwto", *run["probs"]).reshape(len(actions), -1)
         else:
-            q = np.where(joint_mask(mask), s, -np.inf)
+            q = np.where(joint_mask(run["mask"]), scores, -np.inf)
             joint = np.exp(q - q.max(axis=1, keepdims=True))
             joint /= joint.sum(axis=1, keepdims=True)
         # waiting is one action whatever its window, tone and offer: the first block of the flat codec
         per_channel = N_ACTIONS // ACTION_DIMS[0]
         out = []
-        for i in range(len(views)):
-            top = np.argsort(-joint[i, per_channel:])[: k + 1] + per_channel
+        for i in range(len(actions)):
+            top = np.argpartition(-joint[i, per_channel:], k)[: k + 1] + per_channel
             cands = [(float(joint[i, :per_channel].sum()), np.zeros(4, dtype=np.int64))]
             cands += [(float(joint[i, t]), row) for t, row in zip(top, decode_flat(top), strict=True)]
             chosen = actions[i] if actions[i, 0] else np.zeros(4, dtype=np.int64)
@@ -219,8 +224,9 @@ class DecisionFunction:
     def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True) -> list[Decision]:
         """Decisions for many accounts (a ViewBatch, or account records as dicts)."""
         v = views if isinstance(views, ViewBatch) else views_from_records(views)
-        actions, prop, _, reasons = self.decide_arrays(v)
-        alts = self._alternatives(v, actions) if alternatives else [[] for _ in range(len(v))]
+        run = self._run(v)
+        actions, prop, reasons = run["actions"], run["prop"], run["reasons"]
+        alts = self._alternatives(run) if alternatives else [[] for _ in range(len(v))]
         out = []
         for i in range(len(v)):
             a = Action.from_row(actions[i])
