@@ -463,6 +463,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from experiments.whatif import load_spec, run_experiment
+    from experiments.whatif_report import analyse, write_report
+
+    if args.action == "run":
+        spec = load_spec(args.target)
+        out = Path(args.out or f"runs/experiments/{Path(args.target).stem}")
+        update, close = _progress(f"experiment {Path(args.target).stem}", not args.no_progress)
+        try:
+            r = run_experiment(spec, out, args.workers, progress=(lambda d, t: update(d, t)) if update else None)
+        finally:
+            close()
+        print(f"{r['cells']} cells: {r['ran']} run now, {r['skipped']} already done, {len(r['failed'])} failed -> {out}")
+        for key, err in r["failed"].items():
+            print(f"  FAILED {key}: {err.strip().splitlines()[-1]} (run again to retry)", file=sys.stderr)
+        write_report(out)
+        print(f"wrote {out / 'report.html'} and report.md")
+        return 1 if r["failed"] else 0
+    out = Path(args.target)
+    if not (out / "spec.json").exists():
+        raise UsageError(f"{out} is not an experiment directory (no spec.json); run `collectrl experiment run SPEC` first")
+    files = write_report(out)
+    table = analyse(out)
+    print("\n".join(table["summary"]) or "(no variant besides the base)")
+    print(f"wrote {', '.join(str(f) for f in files[:2])} and {len(files) - 2} figures")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sim.calibration import measure_all
 
@@ -601,6 +629,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--token-file", default=None, help="a file holding the bearer token clients must send")
     sv.add_argument("--decision-log", default=None, help="append every decision as one JSON line to this file")
     sv.set_defaults(func=cmd_serve)
+
+    xp = sub.add_parser("experiment", help="what-if experiments: run a spec's grid, or report on a run")
+    xp.add_argument("action", choices=("run", "report"))
+    xp.add_argument("target", help="run: a spec (configs/experiments/NAME.yaml or NAME); report: the experiment directory")
+    xp.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    xp.add_argument("--out", default=None, help="run: the experiment directory (default runs/experiments/NAME)")
+    xp.add_argument("--no-progress", action="store_true")
+    xp.set_defaults(func=cmd_experiment)
 
     tn = sub.add_parser("tune", help="tune a learner's hyperparameters with Optuna (resumable: the study is stored in SQLite)")
     tn.add_argument("--scenario", default="default")

@@ -139,6 +139,7 @@ class Population(_Frozen):
     app_user_share: float = Field(ge=0, le=1)
     on_file: PerChannel = Field(description="share of debtors with a usable address per channel (push = app users)")
     score_noise: float = Field(ge=0, le=5, description="sd of the noise on the behaviour score logit")
+    ability_scale: float = Field(default=1.0, ge=0, le=2, description="multiplies every debtor's ability to pay (0.8 = a recession)")
     archetypes: dict[str, Archetype]
 
     @model_validator(mode="after")

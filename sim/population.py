@@ -76,6 +76,7 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
         return np.array([get(a) for a in arche], dtype=np.float64)[archetype]
 
     ability = rng.beta(per_arch(lambda a: a.ability.a), per_arch(lambda a: a.ability.b))
+    ability = np.clip(ability * pop.ability_scale, 0.0, 1.0)
     willingness = rng.beta(per_arch(lambda a: a.willingness.a), per_arch(lambda a: a.willingness.b))
     distressed = rng.random(n) < per_arch(lambda a: a.distressed_prob)
 

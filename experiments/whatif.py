@@ -1,0 +1,205 @@
+"""What-if experiments: a question, variants of the world, policies to compare, and an answer.
+
+A spec (``configs/experiments/*.yaml``) names a base scenario, variants as dotted overrides
+(absolute values, or relative ones: ``"x2"`` doubles the base value, ``"x0.66"`` keeps 66 %),
+policies (registry ids, artifact or run directories), seeds, debtors and the KPIs to report.
+
+The grid (variant x policy x seed) runs with common random numbers: a seed gives every cell the
+same debtors' random draws, so differences between variants are paired per debtor. Each cell's
+result is written (atomically) the moment it completes; running again skips finished cells, and a
+cell that failed is reported and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from policies.fileio import atomic_write
+from sim.config import ConfigError, apply_override, load_raw
+from sim.kpis import KPI_NAMES
+
+EXPERIMENT_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    question: str = Field(min_length=1)
+    scenario: str = "default"
+    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> dotted overrides; the first is the base")
+    policies: list[str] = Field(min_length=1)
+    seeds: int = Field(default=3, ge=1, le=100)
+    debtors: int = Field(default=10_000, ge=10, le=5_000_000)
+    kpis: list[str] = Field(default_factory=lambda: ["net_value_per_debtor", "recovery_rate_amount", "contact_cost_per_debtor", "complaint_rate"])
+
+    @field_validator("kpis")
+    @classmethod
+    def _known_kpis(cls, v: list[str]) -> list[str]:
+        unknown = [k for k in v if k not in KPI_NAMES]
+        if unknown:
+            raise ValueError(f"unknown KPIs {unknown}; allowed: {', '.join(KPI_NAMES)}")
+        return v
+
+    @property
+    def base(self) -> str:
+        return next(iter(self.variants))
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = Path(path)
+    if not p.exists():
+        candidate = EXPERIMENT_DIR / f"{path}.yaml"
+        if not candidate.exists():
+            examples = ", ".join(sorted(q.stem for q in EXPERIMENT_DIR.glob("*.yaml")))
+            raise ConfigError(f"experiment spec {path} does not exist (examples: {examples})")
+        p = candidate
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as e:
+        lines = [f"invalid experiment spec {p}:"]
+        for err in e.errors():
+            lines.append(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg'].replace('Value error, ', '')}")
+        raise ConfigError("\n".join(lines)) from None
+    for name in spec.variants:  # every variant must make a valid scenario
+        try:
+            variant_overrides(spec, name)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: variant {name!r}: {e}") from None
+    return spec
+
+
+def variant_overrides(spec: Spec, name: str) -> list[str]:
+    """Dotted ``key=value`` overrides of a variant, relative values (``x2``) resolved against the base."""
+    from sim.config import load_scenario
+
+    raw = load_raw(spec.scenario)
+    out = []
+    for key, value in (spec.variants[name] or {}).items():
+        if isinstance(value, str) and value.startswith("x"):
+            try:
+                factor = float(value[1:])
+            except ValueError:
+                raise ConfigError(f"{key}: relative value {value!r} must look like x2 or x0.66") from None
+            node: Any = raw
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ConfigError(f"{key}: no such key in scenario {spec.scenario!r}")
+                node = node[part]
+            if isinstance(node, bool) or not isinstance(node, int | float):
+                raise ConfigError(f"{key}: relative value {value!r} needs a number, the base value is {node!r}")
+            value = node * factor
+        apply_override(raw, key, value)  # raises ConfigError naming an unknown key
+        out.append(f"{key}={json.dumps(value)}")
+    load_scenario(spec.scenario, out)  # validate the whole variant now, not in a worker
+    return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    policy: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        safe = self.policy.replace("/", "_")
+        return f"{self.variant}__{safe}__{self.seed}"
+
+
+def cells(spec: Spec) -> list[Cell]:
+    return [Cell(v, p, s) for v in spec.variants for p in spec.policies for s in range(spec.seeds)]
+
+
+def run_cell(spec_json: str, cell: Cell, out_dir: str) -> str:
+    """Run one cell (in a worker process) and write its result; returns the cell key."""
+    from experiments.cli import _policy
+    from sim.config import load_scenario
+    from sim.kpis import portfolio_kpis, recovery_curve
+    from sim.runner import run_portfolio
+    from sim.world import Status
+
+    spec = Spec.model_validate_json(spec_json)
+    sc = load_scenario(spec.scenario, variant_overrides(spec, cell.variant))
+    world = run_portfolio(sc, _policy(cell.policy), spec.debtors, cell.seed)
+    result = {"cell": cell.__dict__, "kpis": portfolio_kpis(world), "curve": recovery_curve(world).tolist()}
+    d = Path(out_dir) / "cells"
+    net = world.net_value[world.status != Status.WAITING].astype(np.float64)
+    atomic_write(d / f"{cell.key}.npy", lambda p: np.save(p.open("wb"), net))
+    atomic_write(d / f"{cell.key}.json", lambda p: p.write_text(json.dumps(result, allow_nan=True)))
+    return cell.key
+
+
+def run_experiment(
+    spec: Spec,
+    out: Path,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the missing cells of the grid; returns counts and the cells that failed."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "spec.json", lambda p: p.write_text(spec.model_dump_json(indent=2)))
+    (out / "cells").mkdir(exist_ok=True)
+    todo = [c for c in cells(spec) if not (out / "cells" / f"{c.key}.json").exists()]
+    total = len(cells(spec))
+    done = total - len(todo)
+    failed: dict[str, str] = {}
+    spec_json = spec.model_dump_json()
+    if progress:
+        progress(done, total)
+
+    def record_failure(c: Cell, err: str) -> None:
+        failed[c.key] = err
+        atomic_write(out / "cells" / f"{c.key}.error.txt", lambda p: p.write_text(err))
+
+    if workers <= 1:
+        for c in todo:
+            try:
+                run_cell(spec_json, c, str(out))
+                (out / "cells" / f"{c.key}.error.txt").unlink(missing_ok=True)
+            except Exception:
+                record_failure(c, traceback.format_exc())
+            done += 1
+            if progress:
+                progress(done, total)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(run_cell, spec_json, c, str(out)): c for c in todo}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    c = pending.pop(f)
+                    try:
+                        f.result()
+                        (out / "cells" / f"{c.key}.error.txt").unlink(missing_ok=True)
+                    except Exception as e:  # a worker that dies is reported; the other cells go on
+                        record_failure(c, f"{type(e).__name__}: {e}")
+                    done += 1
+                    if progress:
+                        progress(done, total)
+    return {"cells": total, "ran": len(todo) - len(failed), "skipped": total - len(todo), "failed": failed, "time": time.time()}
+
+
+def load_results(out: Path) -> tuple[Spec, dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    spec = Spec.model_validate_json((out / "spec.json").read_text())
+    res, nets = {}, {}
+    for c in cells(spec):
+        f = out / "cells" / f"{c.key}.json"
+        if f.exists():
+            res[c.key] = json.loads(f.read_text())
+            nets[c.key] = np.load(out / "cells" / f"{c.key}.npy")
+    return spec, res, nets
