@@ -472,7 +472,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         out = Path(args.out or f"runs/experiments/{Path(args.target).stem}")
         update, close = _progress(f"experiment {Path(args.target).stem}", not args.no_progress)
         try:
-            r = run_experiment(spec, out, args.workers, progress=(lambda d, t: update(d, t)) if update else None)
+            r = run_experiment(spec, out, args.workers, args.backend, args.ray_address, progress=(lambda d, t: update(d, t)) if update else None)
         finally:
             close()
         print(f"{r['cells']} cells: {r['ran']} run now, {r['skipped']} already done, {len(r['failed'])} failed -> {out}")
@@ -530,6 +530,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed)
     elif args.what == "train":
         result = perf.perf_train(args.scenario, 256, args.timesteps, args.seed)
+    elif args.what == "experiment":
+        result = perf.perf_experiment(args.debtors or 8000)
     else:
         if not args.artifact:
             raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
@@ -633,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     xp = sub.add_parser("experiment", help="what-if experiments: run a spec's grid, or report on a run")
     xp.add_argument("action", choices=("run", "report"))
     xp.add_argument("target", help="run: a spec (configs/experiments/NAME.yaml or NAME); report: the experiment directory")
-    xp.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    xp.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="local processes, or Ray (a local Ray is started unless --ray-address)"
+    )
+    xp.add_argument("--workers", type=_positive_int, default=1, help="worker processes (local) or CPUs of a local Ray")
+    xp.add_argument("--ray-address", default=None, help="join an existing Ray cluster, e.g. ray://head:10001 or auto")
     xp.add_argument("--out", default=None, help="run: the experiment directory (default runs/experiments/NAME)")
     xp.add_argument("--no-progress", action="store_true")
     xp.set_defaults(func=cmd_experiment)
@@ -671,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train", "serve"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment"))
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=200_000, help="perf train: timesteps per measured run")
     pf.add_argument("--scenario", default="default")

@@ -274,3 +274,45 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         "http_ratio": round(decide["requests_per_s"] / health["requests_per_s"], 3),
         "http_decide_non_2xx": int(decide["non_2xx"]),
     }
+
+
+def perf_experiment(debtors: int = 8000, seed_count: int = 2) -> dict[str, Any]:
+    """The same small what-if grid with 1 and 2 local workers; speedup and whether results agree."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from experiments.whatif import Spec, cells, run_experiment
+
+    spec = Spec(
+        question="perf: how much faster is the grid with 2 workers?",
+        scenario="default",
+        variants={"base": {}, "sms_x2": {"channels.sms.cost_eur": "x2"}},
+        policies=["static_ladder", "segment_journeys"],
+        seeds=seed_count,
+        debtors=debtors,
+    )
+    root = Path(tempfile.mkdtemp(prefix="collectrl-perf-"))
+    try:
+        times = {}
+        for w in (1, 2):
+            t0 = time.perf_counter()
+            r = run_experiment(spec, root / f"w{w}", workers=w)
+            times[w] = time.perf_counter() - t0
+            assert not r["failed"], r["failed"]
+        same = all(
+            json.loads((root / "w1" / "cells" / f"{c.key}.json").read_text())["kpis"]
+            == json.loads((root / "w2" / "cells" / f"{c.key}.json").read_text())["kpis"]
+            for c in cells(spec)
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "benchmark": "experiment",
+        "cells": len(cells(spec)),
+        "debtors_per_cell": debtors,
+        "seconds_1_worker": round(times[1], 2),
+        "seconds_2_workers": round(times[2], 2),
+        "speedup": round(times[1] / times[2], 2),
+        "identical_results": same,
+    }

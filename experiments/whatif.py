@@ -125,8 +125,8 @@ def cells(spec: Spec) -> list[Cell]:
     return [Cell(v, p, s) for v in spec.variants for p in spec.policies for s in range(spec.seeds)]
 
 
-def run_cell(spec_json: str, cell: Cell, out_dir: str) -> str:
-    """Run one cell (in a worker process) and write its result; returns the cell key."""
+def compute_cell(spec_json: str, cell: Cell) -> tuple[dict[str, Any], np.ndarray]:
+    """Simulate one cell: its result (KPIs, recovery curve) and per-debtor net values."""
     from experiments.cli import _policy
     from sim.config import load_scenario
     from sim.kpis import portfolio_kpis, recovery_curve
@@ -137,10 +137,20 @@ def run_cell(spec_json: str, cell: Cell, out_dir: str) -> str:
     sc = load_scenario(spec.scenario, variant_overrides(spec, cell.variant))
     world = run_portfolio(sc, _policy(cell.policy), spec.debtors, cell.seed)
     result = {"cell": cell.__dict__, "kpis": portfolio_kpis(world), "curve": recovery_curve(world).tolist()}
+    return result, world.net_value[world.status != Status.WAITING].astype(np.float64)
+
+
+def write_cell(out_dir: str | Path, cell: Cell, result: dict[str, Any], net: np.ndarray) -> None:
     d = Path(out_dir) / "cells"
-    net = world.net_value[world.status != Status.WAITING].astype(np.float64)
     atomic_write(d / f"{cell.key}.npy", lambda p: np.save(p.open("wb"), net))
-    atomic_write(d / f"{cell.key}.json", lambda p: p.write_text(json.dumps(result, allow_nan=True)))
+    atomic_write(d / f"{cell.key}.json", lambda p: p.write_text(json.dumps(result, allow_nan=True)))  # last: marks the cell done
+    (d / f"{cell.key}.error.txt").unlink(missing_ok=True)
+
+
+def run_cell(spec_json: str, cell: Cell, out_dir: str) -> str:
+    """Run one cell (in a worker process) and write its result; returns the cell key."""
+    result, net = compute_cell(spec_json, cell)
+    write_cell(out_dir, cell, result, net)
     return cell.key
 
 
@@ -148,6 +158,8 @@ def run_experiment(
     spec: Spec,
     out: Path,
     workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the missing cells of the grid; returns counts and the cells that failed."""
@@ -166,11 +178,19 @@ def run_experiment(
         failed[c.key] = err
         atomic_write(out / "cells" / f"{c.key}.error.txt", lambda p: p.write_text(err))
 
-    if workers <= 1:
+    if backend == "ray":
+        for c, err in _run_on_ray(spec_json, todo, out, workers, ray_address):
+            if err:
+                record_failure(c, err)
+            done += 1
+            if progress:
+                progress(done, total)
+    elif backend != "local":
+        raise ValueError(f"unknown backend {backend!r}; choose local or ray")
+    elif workers <= 1:
         for c in todo:
             try:
                 run_cell(spec_json, c, str(out))
-                (out / "cells" / f"{c.key}.error.txt").unlink(missing_ok=True)
             except Exception:
                 record_failure(c, traceback.format_exc())
             done += 1
@@ -185,13 +205,42 @@ def run_experiment(
                     c = pending.pop(f)
                     try:
                         f.result()
-                        (out / "cells" / f"{c.key}.error.txt").unlink(missing_ok=True)
                     except Exception as e:  # a worker that dies is reported; the other cells go on
                         record_failure(c, f"{type(e).__name__}: {e}")
                     done += 1
                     if progress:
                         progress(done, total)
     return {"cells": total, "ran": len(todo) - len(failed), "skipped": total - len(todo), "failed": failed, "time": time.time()}
+
+
+def _run_on_ray(spec_json: str, todo: list[Cell], out: Path, workers: int, address: str | None) -> Any:
+    """Yield (cell, error or None) as cells finish on Ray. Workers compute; the driver writes the
+    files, so a cluster needs no shared filesystem. Joins ``address`` or starts a local Ray."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            started = True
+    try:
+        remote = ray.remote(compute_cell)
+        refs = {remote.remote(spec_json, c): c for c in todo}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for r in ready:
+                c = refs.pop(r)
+                try:
+                    result, net = ray.get(r)
+                    write_cell(out, c, result, net)
+                    yield c, None
+                except Exception as e:  # a task or worker that dies is reported; the rest go on
+                    yield c, f"{type(e).__name__}: {e}"
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def load_results(out: Path) -> tuple[Spec, dict[str, dict[str, Any]], dict[str, np.ndarray]]:

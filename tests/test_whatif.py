@@ -117,3 +117,15 @@ def test_experiment_cli(tmp_path, capsys):
     assert main(["experiment", "report", str(tmp_path / "x")]) == 0
     assert "no_limits" in capsys.readouterr().out
     assert main(["experiment", "report", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_results_as_the_local_backend(tmp_path):
+    spec = load_spec(write_spec(tmp_path, policies=["static_ladder"], seeds=1, debtors=300))
+    run_experiment(spec, tmp_path / "local", workers=1)
+    r = run_experiment(spec, tmp_path / "ray", workers=2, backend="ray")
+    assert r["ran"] == 3 and not r["failed"]
+    for c in cells(spec):
+        a = json.loads((tmp_path / "local" / "cells" / f"{c.key}.json").read_text())
+        b = json.loads((tmp_path / "ray" / "cells" / f"{c.key}.json").read_text())
+        assert a["kpis"] == b["kpis"] and a["curve"] == b["curve"], c
