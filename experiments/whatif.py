@@ -75,6 +75,16 @@ def load_spec(path: str | Path) -> Spec:
         for err in e.errors():
             lines.append(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg'].replace('Value error, ', '')}")
         raise ConfigError("\n".join(lines)) from None
+    import policies as _policies
+
+    for pol in spec.policies:  # a registered id, or an existing run / artifact directory
+        if pol not in _policies.registered() and not Path(pol).is_dir():
+            import agents.bandit  # noqa: F401  (registers linear_ts)
+
+            if pol not in _policies.registered():
+                raise ConfigError(
+                    f"{p}: policies: {pol!r} is neither a registered policy ({', '.join(_policies.registered())}) nor an existing directory"
+                )
     for name in spec.variants:  # every variant must make a valid scenario
         try:
             variant_overrides(spec, name)
@@ -197,6 +207,9 @@ def run_experiment(
             if progress:
                 progress(done, total)
     else:
+        from concurrent.futures.process import BrokenProcessPool
+
+        broken: list[Cell] = []
         with ProcessPoolExecutor(max_workers=workers) as pool:
             pending = {pool.submit(run_cell, spec_json, c, str(out)): c for c in todo}
             while pending:
@@ -205,11 +218,27 @@ def run_experiment(
                     c = pending.pop(f)
                     try:
                         f.result()
-                    except Exception as e:  # a worker that dies is reported; the other cells go on
+                    except BrokenProcessPool:
+                        broken.append(c)  # a worker process died: this cell, or one running beside it
+                        continue
+                    except Exception as e:  # the cell raised: reported; the other cells go on
                         record_failure(c, f"{type(e).__name__}: {e}")
                     done += 1
                     if progress:
                         progress(done, total)
+        # cells caught in a dead pool run again, each alone in its own process: only a cell that
+        # kills its worker by itself is reported (and retried on the next run)
+        for c in broken:
+            with ProcessPoolExecutor(max_workers=1) as solo:
+                try:
+                    solo.submit(run_cell, spec_json, c, str(out)).result()
+                except BrokenProcessPool:
+                    record_failure(c, "the worker process died while running this cell")
+                except Exception as e:
+                    record_failure(c, f"{type(e).__name__}: {e}")
+            done += 1
+            if progress:
+                progress(done, total)
     return {"cells": total, "ran": len(todo) - len(failed), "skipped": total - len(todo), "failed": failed, "time": time.time()}
 
 

@@ -169,6 +169,23 @@ def write_report(out: Path) -> list[Path]:
     for v in variants:
         for p, row in table["variants"][v].items():
             md.append(f"| `{v}` | `{p}` | " + " | ".join(f"{_fmt(k, row['kpis'][k][0])} ± {_fmt(k, row['kpis'][k][1])}" for k in spec.kpis) + " |")
+    md += [
+        "",
+        f"## Deltas against `{spec.base}` (same policy and seeds; 95 % CI)",
+        "",
+        header.replace("| variant |", "| variant |"),
+        "|---|---|" + "---|" * len(spec.kpis),
+    ]
+    for v in variants:
+        if v == spec.base:
+            continue
+        for p, row in table["variants"][v].items():
+            cells_ = []
+            for k in spec.kpis:
+                m, hw = row["delta"].get(k, (float("nan"), float("nan")))
+                sign = "+" if math.isfinite(m) and m > 0 else ""
+                cells_.append(f"{sign}{_fmt(k, m)} ± {_fmt(k, hw)}")
+            md.append(f"| `{v}` | `{p}` | " + " | ".join(cells_) + " |")
     if table["missing"]:
         md += ["", f"**Missing cells** (failed or not run yet; run the experiment again to retry): {', '.join(table['missing'])}"]
     md += ["", "## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figs]

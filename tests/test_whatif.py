@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from experiments.cli import main
-from experiments.whatif import EXPERIMENT_DIR, cells, load_spec, run_experiment, variant_overrides
+from experiments.whatif import EXPERIMENT_DIR, cells, load_spec, run_cell, run_experiment, variant_overrides
 from experiments.whatif_report import analyse, write_report
 from sim.config import ConfigError, load_scenario
 
@@ -129,3 +129,30 @@ def test_ray_backend_gives_the_same_results_as_the_local_backend(tmp_path):
         a = json.loads((tmp_path / "local" / "cells" / f"{c.key}.json").read_text())
         b = json.loads((tmp_path / "ray" / "cells" / f"{c.key}.json").read_text())
         assert a["kpis"] == b["kpis"] and a["curve"] == b["curve"], c
+
+
+def test_a_spec_naming_a_missing_artifact_fails_with_a_clear_message(tmp_path):
+    with pytest.raises(ConfigError, match="neither a registered policy"):
+        load_spec(write_spec(tmp_path, policies=["static_ladder", str(tmp_path / "artifacts" / "gone")]))
+
+
+_REAL_RUN_CELL = run_cell
+
+
+def _suicidal_run_cell(spec_json, cell, out_dir):  # type: ignore[no-untyped-def]
+    import os
+
+    if cell.variant == "sms_x3" and cell.policy == "digital_first" and cell.seed == 0:
+        os._exit(3)  # the worker process dies
+    return _REAL_RUN_CELL(spec_json, cell, out_dir)
+
+
+def test_a_worker_that_dies_loses_only_its_cell(tmp_path, monkeypatch):
+    import experiments.whatif as w
+
+    spec = load_spec(write_spec(tmp_path, debtors=200))
+    monkeypatch.setattr(w, "run_cell", _suicidal_run_cell)
+    r = run_experiment(spec, tmp_path / "xp", workers=2)
+    assert list(r["failed"]) == ["sms_x3__digital_first__0"]
+    assert r["ran"] == 11
+    assert "died" in (tmp_path / "xp" / "cells" / "sms_x3__digital_first__0.error.txt").read_text()
