@@ -65,6 +65,14 @@ def _policy(policy_id: str):  # type: ignore[no-untyped-def]
     import policies
 
     path = Path(policy_id)
+    if path.is_dir() and (path / "manifest.json").exists():
+        from experiments.learned import ArtifactPolicy
+        from policies.runtime import ArtifactError
+
+        try:
+            return ArtifactPolicy(path)
+        except ArtifactError as e:
+            raise UsageError(str(e)) from None
     if path.is_dir():
         from experiments.learned import load_run_policy
 

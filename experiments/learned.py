@@ -18,3 +18,19 @@ def load_run_policy(run_dir: str | Path):  # type: ignore[no-untyped-def]
         raise ConfigError(f"{root} is not a finished training run (needs config.yaml and best/model.zip)")
     algo = yaml.safe_load(cfg_path.read_text())["algo"]
     return LearnedPolicy(load_model(algo, model_path), policy_id=root.name)
+
+
+class ArtifactPolicy:
+    """An exported artifact behind the policy interface (so experiments can compare served policies)."""
+
+    def __init__(self, root: str | Path) -> None:
+        from policies.runtime import load
+
+        self.fn = load(root)
+        self.policy_id = self.fn.policy_id
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def act(self, views, mask):  # type: ignore[no-untyped-def]
+        return self.fn.decide_arrays(views)[0]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -32,13 +32,31 @@ from sim.kpis import KPI_NAMES
 EXPERIMENT_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 
 
+class TrainArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    algo: Literal["maskable_ppo", "ppo", "a2c", "dqn"]
+    timesteps: int = Field(ge=1, le=100_000_000)
+    overrides: list[str] = Field(default_factory=list, description="training hyperparameter overrides, key=value")
+
+
+class TrainPolicy(BaseModel):
+    """``{train: {algo, timesteps}}``: retrain this learner on every variant."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    train: TrainArgs
+
+    @property
+    def label(self) -> str:
+        return f"train:{self.train.algo}"
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     question: str = Field(min_length=1)
     scenario: str = "default"
     variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> dotted overrides; the first is the base")
-    policies: list[str] = Field(min_length=1)
+    policies: list[str | TrainPolicy] = Field(min_length=1, description="registry ids, run or artifact directories, or {train: {algo, timesteps}}")
     seeds: int = Field(default=3, ge=1, le=100)
     debtors: int = Field(default=10_000, ge=10, le=5_000_000)
     kpis: list[str] = Field(default_factory=lambda: ["net_value_per_debtor", "recovery_rate_amount", "contact_cost_per_debtor", "complaint_rate"])
@@ -54,6 +72,13 @@ class Spec(BaseModel):
     @property
     def base(self) -> str:
         return next(iter(self.variants))
+
+    @property
+    def policy_labels(self) -> list[str]:
+        return [p if isinstance(p, str) else p.label for p in self.policies]
+
+    def trainers(self) -> list[TrainPolicy]:
+        return [p for p in self.policies if isinstance(p, TrainPolicy)]
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -78,6 +103,8 @@ def load_spec(path: str | Path) -> Spec:
     import policies as _policies
 
     for pol in spec.policies:  # a registered id, or an existing run / artifact directory
+        if isinstance(pol, TrainPolicy):
+            continue
         if pol not in _policies.registered() and not Path(pol).is_dir():
             import agents.bandit  # noqa: F401  (registers linear_ts)
 
@@ -127,15 +154,40 @@ class Cell:
 
     @property
     def key(self) -> str:
-        safe = self.policy.replace("/", "_")
+        safe = self.policy.replace("/", "_").replace(":", "-")
         return f"{self.variant}__{safe}__{self.seed}"
 
 
 def cells(spec: Spec) -> list[Cell]:
-    return [Cell(v, p, s) for v in spec.variants for p in spec.policies for s in range(spec.seeds)]
+    return [Cell(v, p, s) for v in spec.variants for p in spec.policy_labels for s in range(spec.seeds)]
 
 
-def compute_cell(spec_json: str, cell: Cell) -> tuple[dict[str, Any], np.ndarray]:
+def trained_run(out: Path, variant: str, algo: str) -> Path | None:
+    """The finished training run of ``algo`` on ``variant`` in this experiment, if any."""
+    runs = sorted((out / "train" / f"{variant}__{algo}").glob("*/best/model.zip"))
+    return runs[-1].parent.parent if runs else None
+
+
+def train_variants(spec: Spec, out: Path, log: Callable[[str], None] = lambda _m: None) -> None:
+    """Train each ``train:`` learner once per variant (reused when the experiment runs again)."""
+    from agents.train import train
+
+    for tp in spec.trainers():
+        for v in spec.variants:
+            if trained_run(out, v, tp.train.algo) is None:
+                log(f"training {tp.train.algo} on variant {v} for {tp.train.timesteps:,} debtor-days")
+                train(
+                    spec.scenario,
+                    tp.train.algo,
+                    tp.train.timesteps,
+                    0,
+                    out / "train" / f"{v}__{tp.train.algo}",
+                    variant_overrides(spec, v),
+                    list(tp.train.overrides),
+                )
+
+
+def compute_cell(spec_json: str, cell: Cell, out_dir: str = ".") -> tuple[dict[str, Any], np.ndarray]:
     """Simulate one cell: its result (KPIs, recovery curve) and per-debtor net values."""
     from experiments.cli import _policy
     from sim.config import load_scenario
@@ -145,7 +197,13 @@ def compute_cell(spec_json: str, cell: Cell) -> tuple[dict[str, Any], np.ndarray
 
     spec = Spec.model_validate_json(spec_json)
     sc = load_scenario(spec.scenario, variant_overrides(spec, cell.variant))
-    world = run_portfolio(sc, _policy(cell.policy), spec.debtors, cell.seed)
+    policy_ref = cell.policy
+    if policy_ref.startswith("train:"):
+        run = trained_run(Path(out_dir), cell.variant, policy_ref.split(":", 1)[1])
+        if run is None:
+            raise RuntimeError(f"no trained {policy_ref} for variant {cell.variant}; the experiment trains it before the grid")
+        policy_ref = str(run)
+    world = run_portfolio(sc, _policy(policy_ref), spec.debtors, cell.seed)
     result = {"cell": cell.__dict__, "kpis": portfolio_kpis(world), "curve": recovery_curve(world).tolist()}
     return result, world.net_value[world.status != Status.WAITING].astype(np.float64)
 
@@ -159,7 +217,7 @@ def write_cell(out_dir: str | Path, cell: Cell, result: dict[str, Any], net: np.
 
 def run_cell(spec_json: str, cell: Cell, out_dir: str) -> str:
     """Run one cell (in a worker process) and write its result; returns the cell key."""
-    result, net = compute_cell(spec_json, cell)
+    result, net = compute_cell(spec_json, cell, out_dir)
     write_cell(out_dir, cell, result, net)
     return cell.key
 
@@ -176,6 +234,7 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "spec.json", lambda p: p.write_text(spec.model_dump_json(indent=2)))
     (out / "cells").mkdir(exist_ok=True)
+    train_variants(spec, out)
     todo = [c for c in cells(spec) if not (out / "cells" / f"{c.key}.json").exists()]
     total = len(cells(spec))
     done = total - len(todo)
@@ -256,7 +315,7 @@ def _run_on_ray(spec_json: str, todo: list[Cell], out: Path, workers: int, addre
             started = True
     try:
         remote = ray.remote(compute_cell)
-        refs = {remote.remote(spec_json, c): c for c in todo}
+        refs = {remote.remote(spec_json, c, str(out)): c for c in todo}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for r in ready:

@@ -34,7 +34,7 @@ def analyse(out: Path) -> dict[str, Any]:
     base = spec.base
     table: dict[str, Any] = {"question": spec.question, "scenario": spec.scenario, "base": base, "variants": {}, "missing": []}
     for v in spec.variants:
-        for p in spec.policies:
+        for p in spec.policy_labels:
             keys = [Cell(v, p, s).key for s in range(spec.seeds)]
             have = [k for k in keys if k in res]
             table["missing"] += [k for k in keys if k not in res]
@@ -103,7 +103,7 @@ def figures(spec: Spec, table: dict[str, Any], out: Path) -> list[Path]:
 
     made = []
     variants = list(table["variants"])
-    pols = spec.policies
+    pols = spec.policy_labels
     k = len(spec.kpis)
     fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 3.8), dpi=110, squeeze=False)
     width = 0.8 / max(len(pols), 1)

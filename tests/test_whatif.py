@@ -156,3 +156,31 @@ def test_a_worker_that_dies_loses_only_its_cell(tmp_path, monkeypatch):
     assert list(r["failed"]) == ["sms_x3__digital_first__0"]
     assert r["ran"] == 11
     assert "died" in (tmp_path / "xp" / "cells" / "sms_x3__digital_first__0.error.txt").read_text()
+
+
+def test_policies_can_be_artifacts_or_retrained_per_variant(tmp_path):
+    from agents.export import export
+
+    art = export("segment_journeys", tmp_path / "art", eval_debtors=100)
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            variants={"base": {}, "sms_x3": {"channels.sms.cost_eur": "x3"}},
+            policies=[
+                str(art),
+                {"train": {"algo": "maskable_ppo", "timesteps": 512, "overrides": ["n_slots=16", "eval_debtors=50", "eval_every_steps=256"]}},
+            ],
+            seeds=1,
+            debtors=200,
+        )
+    )
+    out = tmp_path / "xp"
+    r = run_experiment(spec, out, workers=1)
+    assert r["ran"] == 4 and not r["failed"], r["failed"]
+    runs = sorted((out / "train").iterdir())
+    assert [d.name for d in runs] == ["base__maskable_ppo", "sms_x3__maskable_ppo"]  # one learner per variant
+    t = analyse(out)
+    assert set(t["variants"]["sms_x3"]) == {str(art), "train:maskable_ppo"}
+    before = {d: sorted(d.iterdir()) for d in runs}
+    run_experiment(spec, out, workers=1)
+    assert {d: sorted(d.iterdir()) for d in runs} == before  # trained runs are reused, not retrained
