@@ -36,10 +36,11 @@ def masked_probabilities(logits: np.ndarray, mask: np.ndarray) -> list[np.ndarra
     return out
 
 
-def masked_sample(logits: np.ndarray, mask: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Sample each dimension from the masked softmax with uniforms ``u`` (N, 4); (N, 4) ints."""
+def masked_sample(logits: np.ndarray, mask: np.ndarray, u: np.ndarray, probs: list[np.ndarray] | None = None) -> np.ndarray:
+    """Sample each dimension from the masked softmax with uniforms ``u`` (N, 4); (N, 4) ints.
+    ``probs`` (from :func:`masked_probabilities`) saves recomputing them."""
     out = np.empty((len(logits), 4), dtype=np.int64)
-    for k, p in enumerate(masked_probabilities(logits, mask)):
+    for k, p in enumerate(probs if probs is not None else masked_probabilities(logits, mask)):
         cdf = np.cumsum(p, axis=1)
         out[:, k] = np.minimum((u[:, k : k + 1] * cdf[:, -1:] > cdf).sum(axis=1), p.shape[1] - 1)
     return out
@@ -65,8 +66,8 @@ def policy_key(seed: int | None) -> int:
     return mix_scalar(0x4C454152 if seed is None else int(seed) + 7)
 
 
-def decide_actions(scores: np.ndarray, mask: np.ndarray, views: ViewBatch, key: int) -> np.ndarray:
+def decide_actions(scores: np.ndarray, mask: np.ndarray, views: ViewBatch, key: int, probs: list[np.ndarray] | None = None) -> np.ndarray:
     """The decision rule of learned policies: sample from a logit head, argmax over Q-values."""
     if scores.shape[1] == HEAD_WIDTH:
-        return masked_sample(scores, mask, decision_uniforms(views, key))
+        return masked_sample(scores, mask, decision_uniforms(views, key), probs)
     return masked_argmax(scores, mask)

@@ -30,6 +30,7 @@ from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES,
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BATCH_ROWS = 2048  # from this many rows on, the multi-threaded session scores the batch
 
 
 class ArtifactError(ValueError):
@@ -132,10 +133,15 @@ class DecisionFunction:
         if self.kind == "onnx":
             import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(root / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+            def session(threads: int) -> Any:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                return ort.InferenceSession(str(root / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+
+            # one thread answers a single account fastest; large batches may use every core
+            self._session = session(1)
+            self._batch_session = session(0)
             self._input = self._session.get_inputs()[0].name
         elif self.kind == "rule":
             self._rule = make(self.policy_id)
@@ -145,7 +151,8 @@ class DecisionFunction:
 
     # -- scores
     def scores(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._session.run(None, {self._input: obs})[0], dtype=np.float64)
+        sess = self._batch_session if len(obs) >= BATCH_ROWS else self._session
+        return np.asarray(sess.run(None, {self._input: obs})[0], dtype=np.float64)
 
     def _run(self, views: ViewBatch) -> dict[str, Any]:
         """Mask, scores, actions, propensities, the unmasked first choices and reasons, in one pass."""
@@ -161,10 +168,10 @@ class DecisionFunction:
                 prop = np.prod([1.0 / mask[:, s : s + k].sum(axis=1) for s, k in zip(OFFSETS, ACTION_DIMS, strict=True)], axis=0)
         else:
             scores = self.scores(encode(views))
-            actions = decide_actions(scores, mask, views, self._key)
+            probs = masked_probabilities(scores, mask) if scores.shape[1] == HEAD_WIDTH else None
+            actions = decide_actions(scores, mask, views, self._key, probs)
             first = masked_argmax(scores, np.ones_like(mask))
-            if scores.shape[1] == HEAD_WIDTH:
-                probs = masked_probabilities(scores, mask)
+            if probs is not None:
                 rows = np.arange(n)
                 prop = np.prod([probs[k][rows, actions[:, k]] for k in range(4)], axis=0)
                 wait = actions[:, 0] == 0
