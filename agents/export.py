@@ -8,7 +8,6 @@ failed export leaves nothing half-written; an existing artifact is only replaced
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -153,7 +152,3 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-def manifest_digest(root: Path) -> str:
-    return hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()

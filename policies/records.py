@@ -71,7 +71,6 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("day_of_month", "int", 1, 31, 1),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
-REQUIRED = tuple(f.name for f in FIELDS if f.default is None and f.kind != "days_since")
 
 
 def _number(i: int, f: FieldSpec, v: Any, integer: bool) -> float:

@@ -79,7 +79,6 @@ class DecisionLog:
     def __init__(self, path: str | Path | None) -> None:
         self._lock = threading.Lock()
         self._f = Path(path).open("a", buffering=1 << 16) if path else None  # noqa: SIM115  (held open for the server's life, closed on shutdown)
-        self.lines = 0
 
     def write(self, entries: list[dict[str, Any]]) -> None:
         if self._f is None:
@@ -87,7 +86,6 @@ class DecisionLog:
         text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
         with self._lock:
             self._f.write(text)
-            self.lines += len(entries)
 
     def close(self) -> None:
         with self._lock:

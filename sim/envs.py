@@ -14,8 +14,6 @@ from policies.schema import ACTION_DIMS
 from sim.config import Scenario, load_scenario
 from sim.world import REWARD_COMPONENTS, DayResult, World
 
-N_MASK = int(sum(ACTION_DIMS))
-
 
 @dataclass
 class BatchStep:

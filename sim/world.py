@@ -65,7 +65,6 @@ _D_SPONTANEOUS_AMOUNT = int(Draw.SPONTANEOUS_AMOUNT)
 _D_CHURN = int(Draw.CHURN)
 _D_PROMISE_DAYS = int(Draw.PROMISE_DAYS)
 _D_HANDLE = int(Draw.HANDLE)
-_CHANNEL_KEYS = ("sms", "email", "push", "messenger", "letter", "call")
 
 
 class Status(IntEnum):
