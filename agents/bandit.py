@@ -39,6 +39,7 @@ class LinearThompsonBandit:
     """Factorised linear Thompson sampling over channel, window, tone and offer (see module docstring)."""
 
     policy_id = "linear_ts"
+    version = 1
     needs_world = True
 
     def __init__(self, window_days: int = 14, lambda_: float = 1.0, sigma: float = 0.1, draws: int = 32) -> None:

@@ -119,6 +119,7 @@ def export(source: str, out: str | Path, scenario: str = "default", eval_debtors
             sc = load_scenario(scenario)
             manifest |= {
                 "policy_id": source,
+                "policy_version": int(getattr(pol, "version", 1)),
                 "kind": "rule",
                 "algo": "rule",
                 "decision_rule": "rule",

@@ -55,6 +55,7 @@ class LearnedPolicy:
     def __init__(self, model: Any, policy_id: str = "learned") -> None:
         self.model = model
         self.policy_id = policy_id
+        self.version = 1
         self.key_ = policy_key(None)
 
     def reset(self, seed: int | None = None) -> None:

@@ -522,6 +522,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_policies(args: argparse.Namespace) -> int:
+    import agents.bandit  # noqa: F401  (registers linear_ts)
+    import policies
+    import sim  # noqa: F401  (registers the oracle)
+
+    for pid in policies.registered():
+        version, doc = policies.base.describe(pid)
+        print(f"{pid:<18} v{version}  {doc}")
+    return 0
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     for name in available_scenarios():
         sc = load_scenario(name)
@@ -680,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_calibrate)
+
+    pl = sub.add_parser("policies", help="list the registered policies with their versions")
+    pl.set_defaults(func=cmd_policies)
 
     sc = sub.add_parser("scenarios", help="list the scenario presets")
     sc.set_defaults(func=cmd_scenarios)

@@ -19,6 +19,7 @@ class Policy(Protocol):
     """Anything that chooses contact actions."""
 
     policy_id: str
+    version: int  # bumped whenever the policy's behaviour changes; exported with it
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new run; a policy that draws randomness re-seeds its Generator here."""
@@ -43,6 +44,13 @@ def register(policy_id: str, factory: PolicyFactory) -> None:
 
 def registered() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
+
+
+def describe(policy_id: str) -> tuple[int, str]:
+    """(version, first line of the docstring) of a registered policy."""
+    p = make(policy_id)
+    doc = (type(p).__doc__ or "").strip().splitlines()
+    return int(getattr(p, "version", 1)), (doc[0] if doc else "")
 
 
 def make(policy_id: str) -> Policy:

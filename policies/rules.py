@@ -15,6 +15,7 @@ class NoContact:
     """Never contacts anyone: the floor, and the control arm of the reminder calibration."""
 
     policy_id = "no_contact"
+    version = 1
 
     def reset(self, seed: int | None = None) -> None:
         pass
@@ -47,6 +48,7 @@ class RandomPolicy:
     """
 
     policy_id = "random"
+    version = 1
 
     def __init__(self) -> None:
         self.key_ = 0
@@ -120,6 +122,7 @@ class StaticLadder:
     the profile forbids its tone (firm, to a vulnerable debtor) it is said with empathy."""
 
     policy_id = "static_ladder"
+    version = 1
 
     def reset(self, seed: int | None = None) -> None:
         pass
@@ -171,6 +174,7 @@ class DigitalFirst:
     """
 
     policy_id = "digital_first"
+    version = 1
 
     def reset(self, seed: int | None = None) -> None:
         pass
@@ -316,6 +320,7 @@ class SegmentJourneys:
     """
 
     policy_id = "segment_journeys"
+    version = 1
 
     def reset(self, seed: int | None = None) -> None:
         pass

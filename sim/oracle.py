@@ -40,6 +40,7 @@ class Oracle:
     """Greedy expected-value policy with privileged access to latent traits (see module docstring)."""
 
     policy_id = "oracle"
+    version = 1
     needs_world = True
 
     def __init__(self, gap_days: int = 3) -> None:

@@ -66,3 +66,18 @@ def test_scenarios_lists_the_presets(capsys):
     assert main(["scenarios"]) == 0
     out = capsys.readouterr().out
     assert "default" in out and "telecom" in out and "late_stage" in out
+
+
+def test_policies_lists_every_registered_policy_with_its_version(capsys):
+    import agents.bandit  # noqa: F401
+    import policies
+    import sim  # noqa: F401
+
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split()[1] for line in out}
+    assert set(listed) == set(policies.registered())
+    for pid in policies.registered():
+        version, doc = policies.base.describe(pid)
+        assert version >= 1 and doc, pid
+        assert listed[pid] == f"v{version}"
