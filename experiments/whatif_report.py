@@ -191,8 +191,16 @@ def write_report(out: Path) -> list[Path]:
     md += ["", "## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figs]
     atomic_write(out / "report.md", lambda p: p.write_text("\n".join(md) + "\n"))
 
-    body = []
+    body: list[str] = []
+    in_table = False
     for line in md:
+        is_row = line.startswith("|")
+        if is_row and not in_table:
+            body.append("<table>")
+            in_table = True
+        elif not is_row and in_table:
+            body.append("</table>")
+            in_table = False
         if line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("## "):
@@ -201,16 +209,16 @@ def write_report(out: Path) -> list[Path]:
             name = line[line.index("(") + 1 : -1]
             data = base64.b64encode((out / name).read_bytes()).decode()
             body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}" style="max-width:100%">')
-        elif line.startswith("|"):
+        elif is_row:
             if set(line) <= set("|-"):
                 continue
             cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
     page = "\n".join(body)
-    for before, after in (("</p>\n<tr>", "</p>\n<table>\n<tr>"), ("</tr>\n<h2>", "</tr>\n</table>\n<h2>"), ("</tr>\n<p>", "</tr>\n</table>\n<p>")):
-        page = page.replace(before, after)
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td{border:1px solid #ccc;padding:3px 8px}table{border-collapse:collapse}"
     head = f"<meta charset='utf-8'><title>{html.escape(spec.question)}</title><style>{style}</style>"
     doc = f"<!doctype html><html><head>{head}</head><body>{page}</body></html>"

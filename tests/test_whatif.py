@@ -104,6 +104,27 @@ def test_report_has_significance_summary_html_and_figures(tmp_path):
     assert {"report.md", "report.html", "kpis_by_variant.png", "recovery_curves.png", "channel_mix.png", "cost_recovery.png"} <= names
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "What is significant" in html  # self-contained
+    import html.parser as hp
+
+    class Balance(hp.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.errors = 0
+
+        def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+            if tag not in ("meta", "img"):
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):  # type: ignore[no-untyped-def]
+            if self.stack and self.stack[-1] == tag:
+                self.stack.pop()
+            else:
+                self.errors += 1
+
+    checker = Balance()
+    checker.feed(html)
+    assert checker.errors == 0 and checker.stack == [] and html.count("<table>") == 2  # KPIs, deltas
     t = analyse(out)
     ladder = t["variants"]["sms_x3"]["static_ladder"]
     assert ladder["kpis"]["contact_cost_per_debtor"][0] > t["variants"]["base"]["static_ladder"]["kpis"]["contact_cost_per_debtor"][0]
