@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.decision import decide_actions, masked_argmax, masked_sample, policy_key
+from policies.decision import decide_actions, policy_key
 from policies.features import encode
 from policies.schema import ViewBatch
 
-__all__ = ["ALGOS", "LearnedPolicy", "action_logits", "load_model", "masked_argmax", "masked_sample"]
 ALGOS = ("maskable_ppo", "ppo", "a2c", "dqn")
 
 

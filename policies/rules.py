@@ -69,6 +69,14 @@ class RandomPolicy:
             out[:, k] = keys.argmax(axis=1)
         return out
 
+    def propensity(self, mask: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The probability of each chosen action: uniform over the allowed values of each dimension."""
+        p = 1.0 / mask[:, :7].sum(axis=1)
+        contact = actions[:, 0] != Channel.WAIT  # waiting ignores window, tone and offer
+        for s, k in ((7, 4), (11, 4), (15, 4)):
+            p = np.where(contact, p / mask[:, s : s + k].sum(axis=1), p)
+        return p
+
 
 @dataclass(frozen=True)
 class LadderStep:

@@ -23,7 +23,7 @@ import numpy as np
 from policies import compliance
 from policies.actions import N_ACTIONS, Action, decode_flat
 from policies.base import make
-from policies.decision import HEAD_WIDTH, OFFSETS, decide_actions, joint_mask, masked_argmax, masked_probabilities
+from policies.decision import HEAD_WIDTH, decide_actions, joint_mask, masked_argmax, masked_probabilities
 from policies.features import FEATURE_NAMES, encode
 from policies.records import views_from_records
 from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_HOURS, WINDOW_NAMES, ViewBatch
@@ -163,9 +163,8 @@ class DecisionFunction:
         if self.kind == "rule":
             actions = self._rule.act(views, mask)
             first = actions
-            prop = np.ones(n)
-            if self.policy_id == "random":
-                prop = np.prod([1.0 / mask[:, s : s + k].sum(axis=1) for s, k in zip(OFFSETS, ACTION_DIMS, strict=True)], axis=0)
+            # deterministic rules choose with probability 1; a stochastic rule states its propensities
+            prop = self._rule.propensity(mask, actions) if hasattr(self._rule, "propensity") else np.ones(n)
         else:
             scores = self.scores(encode(views))
             probs = masked_probabilities(scores, mask) if scores.shape[1] == HEAD_WIDTH else None

@@ -207,3 +207,15 @@ def test_decide_cli_scores_good_rows_and_reports_bad_ones(artifacts, tmp_path):
     assert "row 2: outstanding_eur" in p.stderr and "row 3: channels_on_file: unknown channel 'fax'" in p.stderr
     errors = (tmp_path / "decisions.errors.csv").read_text().splitlines()
     assert errors[0] == "row,reason" and len(errors) == 3
+
+
+def test_a_random_rule_artifact_reports_its_true_propensity(tmp_path):
+    art = export("random", tmp_path / "random", eval_debtors=100)
+    fn = load(art)
+    v = random_views(np.random.default_rng(4), 500)
+    actions, prop, _, _ = fn.decide_arrays(v)
+    m = action_mask(v, get_profile("us_reg_f"))
+    wait = actions[:, 0] == 0
+    np.testing.assert_allclose(prop[wait], 1.0 / m[wait, :7].sum(axis=1))
+    expect = 1.0 / (m[:, :7].sum(1) * m[:, 7:11].sum(1) * m[:, 11:15].sum(1) * m[:, 15:19].sum(1))
+    np.testing.assert_allclose(prop[~wait], expect[~wait])
