@@ -1,7 +1,9 @@
 """Compliance profiles: which actions are allowed for an account now.
 
 One check serves everyone: the simulator blocks (and counts) what it forbids, policies mask with
-it, and the production runtime applies it as a guardrail.
+it, and the production runtime applies it as a guardrail. :func:`action_mask` and :func:`check`
+are the definitions; ``*_row`` are the same rules for one account held as plain Python values
+(the runtime's single-decision path), tested to agree with them on random views and actions.
 
 Profiles
 --------
@@ -20,8 +22,10 @@ debtor without the app, is impossible and is blocked as ``not_on_file``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -139,3 +143,44 @@ def check(actions: np.ndarray, v: ViewBatch, p: Profile) -> np.ndarray:
     r[~usable] = Block.NOT_ON_FILE
     reason[idx] = r
     return reason
+
+
+_CALL, _PUSH, _LETTER = Channel.CALL - 1, Channel.PUSH - 1, Channel.LETTER - 1
+
+
+def _channel_available_row(r: Mapping[str, Any], p: Profile) -> list[bool]:
+    ok = [f and not o for f, o in zip(r["on_file"], r["opted_out"], strict=True)]
+    ok[_PUSH] = ok[_PUSH] and r["app_user"]
+    if p.max_calls_7d is not None and r["contacts_7d"][_CALL] >= p.max_calls_7d:
+        ok[_CALL] = False
+    if p.call_cooloff_days > 0 and r["days_since_conversation"] < p.call_cooloff_days:
+        ok[_CALL] = False
+    return ok
+
+
+def action_mask_row(r: Mapping[str, Any], p: Profile) -> list[bool]:
+    """:func:`action_mask` for one account: 19 booleans."""
+    tones = [True, True, True, not (p.no_firm_tone_if_vulnerable and r["vulnerable"])]
+    return [True, *_channel_available_row(r, p), *(w in p.allowed_windows for w in Window), *tones, True, True, True, True]
+
+
+def check_row(action: Sequence[int], r: Mapping[str, Any], p: Profile) -> int:
+    """:func:`check` for one action of one account: the :class:`Block` code, 0 if allowed."""
+    ch, w, t = action[0], action[1], action[2]
+    if ch == Channel.WAIT:
+        return Block.OK
+    c = ch - 1
+    if not r["on_file"][c] or (c == _PUSH and not r["app_user"]):
+        return Block.NOT_ON_FILE
+    if r["opted_out"][c]:
+        return Block.OPTED_OUT
+    if c != _LETTER and w not in p.allowed_windows:
+        return Block.OUTSIDE_HOURS
+    if c == _CALL:
+        if p.max_calls_7d is not None and r["contacts_7d"][_CALL] >= p.max_calls_7d:
+            return Block.CALL_LIMIT_7D
+        if p.call_cooloff_days > 0 and r["days_since_conversation"] < p.call_cooloff_days:
+            return Block.CALL_AFTER_CONVERSATION
+    if p.no_firm_tone_if_vulnerable and t == Tone.FIRM and r["vulnerable"]:
+        return Block.FIRM_TONE_VULNERABLE
+    return Block.OK

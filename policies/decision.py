@@ -4,14 +4,21 @@ evaluation (agents.learned) and the production runtime (policies.runtime).
 Actor-critic policies give one logit head of 7 + 4 + 4 + 4 entries (channel, window, tone, offer);
 DQN gives 448 Q-values over the flat action codec. Disallowed entries are masked out before a
 choice, so the result is always legal for the mask.
+
+The array functions are the definitions. The ``*_row`` functions do the same for one account's
+logit head held as Python lists (the runtime's single-decision path); tests check they choose the
+same actions with the same probabilities. :func:`alternatives` serves both paths.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from policies.actions import N_ACTIONS, decode_flat
-from policies.hashing import mix, mix_scalar, to_unit
+from policies.hashing import mix, mix_scalar, to_unit, to_unit_scalar
 from policies.rules import view_keys
 from policies.schema import ACTION_DIMS, ViewBatch
 
@@ -71,3 +78,80 @@ def decide_actions(scores: np.ndarray, mask: np.ndarray, views: ViewBatch, key: 
     if scores.shape[1] == HEAD_WIDTH:
         return masked_sample(scores, mask, decision_uniforms(views, key), probs)
     return masked_argmax(scores, mask)
+
+
+# -- one account, plain Python values (a logit head only)
+_SEGMENTS = tuple(zip(OFFSETS.tolist(), ACTION_DIMS, strict=True))
+
+
+def probabilities_row(logits: list[float], mask: list[bool]) -> list[list[float]]:
+    """:func:`masked_probabilities` of one row: four lists of probabilities."""
+    z = [x if m else -math.inf for x, m in zip(logits, mask, strict=True)]
+    shifted = []
+    for s, n in _SEGMENTS:
+        seg = z[s : s + n]
+        top = max(seg)
+        shifted += [x - top for x in seg]
+    e = np.exp(shifted).tolist()  # numpy's exp, as in the batch path: identical to the last bit
+    out = []
+    for s, n in _SEGMENTS:
+        seg = e[s : s + n]
+        total = 0.0
+        for x in seg:
+            total += x
+        out.append([x / total for x in seg])
+    return out
+
+
+def uniforms_row(view_key: int, key: int) -> list[float]:
+    """:func:`decision_uniforms` of one view from its :func:`policies.rules.view_key_row`."""
+    base = view_key ^ key
+    return [to_unit_scalar(mix_scalar(base + k + 1)) for k in range(4)]
+
+
+def sample_row(probs: list[list[float]], u: list[float]) -> list[int]:
+    """:func:`masked_sample` of one row."""
+    out = []
+    for p, uk in zip(probs, u, strict=True):
+        cdf, total = [], 0.0
+        for x in p:
+            total += x
+            cdf.append(total)
+        threshold = uk * total
+        out.append(min(sum(1 for c in cdf if threshold > c), len(p) - 1))
+    return out
+
+
+def argmax_row(logits: list[float]) -> list[int]:
+    """The unmasked first choice of a logit head (first index of each dimension's maximum)."""
+    out = []
+    for s, n in _SEGMENTS:
+        seg = logits[s : s + n]
+        out.append(seg.index(max(seg)))
+    return out
+
+
+def propensity_row(probs: list[list[float]], action: list[int]) -> float:
+    """The probability of ``action``; waiting ignores window, tone and offer."""
+    if action[0] == 0:
+        return probs[0][0]
+    return probs[0][action[0]] * probs[1][action[1]] * probs[2][action[2]] * probs[3][action[3]]
+
+
+# rank tuples (channel among contacts, window, tone, offer) whose rank sum is at most 3: the top 4
+# of a product of independent sorted factors always lies among them
+_RANKS = [r for r in itertools.product(range(ACTION_DIMS[0] - 1), *(range(n) for n in ACTION_DIMS[1:])) if sum(r) <= 3]
+
+
+def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> list[tuple[float, tuple[int, int, int, int]]]:
+    """The next ``k`` most probable actions other than ``chosen`` (waiting counts as one action),
+    as (probability, action) pairs, best first; ties go to the lower flat action index."""
+    pc, pw, pt, po = probs
+    order = [sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pc[1:], pw, pt, po)]  # stable: ties keep index order
+    cands: list[tuple[float, tuple[int, int, int, int]]] = [(pc[0], (0, 0, 0, 0))]
+    for rc, rw, rt, ro in _RANKS:
+        c, w, t, o = order[0][rc] + 1, order[1][rw], order[2][rt], order[3][ro]
+        cands.append((pc[c] * pw[w] * pt[t] * po[o], (c, w, t, o)))
+    cands.sort(key=lambda x: (-x[0], x[1]))
+    same = (0, 0, 0, 0) if chosen[0] == 0 else tuple(chosen)
+    return [(p, a) for p, a in cands if p > 0 and a != same][:k]

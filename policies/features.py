@@ -2,9 +2,17 @@
 
 The Gymnasium envs and the production runtime call this same function, so training and serving
 cannot drift apart. ``FEATURES`` documents each column with its unit and scaling.
+
+:func:`encode` is the definition. :func:`encode_row` is the same encoder for one account held as
+plain Python values, for the runtime's single-decision path (a numpy call per column would cost
+more than the model); tests check the two agree bit for bit on random views.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -107,3 +115,55 @@ def encode(v: ViewBatch, out: np.ndarray | None = None) -> np.ndarray:
     assert col == N_FEATURES, (col, N_FEATURES)
     assert N_CONTACT_CHANNELS == 6
     return x
+
+
+# calendar columns by day, computed once with the same numpy expressions as :func:`encode`
+_DOW = np.arange(7)
+_DOM = np.arange(32)
+_DOW_SIN, _DOW_COS = np.sin(2 * np.pi * _DOW / 7.0).tolist(), np.cos(2 * np.pi * _DOW / 7.0).tolist()
+_DOM_SIN, _DOM_COS = np.sin(2 * np.pi * _DOM / 28.0).tolist(), np.cos(2 * np.pi * _DOM / 28.0).tolist()
+_PRODUCT_HOT = [[float(p == k) for k in range(len(PRODUCT_NAMES))] for p in range(len(PRODUCT_NAMES))]
+_OUTCOME_HOT = [[float(o == k) for k in range(9)] for o in range(9)]
+
+
+def encode_row(r: Mapping[str, Any]) -> list[float]:
+    """One account's features (as float64 values; the caller casts to float32) from a view held as
+    a dict of plain values keyed by ViewBatch field (per-channel fields as lists of 6)."""
+    bal = float(r["balance_eur"])
+    out = r["outstanding_eur"]
+    paid, total = r["plan_instalments_paid"], r["plan_instalments_total"]
+    dsr = r["days_since_response"]
+    dow, dom = r["day_of_week"], r["day_of_month"]
+    return [
+        math.log1p(bal) / 10.0,
+        out / max(bal, 1e-9),
+        math.log1p(out) / 10.0,
+        r["dpd"] / 365.0,
+        r["days_in_collections"] / 365.0,
+        r["days_left"] / 365.0,
+        *_PRODUCT_HOT[r["product"]],
+        r["behaviour_score"],
+        float(r["app_user"]),
+        *map(float, r["on_file"]),
+        *map(float, r["opted_out"]),
+        *(c / 7.0 for c in r["contacts_7d"]),
+        r["contacts_total"] / 30.0,
+        min(r["days_since_contact"], _DAYS_CAP) / _DAYS_CAP,
+        min(dsr, _DAYS_CAP) / _DAYS_CAP,
+        min(r["days_since_conversation"], _DAYS_CAP) / _DAYS_CAP,
+        float(dsr >= NEVER_DAYS),
+        r["responses_total"] / 10.0,
+        float(r["promise_active"]),
+        r["promise_due_in_days"] / 30.0,
+        r["promises_broken"] / 3.0,
+        float(r["plan_active"]),
+        paid / max(total, 1) if total > 0 else 0.0,
+        r["plans_broken"] / 2.0,
+        r["complaints"] / 2.0,
+        float(r["vulnerable"]),
+        *_OUTCOME_HOT[r["last_outcome"]],
+        _DOW_SIN[dow],
+        _DOW_COS[dow],
+        _DOM_SIN[dom],
+        _DOM_COS[dom],
+    ]

@@ -6,6 +6,8 @@ so a batch gives the same actions as one view at a time.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 MASK64 = (1 << 64) - 1
@@ -46,6 +48,19 @@ def row_keys(*columns: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(x).view(np.uint64)
     weights = _weights(bits.shape[1])
     return mix((bits * weights).sum(axis=1, dtype=np.uint64))
+
+
+def row_key_scalar(values: list[float]) -> int:
+    """:func:`row_keys` of one row given as a flat list of its numbers (same order, same key)."""
+    k = len(values)
+    bits = struct.unpack(f"={k}Q", struct.pack(f"={k}d", *values))
+    w = _weights(k).tolist()
+    return mix_scalar(sum(b * m for b, m in zip(bits, w, strict=True)))
+
+
+def to_unit_scalar(z: int) -> float:
+    """:func:`to_unit` of one Python int."""
+    return (z >> 11) * (1.0 / 9007199254740992.0)
 
 
 _WEIGHTS: dict[int, np.ndarray] = {}

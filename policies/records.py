@@ -71,6 +71,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("day_of_month", "int", 1, 31, 1),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
+_CHANNEL_INDEX = {c: k for k, c in enumerate(CONTACT_CHANNEL_NAMES)}
 
 
 def _number(i: int, f: FieldSpec, v: Any, integer: bool) -> float:
@@ -85,106 +86,125 @@ def _number(i: int, f: FieldSpec, v: Any, integer: bool) -> float:
     return float(v)
 
 
-def _channels(i: int, f: FieldSpec, v: Any) -> np.ndarray:
+def _channels(i: int, f: FieldSpec, v: Any) -> list[bool]:
     if isinstance(v, str) or not isinstance(v, Sequence):
         raise RecordError(i, f.name, f"expected a list of channel names from {list(CONTACT_CHANNEL_NAMES)}, got {v!r}")
-    out = np.zeros(len(CONTACT_CHANNEL_NAMES), dtype=bool)
+    out = [False] * len(CONTACT_CHANNEL_NAMES)
     for c in v:
-        if c not in CONTACT_CHANNEL_NAMES:
+        k = _CHANNEL_INDEX.get(c) if isinstance(c, str) else None
+        if k is None:
             raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}")
-        out[CONTACT_CHANNEL_NAMES.index(c)] = True
+        out[k] = True
     return out
 
 
-def _counts(i: int, f: FieldSpec, v: Any) -> np.ndarray:
+def _counts(i: int, f: FieldSpec, v: Any) -> list[int]:
     if not isinstance(v, Mapping):
         raise RecordError(i, f.name, f'expected an object of counts per channel, e.g. {{"call": 2}}, got {v!r}')
-    out = np.zeros(len(CONTACT_CHANNEL_NAMES), dtype=np.int64)
+    out = [0] * len(CONTACT_CHANNEL_NAMES)
     for c, n in v.items():
-        if c not in CONTACT_CHANNEL_NAMES:
+        k = _CHANNEL_INDEX.get(c) if isinstance(c, str) else None
+        if k is None:
             raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}")
-        out[CONTACT_CHANNEL_NAMES.index(c)] = int(_number(i, FieldSpec(f"{f.name}.{c}", "int", 0, 10_000), n, True))
+        out[k] = int(_number(i, FieldSpec(f"{f.name}.{c}", "int", 0, 10_000), n, True))
     return out
+
+
+def _parse_float(i: int, f: FieldSpec, v: Any) -> float:
+    return _number(i, f, v, False)
+
+
+def _parse_int(i: int, f: FieldSpec, v: Any) -> int:
+    return int(_number(i, f, v, True))
+
+
+def _parse_bool(i: int, f: FieldSpec, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise RecordError(i, f.name, f"expected true or false, got {v!r}")
+    return v
+
+
+def _parse_days_since(i: int, f: FieldSpec, v: Any) -> int:
+    return NEVER_DAYS if v is None else int(_number(i, FieldSpec(f.name, "int", 0, NEVER_DAYS), v, True))
+
+
+def _parse_product(i: int, f: FieldSpec, v: Any) -> int:
+    if v not in PRODUCT_NAMES:
+        raise RecordError(i, f.name, f"unknown product {v!r}; allowed: {list(PRODUCT_NAMES)}")
+    return PRODUCT_NAMES.index(v)
+
+
+def _parse_outcome(i: int, f: FieldSpec, v: Any) -> int:
+    if v not in LAST_OUTCOME_NAMES:
+        raise RecordError(i, f.name, f"unknown outcome {v!r}; allowed: {list(LAST_OUTCOME_NAMES)}")
+    return LAST_OUTCOME_NAMES.index(v)
+
+
+_PARSERS = {
+    "float": _parse_float,
+    "int": _parse_int,
+    "bool": _parse_bool,
+    "days_since": _parse_days_since,
+    "product": _parse_product,
+    "outcome": _parse_outcome,
+    "channels": _channels,
+    "counts": _counts,
+}
+# record field -> view field (the two channel sets and the counts are named for people in records)
+_VIEW_NAME = {"channels_on_file": "on_file"}
+_PLAN = tuple((f, _VIEW_NAME.get(f.name, f.name), _PARSERS[f.kind], f.default is None and f.kind != "days_since") for f in FIELDS)
+_ALLOWED = frozenset(FIELD_NAMES) | {"account_id"}
+_EMPTY_CHANNELS = [False] * len(CONTACT_CHANNEL_NAMES)
+_ZERO_COUNTS = [0] * len(CONTACT_CHANNEL_NAMES)
+
+
+def parse_record(rec: Any, index: int = 0) -> dict[str, Any]:
+    """Validate one record; its view as a dict of plain Python values keyed by ViewBatch field
+    (per-channel fields as lists of 6). Raises :class:`RecordError` at the first problem.
+
+    This is the one validator: :func:`views_from_records` stacks its results, and the runtime's
+    one-account path uses them directly.
+    """
+    if not isinstance(rec, Mapping):
+        raise RecordError(index, "(record)", f"expected an object with the account's fields, got {type(rec).__name__}")
+    if not _ALLOWED.issuperset(rec):
+        unknown = sorted(set(rec) - _ALLOWED)
+        raise RecordError(index, str(unknown[0]), f"unknown field; allowed fields: {', '.join(FIELD_NAMES)} (and account_id)")
+    out: dict[str, Any] = {}
+    for f, name, parse, required in _PLAN:
+        v = rec.get(f.name)
+        if v is None:
+            if f.kind == "days_since":
+                out[name] = NEVER_DAYS
+                continue
+            if required:
+                raise RecordError(index, f.name, "required field is missing")
+            if f.kind == "channels":
+                out[name] = list(_EMPTY_CHANNELS)
+            elif f.kind == "counts":
+                out[name] = list(_ZERO_COUNTS)
+            else:
+                out[name] = parse(index, f, f.default)
+            continue
+        out[name] = parse(index, f, v)
+    if out["outstanding_eur"] > out["balance_eur"] * 10 + 1e6:
+        raise RecordError(index, "outstanding_eur", "is implausibly larger than balance_eur")
+    return out
+
+
+_DTYPES = {"float": np.float64, "int": np.int64, "days_since": np.int64, "product": np.int64, "outcome": np.int64, "bool": bool, "channels": bool}
 
 
 def views_from_records(records: Sequence[Mapping[str, Any]]) -> ViewBatch:
     """Validate records and build their views; raises :class:`RecordError` at the first problem."""
-    n = len(records)
-    cols: dict[str, Any] = {
-        "on_file": np.zeros((n, len(CONTACT_CHANNEL_NAMES)), dtype=bool),
-        "opted_out": np.zeros((n, len(CONTACT_CHANNEL_NAMES)), dtype=bool),
-        "contacts_7d": np.zeros((n, len(CONTACT_CHANNEL_NAMES)), dtype=np.int64),
-    }
-    scalars = {f.name: np.zeros(n, dtype=np.float64) for f in FIELDS if f.kind in ("float", "int", "bool", "days_since", "product", "outcome")}
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            raise RecordError(i, "(record)", f"expected an object with the account's fields, got {type(rec).__name__}")
-        unknown = set(rec) - set(FIELD_NAMES) - {"account_id"}
-        if unknown:
-            raise RecordError(i, sorted(unknown)[0], f"unknown field; allowed fields: {', '.join(FIELD_NAMES)} (and account_id)")
-        for f in FIELDS:
-            if f.name not in rec or (rec[f.name] is None and f.kind != "days_since"):
-                if f.default is None and f.kind != "days_since":
-                    raise RecordError(i, f.name, "required field is missing")
-                v = f.default
-            else:
-                v = rec[f.name]
-            if f.kind == "float":
-                scalars[f.name][i] = _number(i, f, v, False)
-            elif f.kind == "int":
-                scalars[f.name][i] = _number(i, f, v, True)
-            elif f.kind == "bool":
-                if not isinstance(v, bool):
-                    raise RecordError(i, f.name, f"expected true or false, got {v!r}")
-                scalars[f.name][i] = float(v)
-            elif f.kind == "days_since":
-                scalars[f.name][i] = NEVER_DAYS if v is None else _number(i, FieldSpec(f.name, "int", 0, NEVER_DAYS), v, True)
-            elif f.kind == "product":
-                if v not in PRODUCT_NAMES:
-                    raise RecordError(i, f.name, f"unknown product {v!r}; allowed: {list(PRODUCT_NAMES)}")
-                scalars[f.name][i] = PRODUCT_NAMES.index(v)
-            elif f.kind == "outcome":
-                if v not in LAST_OUTCOME_NAMES:
-                    raise RecordError(i, f.name, f"unknown outcome {v!r}; allowed: {list(LAST_OUTCOME_NAMES)}")
-                scalars[f.name][i] = LAST_OUTCOME_NAMES.index(v)
-            elif f.kind == "channels":
-                cols["on_file" if f.name == "channels_on_file" else "opted_out"][i] = _channels(i, f, v)
-            elif f.kind == "counts":
-                cols["contacts_7d"][i] = _counts(i, f, v)
-        if scalars["outstanding_eur"][i] > scalars["balance_eur"][i] * 10 + 1e6:
-            raise RecordError(i, "outstanding_eur", "is implausibly larger than balance_eur")
-    ints = lambda k: scalars[k].astype(np.int64)
-    bools = lambda k: scalars[k].astype(bool)
-    return ViewBatch(
-        balance_eur=scalars["balance_eur"],
-        outstanding_eur=scalars["outstanding_eur"],
-        dpd=ints("dpd"),
-        days_in_collections=ints("days_in_collections"),
-        days_left=ints("days_left"),
-        product=ints("product"),
-        behaviour_score=scalars["behaviour_score"],
-        app_user=bools("app_user"),
-        on_file=cols["on_file"],
-        opted_out=cols["opted_out"],
-        contacts_7d=cols["contacts_7d"],
-        contacts_total=ints("contacts_total"),
-        days_since_contact=ints("days_since_contact"),
-        days_since_response=ints("days_since_response"),
-        days_since_conversation=ints("days_since_conversation"),
-        responses_total=ints("responses_total"),
-        promise_active=bools("promise_active"),
-        promise_due_in_days=ints("promise_due_in_days"),
-        promises_broken=ints("promises_broken"),
-        plan_active=bools("plan_active"),
-        plan_instalments_paid=ints("plan_instalments_paid"),
-        plan_instalments_total=ints("plan_instalments_total"),
-        plans_broken=ints("plans_broken"),
-        complaints=ints("complaints"),
-        vulnerable=bools("vulnerable"),
-        last_outcome=ints("last_outcome"),
-        day_of_week=ints("day_of_week"),
-        day_of_month=ints("day_of_month"),
-    )
+    rows = [parse_record(rec, i) for i, rec in enumerate(records)]
+    n = len(rows)
+    cols: dict[str, Any] = {}
+    for f, name, _, _ in _PLAN:
+        dtype = _DTYPES.get(f.kind, np.int64)
+        shape = (n, len(CONTACT_CHANNEL_NAMES)) if f.kind in ("channels", "counts") else (n,)
+        cols[name] = np.array([r[name] for r in rows], dtype=dtype).reshape(shape)
+    return ViewBatch(**cols)
 
 
 def records_from_views(v: ViewBatch) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import register
-from policies.hashing import mix, mix_scalar, row_keys, to_unit
+from policies.hashing import mix, mix_scalar, row_key_scalar, row_keys, to_unit
 from policies.schema import ACTION_DIMS, Channel, Offer, Tone, ViewBatch, Window
 
 
@@ -37,6 +37,24 @@ def view_keys(views: ViewBatch) -> np.ndarray:
         views.day_of_month,
         views.last_outcome,
         views.contacts_7d,
+    )
+
+
+def view_key_row(r: dict) -> int:  # type: ignore[type-arg]
+    """:func:`view_keys` of one account held as plain values (``ViewBatch.row``)."""
+    return row_key_scalar(
+        [
+            r["balance_eur"],
+            r["outstanding_eur"],
+            r["days_in_collections"],
+            r["dpd"],
+            r["behaviour_score"],
+            r["contacts_total"],
+            r["responses_total"],
+            r["day_of_month"],
+            r["last_outcome"],
+            *r["contacts_7d"],
+        ]
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -130,6 +131,11 @@ class ViewBatch:
     def take(self, idx: np.ndarray) -> ViewBatch:
         """The views of the accounts at ``idx`` (copies)."""
         return ViewBatch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Account ``i`` as plain Python values keyed by field (per-channel fields as lists of 6):
+        the form the runtime's one-account path works on."""
+        return {f.name: getattr(self, f.name)[i].tolist() for f in fields(self)}
 
     @staticmethod
     def field_names() -> tuple[str, ...]:

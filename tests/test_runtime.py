@@ -86,6 +86,19 @@ def test_every_decision_is_legal_whatever_the_model_says(artifacts, profile):
     assert all((r is not None) == b for r, b in zip(reasons, blocked_first, strict=True))
 
 
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("algo", ["maskable_ppo", "dqn"])
+def test_one_account_decisions_equal_the_batch_decisions(artifacts, algo, profile):
+    """decide(record) takes the plain-Python path for a logit head; it must give exactly what the
+    batch path gives for the same account: action, propensity, alternatives and reason."""
+    fn = load(artifacts[algo], profile=profile)
+    records = records_from_views(random_views(np.random.default_rng(21), 1500))
+    batch = fn.decide_batch(records)
+    singles = [fn.decide(r) for r in records]
+    assert [d.as_dict() for d in singles] == [d.as_dict() for d in batch]
+    assert sum(d.reason is not None for d in batch) > 10  # the comparison covered reasons too
+
+
 def test_decide_gives_window_times_propensity_and_alternatives(artifacts):
     fn = load(artifacts["maskable_ppo"])
     rec = {"balance_eur": 900, "outstanding_eur": 900, "dpd": 20, "days_in_collections": 5, "channels_on_file": ["sms", "email", "call"]}

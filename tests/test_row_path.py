@@ -1,0 +1,135 @@
+"""The runtime's one-account path (plain Python values) against the batch definitions it specialises.
+
+``encode_row``, ``action_mask_row``, ``check_row``, ``view_key_row`` and the ``*_row`` decision
+functions must agree with their array versions exactly, or served decisions would depend on
+whether an account came alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from helpers_views import random_views
+
+from policies import compliance
+from policies.actions import N_ACTIONS, decode_flat
+from policies.decision import (
+    HEAD_WIDTH,
+    alternatives,
+    argmax_row,
+    decision_uniforms,
+    masked_argmax,
+    masked_probabilities,
+    masked_sample,
+    probabilities_row,
+    propensity_row,
+    sample_row,
+    uniforms_row,
+)
+from policies.features import encode, encode_row
+from policies.records import parse_record, records_from_views, views_from_records
+from policies.rules import view_key_row, view_keys
+from policies.schema import ACTION_DIMS
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2])
+def views(request):
+    rng = np.random.default_rng(request.param)
+    v = random_views(rng, 3000)
+    # edge cases the random draw rarely hits: zero balance, last day of the month, no plan progress
+    v.balance_eur[:5] = 0.0
+    v.outstanding_eur[:5] = 0.0
+    v.day_of_month[5:10] = 31
+    # a conversation yesterday on a reachable phone with few calls: the cool-off rules decide
+    call = 5
+    v.days_since_conversation[10:100] = 1
+    v.contacts_7d[10:100, call] = 0
+    v.on_file[10:100, call] = True
+    v.opted_out[10:100, call] = False
+    return v
+
+
+def test_encode_row_equals_encode_bit_for_bit(views):
+    batch = encode(views)
+    rows = np.array([encode_row(views.row(i)) for i in range(len(views))], dtype=np.float32)
+    assert rows.shape == batch.shape
+    assert np.array_equal(rows.view(np.uint32), batch.view(np.uint32))
+
+
+@pytest.mark.parametrize("profile", sorted(compliance.PROFILES))
+def test_mask_and_check_rows_equal_the_batch_rules(views, profile):
+    p = compliance.get_profile(profile)
+    mask = compliance.action_mask(views, p)
+    rows = np.array([compliance.action_mask_row(views.row(i), p) for i in range(len(views))])
+    assert np.array_equal(rows, mask)
+    # every action for a sample of accounts, so every block reason is exercised
+    every = decode_flat(np.arange(N_ACTIONS))
+    seen: set[int] = set()
+    for i in range(0, len(views), 17):
+        one = views.take(np.full(N_ACTIONS, i))
+        batch = compliance.check(every, one, p)
+        r = views.row(i)
+        assert [compliance.check_row(a, r, p) for a in every.tolist()] == batch.tolist()
+        seen |= set(batch.tolist())
+    assert {compliance.Block.OK, compliance.Block.NOT_ON_FILE, compliance.Block.OPTED_OUT} <= seen
+    if p.max_calls_7d is not None:
+        assert {compliance.Block.OUTSIDE_HOURS, compliance.Block.CALL_LIMIT_7D, compliance.Block.CALL_AFTER_CONVERSATION} <= seen
+
+
+def test_view_key_and_uniforms_rows_equal_the_batch_hashes(views):
+    keys = view_keys(views)
+    u = decision_uniforms(views, 12345)
+    for i in range(0, len(views), 7):
+        k = view_key_row(views.row(i))
+        assert k == int(keys[i])
+        assert uniforms_row(k, 12345) == u[i].tolist()
+
+
+def test_row_decision_functions_equal_the_batch_ones(views):
+    rng = np.random.default_rng(5)
+    n = len(views)
+    logits = rng.normal(0.0, 2.0, size=(n, HEAD_WIDTH)).astype(np.float32).astype(np.float64)
+    logits[:50, :7] = 0.5  # exact ties: the first allowed index wins in both paths
+    mask = compliance.action_mask(views, compliance.get_profile("us_reg_f"))
+    probs = masked_probabilities(logits, mask)
+    u = rng.random((n, 4))
+    sampled = masked_sample(logits, mask, u, probs)
+    first = masked_argmax(logits, np.ones_like(mask))
+    for i in range(n):
+        pr = probabilities_row(logits[i].tolist(), mask[i].tolist())
+        assert pr == [p[i].tolist() for p in probs]
+        a = sample_row(pr, u[i].tolist())
+        assert a == sampled[i].tolist()
+        assert argmax_row(logits[i].tolist()) == first[i].tolist()
+        expected = probs[0][i, 0] if a[0] == 0 else np.prod([probs[k][i, a[k]] for k in range(4)])
+        assert propensity_row(pr, a) == pytest.approx(expected, rel=1e-12)
+
+
+def test_alternatives_are_the_most_probable_other_actions():
+    rng = np.random.default_rng(9)
+    for _ in range(300):
+        logits = rng.normal(0.0, 1.5, size=HEAD_WIDTH)
+        mask = rng.random(HEAD_WIDTH) < 0.75
+        for s in (0, 7, 11, 15):  # every dimension keeps an allowed value (waiting always is)
+            mask[s] = True
+        probs = probabilities_row(logits.tolist(), mask.tolist())
+        chosen = [int(rng.integers(n)) for n in ACTION_DIMS]
+        got = alternatives(probs, chosen, 3)
+        # brute force over every action, waiting counted once
+        joint = {(0, 0, 0, 0): probs[0][0]}
+        for c, w, t, o in itertools.product(range(1, 7), range(4), range(4), range(4)):
+            joint[(c, w, t, o)] = probs[0][c] * probs[1][w] * probs[2][t] * probs[3][o]
+        same = (0, 0, 0, 0) if chosen[0] == 0 else tuple(chosen)
+        best = sorted(((p, a) for a, p in joint.items() if p > 0 and a != same), key=lambda x: (-x[0], x[1]))[:3]
+        assert [a for _, a in got] == [a for _, a in best]
+        assert [p for p, _ in got] == pytest.approx([p for p, _ in best], rel=1e-12)
+        assert all(p > 0 for p, _ in got) and same not in [a for _, a in got]
+
+
+def test_parse_record_is_the_validator_behind_views_from_records(views):
+    records = records_from_views(views.take(np.arange(200)))
+    batch = views_from_records(records)
+    for i, rec in enumerate(records):
+        assert parse_record(rec, i) == batch.row(i)
