@@ -12,6 +12,7 @@ same actions with the same probabilities. :func:`alternatives` serves both paths
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 
@@ -110,15 +111,15 @@ def uniforms_row(view_key: int, key: int) -> list[float]:
 
 
 def sample_row(probs: list[list[float]], u: list[float]) -> list[int]:
-    """:func:`masked_sample` of one row."""
+    """:func:`masked_sample` of one row (the cdf is sorted, so counting the entries below the
+    threshold is a bisection)."""
     out = []
     for p, uk in zip(probs, u, strict=True):
         cdf, total = [], 0.0
         for x in p:
             total += x
             cdf.append(total)
-        threshold = uk * total
-        out.append(min(sum(1 for c in cdf if threshold > c), len(p) - 1))
+        out.append(min(bisect.bisect_left(cdf, uk * total), len(p) - 1))
     return out
 
 
@@ -148,10 +149,10 @@ def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> lis
     as (probability, action) pairs, best first; ties go to the lower flat action index."""
     pc, pw, pt, po = probs
     order = [sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pc[1:], pw, pt, po)]  # stable: ties keep index order
-    cands: list[tuple[float, tuple[int, int, int, int]]] = [(pc[0], (0, 0, 0, 0))]
+    ranked = [(-pc[0], (0, 0, 0, 0))]  # (-p, action) sorts best first, ties to the lower flat index
     for rc, rw, rt, ro in _RANKS:
         c, w, t, o = order[0][rc] + 1, order[1][rw], order[2][rt], order[3][ro]
-        cands.append((pc[c] * pw[w] * pt[t] * po[o], (c, w, t, o)))
-    cands.sort(key=lambda x: (-x[0], x[1]))
+        ranked.append((-(pc[c] * pw[w] * pt[t] * po[o]), (c, w, t, o)))
+    ranked.sort()
     same = (0, 0, 0, 0) if chosen[0] == 0 else tuple(chosen)
-    return [(p, a) for p, a in cands if p > 0 and a != same][:k]
+    return [(-q, a) for q, a in ranked if q < 0 and a != same][:k]

@@ -6,6 +6,7 @@ so a batch gives the same actions as one view at a time.
 
 from __future__ import annotations
 
+import operator
 import struct
 
 import numpy as np
@@ -54,8 +55,10 @@ def row_key_scalar(values: list[float]) -> int:
     """:func:`row_keys` of one row given as a flat list of its numbers (same order, same key)."""
     k = len(values)
     bits = struct.unpack(f"={k}Q", struct.pack(f"={k}d", *values))
-    w = _weights(k).tolist()
-    return mix_scalar(sum(b * m for b, m in zip(bits, w, strict=True)))
+    w = _WEIGHT_LISTS.get(k)
+    if w is None:
+        w = _WEIGHT_LISTS[k] = _weights(k).tolist()
+    return mix_scalar(sum(map(operator.mul, bits, w)))
 
 
 def to_unit_scalar(z: int) -> float:
@@ -64,6 +67,7 @@ def to_unit_scalar(z: int) -> float:
 
 
 _WEIGHTS: dict[int, np.ndarray] = {}
+_WEIGHT_LISTS: dict[int, list[int]] = {}
 
 
 def _weights(k: int) -> np.ndarray:

@@ -111,10 +111,15 @@ def _counts(i: int, f: FieldSpec, v: Any) -> list[int]:
 
 
 def _parse_float(i: int, f: FieldSpec, v: Any) -> float:
+    if type(v) is float or type(v) is int:  # the common case, checked without the error paths
+        if f.lo <= v <= f.hi:
+            return float(v)
     return _number(i, f, v, False)
 
 
 def _parse_int(i: int, f: FieldSpec, v: Any) -> int:
+    if type(v) is int and f.lo <= v <= f.hi:
+        return v
     return int(_number(i, f, v, True))
 
 

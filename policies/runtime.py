@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,21 @@ class Decision:
     reason: str | None = None  # why compliance changed the model's first choice, if it did
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-ready values (written out field by field: ``dataclasses.asdict`` deep-copies
+        and would cost more than the decision itself)."""
+        return {
+            "channel": self.channel,
+            "window": self.window,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "tone": self.tone,
+            "offer": self.offer,
+            "propensity": self.propensity,
+            "alternatives": [
+                {"channel": a.channel, "window": a.window, "tone": a.tone, "offer": a.offer, "probability": a.probability} for a in self.alternatives
+            ],
+            "reason": self.reason,
+        }
 
 
 def sha256_file(path: Path) -> str:
