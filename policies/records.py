@@ -23,10 +23,12 @@ LAST_OUTCOME_NAMES = tuple(o.name.lower() for o in LastOutcome)
 
 
 class RecordError(ValueError):
-    """A bad account record: ``field`` and ``index`` say where."""
+    """A bad account record: ``index`` and ``field`` say where; ``loc`` is the path inside the
+    record (``("channels_on_file", 1)`` for its second entry, ``("contacts_7d", "call")``)."""
 
-    def __init__(self, index: int, field: str, message: str) -> None:
+    def __init__(self, index: int, field: str, message: str, loc: tuple[str | int, ...] | None = None) -> None:
         self.index, self.field = index, field
+        self.loc: tuple[str | int, ...] = loc if loc is not None else tuple(field.split("."))
         super().__init__(f"record {index}: {field}: {message}")
 
 
@@ -90,10 +92,10 @@ def _channels(i: int, f: FieldSpec, v: Any) -> list[bool]:
     if isinstance(v, str) or not isinstance(v, Sequence):
         raise RecordError(i, f.name, f"expected a list of channel names from {list(CONTACT_CHANNEL_NAMES)}, got {v!r}")
     out = [False] * len(CONTACT_CHANNEL_NAMES)
-    for c in v:
+    for j, c in enumerate(v):
         k = _CHANNEL_INDEX.get(c) if isinstance(c, str) else None
         if k is None:
-            raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}")
+            raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}", (f.name, j))
         out[k] = True
     return out
 
@@ -105,15 +107,14 @@ def _counts(i: int, f: FieldSpec, v: Any) -> list[int]:
     for c, n in v.items():
         k = _CHANNEL_INDEX.get(c) if isinstance(c, str) else None
         if k is None:
-            raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}")
+            raise RecordError(i, f.name, f"unknown channel {c!r}; allowed: {list(CONTACT_CHANNEL_NAMES)}", (f.name, str(c)))
         out[k] = int(_number(i, FieldSpec(f"{f.name}.{c}", "int", 0, 10_000), n, True))
     return out
 
 
 def _parse_float(i: int, f: FieldSpec, v: Any) -> float:
-    if type(v) is float or type(v) is int:  # the common case, checked without the error paths
-        if f.lo <= v <= f.hi:
-            return float(v)
+    if (type(v) is float or type(v) is int) and f.lo <= v <= f.hi:  # the common case, without the error paths
+        return float(v)
     return _number(i, f, v, False)
 
 

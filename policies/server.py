@@ -24,8 +24,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError
 from policies.runtime import Decision, DecisionFunction, load
@@ -68,17 +69,16 @@ def _account_model() -> type[BaseModel]:
 Account = _account_model()
 
 
-class Batch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    accounts: list[Account] = Field(min_length=1, max_length=MAX_BATCH)  # type: ignore[valid-type]
-
-
 class DecisionLog:
     """Append-only JSON lines, buffered; ``close()`` flushes everything (called on shutdown)."""
 
     def __init__(self, path: str | Path | None) -> None:
         self._lock = threading.Lock()
         self._f = Path(path).open("a", buffering=1 << 16) if path else None  # noqa: SIM115  (held open for the server's life, closed on shutdown)
+
+    @property
+    def enabled(self) -> bool:
+        return self._f is not None
 
     def write(self, entries: list[dict[str, Any]]) -> None:
         if self._f is None:
@@ -100,14 +100,101 @@ def _view_hash(record: dict[str, Any]) -> str:
 
 
 class _Unprocessable(Exception):
-    def __init__(self, loc: list[Any], msg: str) -> None:
+    def __init__(self, loc: list[Any], msg: str, kind: str = "value_error") -> None:
         super().__init__(msg)
-        self.loc, self.msg = loc, msg
+        self.loc, self.msg, self.kind = loc, msg, kind
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json", headers=headers)
+
+
+class _Guard:
+    """Pure ASGI middleware (cheaper than ``@app.middleware``): 413 for bodies over the limit,
+    whether announced by content-length or streamed in chunks; 401 on ``/v1/`` without the token."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, token: str | None) -> None:
+        self.app, self.max, self.token = app, max_body_bytes, token.encode() if token is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = auth = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                length = v
+            elif k == b"authorization":
+                auth = v
+        if length is not None and (not length.isdigit() or int(length) > self.max):
+            await self._too_large()(scope, receive, send)
+            return
+        authorised = auth is not None and auth.startswith(b"Bearer ") and hmac.compare_digest(auth[7:], self.token or b"")
+        if self.token is not None and scope["path"].startswith("/v1/") and not authorised:
+            await _json_response({"detail": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max:
+                raise _TooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if started:
+                raise
+            await self._too_large()(scope, receive, send)
+
+    def _too_large(self) -> Response:
+        return _json_response({"detail": f"request body over {self.max} bytes; send fewer accounts per request"}, 413)
+
+
+def _account_schema() -> dict[str, Any]:
+    return Account.model_json_schema()  # type: ignore[attr-defined,no-any-return]
+
+
+def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _Unprocessable(["body"], f"the body is not valid JSON: {e}", "json_invalid") from None
+    if not isinstance(body, dict):
+        raise _Unprocessable(["body"], f"expected a JSON object, got {type(body).__name__}", "dict_type")
+    return body
+
+
+def _account_id(record: dict[str, Any], loc: list[Any]) -> str | None:
+    aid = record.get("account_id")
+    if aid is not None and not (isinstance(aid, str) and len(aid) <= 200):
+        raise _Unprocessable([*loc, "account_id"], "account_id must be a string of at most 200 characters, or null")
+    return aid
 
 
 def create_app(
     artifact: str | Path, token: str | None = None, decision_log: str | Path | None = None, max_body_bytes: int = MAX_BODY_BYTES
 ) -> FastAPI:
+    """The service for one artifact. Request bodies are validated by ``policies.records`` (the one
+    validator, also behind ``collectrl decide``); the pydantic models only document them in OpenAPI."""
     state: dict[str, Any] = {"fn": None}
     log = DecisionLog(decision_log)
 
@@ -119,44 +206,37 @@ def create_app(
 
     app = FastAPI(title="collectrl next-best-action service", version="1", lifespan=lifespan)
     app.state.decision_log = log
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return JSONResponse({"detail": f"request body over {max_body_bytes} bytes; send fewer accounts per request"}, status_code=413)
-        if token is not None and request.url.path.startswith("/v1/"):
-            auth = request.headers.get("authorization", "")
-            if not (auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), token.encode())):
-                return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, token=token)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    @app.exception_handler(_Unprocessable)
+    async def unprocessable(_request: Request, exc: _Unprocessable) -> Response:
+        return _json_response({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]}, 422)
+
     def fn() -> DecisionFunction:
         f = state["fn"]
         assert f is not None, "the artifact is loaded at start-up"
         return f
 
-    def respond(records: list[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
-        try:
-            decisions: list[Decision] = fn().decide_batch(records)
-        except RecordError as e:
-            raise _Unprocessable(["body", "accounts", e.index, e.field] if len(records) > 1 else ["body", e.field], str(e)) from None
+    def logged(request_id: str, records: list[dict[str, Any]], decisions: list[Decision]) -> list[dict[str, Any]]:
         now = time.time()
+        policy_id = fn().policy_id
         out, entries = [], []
         for rec, d in zip(records, decisions, strict=True):
             body = d.as_dict()
             body["account_id"] = rec.get("account_id")
             out.append(body)
+            if not log.enabled:
+                continue
             entries.append(
                 {
                     "request_id": request_id,
-                    "policy_id": fn().policy_id,
-                    "account_id": rec.get("account_id"),
+                    "policy_id": policy_id,
+                    "account_id": body["account_id"],
                     "view_hash": _view_hash(rec),
                     "decision": {k: body[k] for k in ("channel", "window", "tone", "offer")},
                     "propensity": d.propensity,
@@ -164,25 +244,46 @@ def create_app(
                     "time": now,
                 }
             )
-        log.write(entries)
+        if entries:
+            log.write(entries)
         return out
 
-    @app.exception_handler(_Unprocessable)
-    async def unprocessable(_request: Request, exc: _Unprocessable) -> JSONResponse:
-        return JSONResponse({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}]}, status_code=422)
-
-    @app.post("/v1/decide", summary="the next best action for one account")
-    async def decide(account: Account, request: Request) -> dict[str, Any]:  # type: ignore[valid-type]
+    @app.post("/v1/decide", summary="the next best action for one account", openapi_extra=_body_spec(_account_schema()))
+    async def decide(request: Request) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        record = account.model_dump(exclude_none=False)  # type: ignore[attr-defined]
-        record = {k: v for k, v in record.items() if v is not None or k.startswith("days_since")}
-        return {"request_id": rid, "policy_id": fn().policy_id, "decision": respond([record], rid)[0]}
+        record = await _json_object(request)
+        _account_id(record, ["body"])
+        try:
+            d = fn().decide(record)
+        except RecordError as e:
+            raise _Unprocessable(["body", *e.loc], str(e)) from None
+        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decision": logged(rid, [record], [d])[0]})
 
-    @app.post("/v1/decide/batch", summary="next best actions for many accounts")
-    async def decide_batch(batch: Batch, request: Request) -> dict[str, Any]:
+    batch_schema = {
+        "type": "object",
+        "properties": {"accounts": {"type": "array", "items": _account_schema(), "minItems": 1, "maxItems": MAX_BATCH}},
+        "required": ["accounts"],
+        "additionalProperties": False,
+    }
+
+    @app.post("/v1/decide/batch", summary="next best actions for many accounts", openapi_extra=_body_spec(batch_schema))
+    async def decide_batch(request: Request) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        records = [{k: v for k, v in a.model_dump().items() if v is not None or k.startswith("days_since")} for a in batch.accounts]  # type: ignore[attr-defined]
-        return {"request_id": rid, "policy_id": fn().policy_id, "decisions": respond(records, rid)}
+        body = await _json_object(request)
+        extra = sorted(set(body) - {"accounts"})
+        if extra:
+            raise _Unprocessable(["body", extra[0]], 'unknown field; the body is {"accounts": [...]}')
+        records = body.get("accounts")
+        if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
+            raise _Unprocessable(["body", "accounts"], f"expected a list of 1 to {MAX_BATCH} account objects")
+        for i, rec in enumerate(records):
+            if isinstance(rec, dict):
+                _account_id(rec, ["body", "accounts", i])
+        try:
+            decisions = fn().decide_batch(records)
+        except RecordError as e:
+            raise _Unprocessable(["body", "accounts", e.index, *e.loc] if e.field != "(record)" else ["body", "accounts", e.index], str(e)) from None
+        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decisions": logged(rid, records, decisions)})
 
     @app.get("/v1/policy", summary="what is being served")
     async def policy() -> dict[str, Any]:
