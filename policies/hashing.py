@@ -45,10 +45,12 @@ def row_keys(*columns: np.ndarray) -> np.ndarray:
     """One uint64 key per row from numeric columns (each (N,) or (N, k)): the rows' 64-bit patterns
     weighted by fixed odd multipliers and summed (wrapping), then mixed."""
     n = len(columns[0])
-    x = np.concatenate([np.asarray(c, dtype=np.float64).reshape(n, -1) for c in columns], axis=1)
-    bits = np.ascontiguousarray(x).view(np.uint64)
-    weights = _weights(bits.shape[1])
-    return mix((bits * weights).sum(axis=1, dtype=np.uint64))
+    cols = [col for c in columns for col in np.asarray(c, dtype=np.float64).reshape(n, -1).T]
+    weights = _weights(len(cols))
+    total = np.zeros(n, dtype=np.uint64)
+    for col, w in zip(cols, weights, strict=True):  # column by column: sums of uint64 wrap, in any order
+        total += np.ascontiguousarray(col).view(np.uint64) * w
+    return mix(total)
 
 
 def row_key_scalar(values: list[float]) -> int:

@@ -12,8 +12,11 @@ masked choices first, then a guardrail that checks the result again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from policies import compliance
-from policies.actions import N_ACTIONS, Action, decode_flat
+from policies.actions import N_ACTIONS, Action, decode_flat, encode_flat
 from policies.base import make
 from policies.decision import (
     HEAD_WIDTH,
@@ -43,7 +46,7 @@ from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES,
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-BATCH_ROWS = 2048  # from this many rows on, the multi-threaded session scores the batch
+CHUNK_ROWS = 16_384  # batches larger than this are split into chunks decided on every core
 
 
 class ArtifactError(ValueError):
@@ -158,6 +161,8 @@ class DecisionFunction:
         self._session: Any = None
         self._rule: Any = None
         self._row_path = False
+        # threads start only when a large batch first needs them
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="collectrl-decide")
         if self.kind == "onnx":
             import onnxruntime as ort
 
@@ -167,9 +172,9 @@ class DecisionFunction:
                 opts.inter_op_num_threads = 1
                 return ort.InferenceSession(str(root / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
 
-            # one thread answers a single account fastest; large batches may use every core
+            # one thread per call: a single account is answered fastest that way, and large batches
+            # run one chunk per core (numpy and onnxruntime release the GIL), see _run
             self._session = session(1)
-            self._batch_session = session(0)
             self._input = self._session.get_inputs()[0].name
             # a logit head (actor-critic) has a one-account path in plain Python; Q-value heads use the batch path
             self._row_path = self._session.get_outputs()[0].shape[-1] == HEAD_WIDTH
@@ -181,11 +186,26 @@ class DecisionFunction:
 
     # -- scores
     def scores(self, obs: np.ndarray) -> np.ndarray:
-        sess = self._batch_session if len(obs) >= BATCH_ROWS else self._session
-        return np.asarray(sess.run(None, {self._input: obs})[0], dtype=np.float64)
+        return np.asarray(self._session.run(None, {self._input: obs})[0], dtype=np.float64)
 
     def _run(self, views: ViewBatch) -> dict[str, Any]:
-        """Mask, scores, actions, propensities, the unmasked first choices and reasons, in one pass."""
+        """Mask, scores, actions, propensities, the unmasked first choices and reasons, in one pass;
+        a large batch is cut into chunks decided in parallel threads (each row's decision depends
+        only on that row, so the result is the same)."""
+        n = len(views)
+        workers = min(os.cpu_count() or 1, -(-n // CHUNK_ROWS))
+        if self.kind != "onnx" or workers < 2:
+            return self._run_chunk(views)
+        bounds = np.linspace(0, n, 2 * workers + 1).astype(int).tolist()
+        parts = list(self._pool.map(lambda ab: self._run_chunk(views.rows(*ab)), itertools.pairwise(bounds)))
+        out: dict[str, Any] = {}
+        for key in ("mask", "scores", "actions", "prop", "first"):
+            out[key] = np.concatenate([p[key] for p in parts])
+        out["probs"] = None if parts[0]["probs"] is None else [np.concatenate([p["probs"][k] for p in parts]) for k in range(4)]
+        out["reasons"] = [r for p in parts for r in p["reasons"]]
+        return out
+
+    def _run_chunk(self, views: ViewBatch) -> dict[str, Any]:
         mask = compliance.action_mask(views, self.profile)
         n = len(views)
         probs: list[np.ndarray] | None = None
@@ -207,10 +227,7 @@ class DecisionFunction:
                 prop[wait] = probs[0][rows[wait], 0]  # waiting ignores window, tone and offer
             else:
                 prop = np.ones(n)
-        reasons: list[str | None] = [None] * n
-        model_blocked = compliance.check(first, views, self.profile)
-        for i in np.flatnonzero(model_blocked):
-            reasons[i] = _reason_first(first[i].tolist(), int(model_blocked[i]))
+        reasons = _reasons(first, compliance.check(first, views, self.profile))
         # guardrail: whatever happened above, never return an action the profile forbids
         still = compliance.check(actions, views, self.profile)
         for i in np.flatnonzero(still):
@@ -311,6 +328,20 @@ def _named_alternatives(ranked: Sequence[tuple[float, Sequence[int]]]) -> list[A
 def _reason_first(first: Sequence[int], block: int) -> str:
     a = _named(first)
     return f"the policy's first choice ({a.channel} {a.window} {a.tone} {a.offer}) is not allowed: {compliance.BLOCK_NAMES[block]}"
+
+
+def _reasons(first: np.ndarray, blocked: np.ndarray) -> list[str | None]:
+    """Per row, why the policy's first choice was not allowed (None where it was): each distinct
+    (action, reason) is worded once, however many rows share it."""
+    out = np.full(len(first), None, dtype=object)
+    idx = np.flatnonzero(blocked)
+    if idx.size:
+        code = encode_flat(first[idx]) * len(compliance.Block) + blocked[idx]
+        uniq, inverse = np.unique(code, return_inverse=True)
+        n_blocks = len(compliance.Block)
+        texts = [_reason_first(decode_flat(np.array([u // n_blocks]))[0].tolist(), int(u % n_blocks)) for u in uniq.tolist()]
+        out[idx] = np.array(texts, dtype=object)[inverse]
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def _reason_guardrail(block: int) -> str:

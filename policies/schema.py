@@ -132,6 +132,10 @@ class ViewBatch:
         """The views of the accounts at ``idx`` (copies)."""
         return ViewBatch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
+    def rows(self, start: int, stop: int) -> ViewBatch:
+        """Accounts ``start:stop`` (views of these arrays, not copies)."""
+        return ViewBatch(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+
     def row(self, i: int) -> dict[str, Any]:
         """Account ``i`` as plain Python values keyed by field (per-channel fields as lists of 6):
         the form the runtime's one-account path works on."""

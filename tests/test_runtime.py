@@ -101,6 +101,21 @@ def test_one_account_decisions_equal_the_batch_decisions(artifacts, algo, profil
     assert sum(d.reason is not None for d in batch) > 10  # the comparison covered reasons too
 
 
+@pytest.mark.parametrize("algo", ["maskable_ppo", "dqn"])
+def test_a_large_batch_decided_in_parallel_chunks_equals_small_batches(artifacts, algo):
+    from policies.runtime import CHUNK_ROWS
+
+    fn = load(artifacts[algo])
+    v = random_views(np.random.default_rng(8), 2 * CHUNK_ROWS + 1234)
+    actions, prop, first, reasons = fn.decide_arrays(v)
+    step = CHUNK_ROWS // 2  # each small batch is decided in one piece
+    parts = [fn.decide_arrays(v.rows(a, min(a + step, len(v)))) for a in range(0, len(v), step)]
+    assert np.array_equal(actions, np.concatenate([p[0] for p in parts]))
+    assert np.array_equal(prop, np.concatenate([p[1] for p in parts]))
+    assert np.array_equal(first, np.concatenate([p[2] for p in parts]))
+    assert reasons == [r for p in parts for r in p[3]]
+
+
 def test_decide_gives_window_times_propensity_and_alternatives(artifacts):
     fn = load(artifacts["maskable_ppo"])
     rec = {"balance_eur": 900, "outstanding_eur": 900, "dpd": 20, "days_in_collections": 5, "channels_on_file": ["sms", "email", "call"]}
