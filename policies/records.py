@@ -203,7 +203,11 @@ _DTYPES = {"float": np.float64, "int": np.int64, "days_since": np.int64, "produc
 
 def views_from_records(records: Sequence[Mapping[str, Any]]) -> ViewBatch:
     """Validate records and build their views; raises :class:`RecordError` at the first problem."""
-    rows = [parse_record(rec, i) for i, rec in enumerate(records)]
+    return views_from_rows([parse_record(rec, i) for i, rec in enumerate(records)])
+
+
+def views_from_rows(rows: Sequence[Mapping[str, Any]]) -> ViewBatch:
+    """Stack rows from :func:`parse_record` (or ``ViewBatch.row``) into a ViewBatch."""
     n = len(rows)
     cols: dict[str, Any] = {}
     for f, name, _, _ in _PLAN:
