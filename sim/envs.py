@@ -9,8 +9,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from policies.features import FEATURE_NAMES, N_FEATURES, encode
-from policies.schema import ACTION_DIMS
+from policies import compliance
+from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row
+from policies.schema import ACTION_DIMS, ViewBatch
 from sim.config import Scenario, load_scenario
 from sim.world import REWARD_COMPONENTS, DayResult, World
 
@@ -101,13 +102,21 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = _obs_space((N_FEATURES,))
         self.feature_names = FEATURE_NAMES
         self._world: World | None = None
-        self._obs = np.zeros((1, N_FEATURES), dtype=np.float32)
+        self._row_of: ViewBatch | None = None
+        self._row_cache: dict[str, Any] = {}
         self._ep_return = 0.0
 
-    def _observe(self) -> np.ndarray:
+    def _row(self) -> dict[str, Any]:
+        """The one debtor's view as plain values, for the one-account encoder and mask (the same
+        numbers as the batch functions, tested in tests/test_row_path.py, at a fraction of the cost)."""
         assert self._world is not None
-        encode(self._world.views(), out=self._obs)
-        return self._obs[0].copy()
+        v = self._world.views()
+        if self._row_of is not v:
+            self._row_of, self._row_cache = v, v.row(0)
+        return self._row_cache
+
+    def _observe(self) -> np.ndarray:
+        return np.array(encode_row(self._row()), dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
@@ -121,7 +130,7 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def action_masks(self) -> np.ndarray:
         assert self._world is not None, "call reset() first"
-        return self._world.action_mask()[0]
+        return np.array(compliance.action_mask_row(self._row(), self._world.profile), dtype=bool)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         w = self._world
