@@ -133,3 +133,15 @@ def test_parse_record_is_the_validator_behind_views_from_records(views):
     batch = views_from_records(records)
     for i, rec in enumerate(records):
         assert parse_record(rec, i) == batch.row(i)
+
+
+def test_behaviour_uniforms_of_a_few_debtors_equal_those_drawn_in_bulk():
+    """sim.rng.uniforms takes a plain-Python path for a handful of debtors (the single-debtor env);
+    a debtor's luck must not depend on how many others are drawn with it."""
+    from sim.rng import uniforms
+
+    ids = np.random.default_rng(4).integers(0, 2**62, size=300, dtype=np.uint64)
+    bulk = uniforms(0xC0FFEE, ids, 17, 3, 2)
+    assert np.array_equal(np.concatenate([uniforms(0xC0FFEE, ids[i : i + 1], 17, 3, 2) for i in range(300)]), bulk)
+    assert np.array_equal(np.concatenate([uniforms(0xC0FFEE, ids[i : i + 3], 17, 3, 2) for i in range(0, 300, 3)]), bulk)
+    assert uniforms(0xC0FFEE, ids[:0], 17, 3, 2).shape == (0,)
