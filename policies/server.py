@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError
+from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError, parse_record
 from policies.runtime import Decision, DecisionFunction, load
 from policies.schema import CONTACT_CHANNEL_NAMES, PRODUCT_NAMES
 
@@ -97,7 +97,10 @@ class DecisionLog:
 
 
 def _view_hash(record: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    """A digest of the account's view (defaults filled in, account id left out): the same account
+    state gives the same hash however the request spelled it."""
+    view = parse_record(record)
+    return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 class _Unprocessable(Exception):

@@ -61,7 +61,8 @@ def test_decide_batch_policy_health_and_the_decision_log(client):
     body = r.json()
     assert body["request_id"] == "req-1" and body["policy_id"] == "digital_first"
     assert body["decision"]["account_id"] == "A1" and 0 < body["decision"]["propensity"] <= 1
-    r = c.post("/v1/decide/batch", json={"accounts": [OK, OK | {"account_id": "A2", "opted_out": ["sms", "email", "call"]}]})
+    spelled_out = OK | {"app_user": False, "days_since_contact": None, "contacts_7d": {}}  # the defaults, written out
+    r = c.post("/v1/decide/batch", json={"accounts": [spelled_out, OK | {"account_id": "A2", "opted_out": ["sms", "email", "call"]}]})
     assert r.status_code == 200 and [d["account_id"] for d in r.json()["decisions"]] == ["A1", "A2"]
     assert r.json()["decisions"][1]["channel"] == "wait"
     assert c.get("/v1/policy").json()["policy_id"] == "digital_first"
@@ -70,6 +71,8 @@ def test_decide_batch_policy_health_and_the_decision_log(client):
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == 3 and lines[0]["request_id"] == "req-1"
     assert {"request_id", "policy_id", "view_hash", "decision", "propensity", "time"} <= set(lines[0])
+    # the view hash identifies the account state, not the spelling of the request
+    assert lines[0]["view_hash"] == lines[1]["view_hash"] != lines[2]["view_hash"]
 
 
 @pytest.mark.parametrize(
