@@ -129,6 +129,13 @@ class Balance(_Frozen):
         return self
 
 
+class DigitalOnlyAttention(_Frozen):
+    """Multipliers on a digital-only debtor's attention to the channels they avoid."""
+
+    call: float = Field(default=0.1, ge=0, le=1, description="unknown callers are screened")
+    letter: float = Field(default=0.2, ge=0, le=1, description="paper mail is binned unread")
+
+
 class Population(_Frozen):
     size: int = Field(ge=1, le=50_000_000, description="reference portfolio size (call-centre agents are sized for it)")
     entry_spread_days: int = Field(ge=0, le=365, description="debtors enter uniformly over this many days")
@@ -136,6 +143,9 @@ class Population(_Frozen):
     balance: Balance
     products: dict[str, float]
     digital_only_share: float = Field(ge=0, le=1, description="share who ignore calls and letters")
+    digital_only_attention: DigitalOnlyAttention = Field(
+        default_factory=lambda: DigitalOnlyAttention(), description="how much of their usual attention digital-only debtors give calls and letters"
+    )
     app_user_share: float = Field(ge=0, le=1)
     on_file: PerChannel = Field(description="share of debtors with a usable address per channel (push = app users)")
     score_noise: float = Field(ge=0, le=5, description="sd of the noise on the behaviour score logit")
@@ -218,6 +228,15 @@ class Outcomes(_Frozen):
     deferral: Outcome
 
 
+class SpontaneousPayment(_Frozen):
+    """An unprompted payment pays the share ``min(1, (min_share + (1 - min_share) u) x (ability_offset
+    + ability))`` of the outstanding, u uniform; from ``full_at`` on it clears the balance."""
+
+    min_share: float = Field(default=0.1, ge=0, le=1)
+    ability_offset: float = Field(default=0.5, ge=0, le=2)
+    full_at: float = Field(default=0.95, gt=0, le=1, description="a share at least this large pays the balance in full")
+
+
 class Behaviour(_Frozen):
     willingness_engage: float = Field(description="engagement logit per unit of willingness")
     age_engage_per_30d: float = Field(description="engagement logit change per 30 days past due")
@@ -249,6 +268,9 @@ class Behaviour(_Frozen):
     churn_per_firm_contact: float
     churn_per_complaint: float
     churn_per_10_contacts: float
+    spontaneous_payment: SpontaneousPayment = Field(
+        default_factory=lambda: SpontaneousPayment(), description="the size of a payment nobody prompted (self-cure)"
+    )
 
 
 class Reward(_Frozen):

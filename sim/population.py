@@ -85,8 +85,8 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
     attention = rng.beta(att_mean * ATTENTION_CONCENTRATION, (1 - att_mean) * ATTENTION_CONCENTRATION)
     digital_only = rng.random(n) < pop.digital_only_share
     # Digital-only debtors screen unknown callers and bin paper mail.
-    attention[digital_only, _CALL] *= 0.1
-    attention[digital_only, _LETTER] *= 0.2
+    attention[digital_only, _CALL] *= pop.digital_only_attention.call
+    attention[digital_only, _LETTER] *= pop.digital_only_attention.letter
     deliv = (
         per_arch(lambda a: a.deliverability)[:, None]
         * np.array([sc.channels.spec(c).delivery_rate for c in ("sms", "email", "push", "messenger", "letter", "call")])[None, :]

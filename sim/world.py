@@ -839,8 +839,9 @@ class World:
             if pays.any():
                 p = idx[pays]
                 u = uniforms(self.key, ids[pays], self.day, _D_SPONTANEOUS_AMOUNT)
-                frac = np.minimum(1.0, (0.1 + 0.9 * u) * (0.5 + self._ability(p)))
-                self._pay(p, np.where(frac >= 0.95, self.outstanding[p], self.outstanding[p] * frac))
+                sp = self.sc.behaviour.spontaneous_payment
+                frac = np.minimum(1.0, (sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + self._ability(p)))
+                self._pay(p, np.where(frac >= sp.full_at, self.outstanding[p], self.outstanding[p] * frac))
         self.fatigue *= self.prm.fatigue_decay
         slot = self.day % 7
         self.contacts_7d += self.contacts_today - self.ring[:, slot, :]

@@ -253,3 +253,20 @@ def test_firm_tone_backfires_on_the_distressed():
     # the same debtors and the same luck: only the tone differs
     assert firm.complaints[distressed].sum() > 1.5 * kind.complaints[distressed].sum() > 0
     assert firm.responses[distressed].sum() < kind.responses[distressed].sum()
+
+
+def test_digital_only_attention_and_unprompted_payment_size_come_from_the_scenario():
+    base = ["population.digital_only_share=1.0"]
+    screened = sample(load_scenario("default", base), 0, 0, 2000)
+    attentive = sample(load_scenario("default", [*base, "population.digital_only_attention.call=1.0"]), 0, 0, 2000)
+    call = Channel.CALL - 1
+    assert np.allclose(screened.attention[:, call] * 10, attentive.attention[:, call])
+    assert np.array_equal(screened.attention[:, Channel.SMS - 1], attentive.attention[:, Channel.SMS - 1])
+
+    def self_cured(overrides: list[str]) -> float:
+        w = run_portfolio(load_scenario("default", overrides), policies.make("no_contact"), 2000, 0, horizon_days=60)
+        return float(w.collected.sum())
+
+    small = self_cured(["behaviour.spontaneous_payment.min_share=0.0", "behaviour.spontaneous_payment.full_at=1.0"])
+    large = self_cured(["behaviour.spontaneous_payment.min_share=1.0"])
+    assert large > 1.3 * small
