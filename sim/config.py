@@ -1,7 +1,8 @@
 """Typed scenario configuration, loaded from YAML and validated with pydantic.
 
 A scenario file may start with ``extends: default`` to inherit another preset and change only
-what differs. Any value can be overridden by dotted path (``channels.sms.cost_eur=0.10``).
+what differs; ``key: null`` removes an inherited key (e.g. a product the child does not hold).
+Any value can be overridden by dotted path (``channels.sms.cost_eur=0.10``).
 Errors name the key path, the bad value and what is allowed (:class:`ConfigError`).
 """
 
@@ -334,7 +335,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in top.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if v is None and k in out:  # `key: null` in a child removes what the parent set
+            del out[k]
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

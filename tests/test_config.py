@@ -88,3 +88,13 @@ def test_scenarios_are_frozen():
     with pytest.raises(Exception, match="frozen"):
         sc.horizon_days = 3  # type: ignore[misc]
     assert 0 < sc.daily_discount < 1
+
+
+def test_null_in_a_child_scenario_removes_the_inherited_key(tmp_path):
+    child = tmp_path / "utility.yaml"
+    child.write_text("extends: default\nname: utility\npopulation:\n  products: {credit_card: null, personal_loan: null, bnpl: null, utility: 1.0}\n")
+    assert load_scenario(str(child)).population.products == {"utility": 1.0}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("extends: default\nname: broken\nhorizon_days: null\n")
+    with pytest.raises(ConfigError, match="horizon_days"):
+        load_scenario(str(broken))
