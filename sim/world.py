@@ -559,6 +559,8 @@ class World:
         self.funnel["delivered"] += np.bincount(ch[delivered], minlength=N_CONTACT_CHANNELS)
         self.ledger.add(now, ids[delivered], Event.DELIVERED, ch[delivered] + 1)
         idx, ch, win, tone, offer, luck = idx[delivered], ch[delivered], win[delivered], tone[delivered], offer[delivered], luck[delivered]
+        # fatigue counts the contact being received: a debtor judges the fifth message of the week
+        # with five messages of annoyance (the calibration of complaints and opt-outs assumes this)
         self.fatigue[idx] += self.prm.fatigue_weight[ch]
         p_notice = bm.p_notice(t.attention[idx, ch], t.window_fit[idx, win], self.prm.window_sensitivity[ch])
         noticed = uniforms(self.key, luck, _CONTACT_DAY, _D_NOTICE, 0) < p_notice
