@@ -23,7 +23,7 @@ def sample_params(trial: Any, algo: str) -> list[str]:
     """Training overrides (``key=value``) for one trial."""
     p = {
         "learning_rate": trial.suggest_float("learning_rate", 5e-5, 2e-3, log=True),
-        "gamma": trial.suggest_categorical("gamma", [0.99, 0.995, 0.998]),
+        "gamma": trial.suggest_categorical("gamma", [0.99, 0.995, 0.998, 0.999]),
         "net_arch": trial.suggest_categorical("net_arch", ["64,64", "128,128", "256,256"]),
         "n_slots": trial.suggest_categorical("n_slots", [128, 256, 512]),
     }

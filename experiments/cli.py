@@ -236,11 +236,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_SEED_COUNT = 100
+
+
 def _seeds(text: str) -> list[int]:
-    """``5`` -> seeds 0..4; ``3,7,11`` -> those seeds."""
+    """``5`` -> seeds 0..4; ``3,7,11`` -> those seeds; ``1000,`` -> seed 1000 alone."""
     try:
         if "," in text:
             seeds = [int(x) for x in text.split(",") if x.strip()]
+            if not seeds:
+                raise ValueError
         else:
             n = int(text)
             if n < 1:
@@ -248,6 +253,12 @@ def _seeds(text: str) -> list[int]:
             seeds = list(range(n))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seeds (e.g. 5) or a list (e.g. 0,3,7), got {text!r}") from None
+    if "," not in text and len(seeds) > MAX_SEED_COUNT:
+        # almost always meant as one seed: `--seeds 1000` would otherwise run a thousand evaluations
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text} asks for {text} seeds (0..{int(text) - 1}); for seed {text} alone write '{text},', "
+            f"for a few seeds list them (e.g. {text},{int(text) + 1}); at most {MAX_SEED_COUNT} by count"
+        )
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
     return seeds
@@ -601,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_args(e, seed=False)
     e.add_argument("--policies", default="static_ladder,segment_journeys,digital_first,oracle,random", help="registered policy ids, comma separated")
     e.add_argument("--debtors", type=_positive_int, default=20_000)
-    e.add_argument("--seeds", type=_seeds, default=list(range(5)), help="number of seeds (5 = seeds 0..4) or a list like 0,3,7")
+    e.add_argument(
+        "--seeds", type=_seeds, default=list(range(5)), help="number of seeds (5 = seeds 0..4) or a list like 0,3,7 (a single seed: 1000,)"
+    )
     e.add_argument("--champion", default="static_ladder", help="the running policy the others are compared against")
     e.add_argument("--out", default=None, help="directory for report.md, kpis.csv, kpis.json and figures")
     e.add_argument("--json", action="store_true", help="print the evaluation as one JSON object")

@@ -81,3 +81,16 @@ def test_policies_lists_every_registered_policy_with_its_version(capsys):
         version, doc = policies.base.describe(pid)
         assert version >= 1 and doc, pid
         assert listed[pid] == f"v{version}"
+
+
+def test_seed_lists_counts_and_the_single_large_seed_trap():
+    from experiments.cli import _seeds
+
+    assert _seeds("3") == [0, 1, 2]
+    assert _seeds("1000,") == [1000]
+    assert _seeds("1000,1001") == [1000, 1001]
+    r = run("evaluate", "--seeds", "1000", "--debtors", "10")
+    assert r.returncode == 2 and "'1000,'" in r.stderr  # the error shows how to ask for seed 1000 alone
+    for bad in ("0", "-1", "a", ",", "3,3"):
+        r = run("evaluate", "--seeds", bad, "--debtors", "10")
+        assert r.returncode == 2 and "--seeds" in r.stderr, bad
