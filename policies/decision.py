@@ -155,20 +155,27 @@ def propensity_row(probs: list[list[float]], action: list[int]) -> float:
     return probs[0][action[0]] * probs[1][action[1]] * probs[2][action[2]] * probs[3][action[3]]
 
 
-# rank tuples (channel among contacts, window, tone, offer) whose rank sum is at most 3: the top 4
-# of a product of independent sorted factors always lies among them
-_RANKS = [r for r in itertools.product(range(ACTION_DIMS[0] - 1), *(range(n) for n in ACTION_DIMS[1:])) if sum(r) <= 3]
+# rank triples (window, tone, offer) whose rank sum is at most 3: the 4 most probable (window, tone,
+# offer) combinations always lie among them (a combination is beaten by every one it dominates)
+_RANKS_WTO = [r for r in itertools.product(range(4), repeat=3) if sum(r) <= 3]
 
 
 def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> list[tuple[float, tuple[int, int, int, int]]]:
-    """The next ``k`` most probable actions other than ``chosen`` (waiting counts as one action),
-    as (probability, action) pairs, best first; ties go to the lower flat action index."""
+    """The next ``k`` (at most 3) most probable actions other than ``chosen`` (waiting counts as one
+    action), as (probability, action) pairs, best first; ties go to the lower action.
+
+    The top 4 contacts are found without scoring all 384: the top 4 (window, tone, offer) by
+    rank sums, then (channel rank + combination rank) <= 3 of those with the channels."""
+    if not 0 <= k <= 3:
+        raise ValueError(f"alternatives: k must be 0..3, got {k}")
     pc, pw, pt, po = probs
-    order = [sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pc[1:], pw, pt, po)]  # stable: ties keep index order
-    ranked = [(-pc[0], (0, 0, 0, 0))]  # (-p, action) sorts best first, ties to the lower flat index
-    for rc, rw, rt, ro in _RANKS:
-        c, w, t, o = order[0][rc] + 1, order[1][rw], order[2][rt], order[3][ro]
-        ranked.append((-(pc[c] * pw[w] * pt[t] * po[o]), (c, w, t, o)))
+    oc = sorted(range(1, len(pc)), key=pc.__getitem__, reverse=True)  # stable: ties keep index order
+    ow, ot, oo = (sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pw, pt, po))
+    wto = sorted((-(pw[ow[a]] * pt[ot[b]] * po[oo[c]]), (ow[a], ot[b], oo[c])) for a, b, c in _RANKS_WTO)[:4]
+    ranked = [(-pc[0], (0, 0, 0, 0))]  # (-p, action) sorts best first, ties to the lower action
+    for j, (q, (w, t, o)) in enumerate(wto):
+        for c in oc[: 4 - j]:
+            ranked.append((q * pc[c], (c, w, t, o)))
     ranked.sort()
     same = (0, 0, 0, 0) if chosen[0] == 0 else tuple(chosen)
     return [(-q, a) for q, a in ranked if q < 0 and a != same][:k]
