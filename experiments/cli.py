@@ -48,13 +48,14 @@ def _progress(desc: str, enabled: bool):  # type: ignore[no-untyped-def]
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc=desc, unit="day", file=sys.stderr, leave=False, dynamic_ncols=True)
+    # a terminal redraws ten times a second; a log file gets a line every ten seconds, not one a day
+    every = 0.1 if sys.stderr.isatty() else 10.0
+    bar = tqdm(total=None, desc=desc, unit="day", file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=every, miniters=1)
 
     def update(done: int, total: int) -> None:
         if bar.total != total:
             bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(max(0, done - bar.n))  # redraws at most every mininterval
 
     return update, bar.close
 
