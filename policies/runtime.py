@@ -46,7 +46,7 @@ from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES,
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-CHUNK_ROWS = 16_384  # batches larger than this are split into chunks decided on every core
+CHUNK_ROWS = 4096  # batches larger than this are split into chunks decided on every core
 
 
 class ArtifactError(ValueError):
