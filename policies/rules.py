@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,7 @@ def view_keys(views: ViewBatch) -> np.ndarray:
     )
 
 
-def view_key_row(r: dict) -> int:  # type: ignore[type-arg]
+def view_key_row(r: Mapping[str, Any]) -> int:
     """:func:`view_keys` of one account held as plain values (``ViewBatch.row``)."""
     return row_key_scalar(
         [

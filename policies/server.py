@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError, parse_record
+from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError, parse_record, views_from_rows
 from policies.runtime import Decision, DecisionFunction, load
 from policies.schema import CONTACT_CHANNEL_NAMES, PRODUCT_NAMES
 
@@ -96,10 +96,9 @@ class DecisionLog:
                 self._f = None
 
 
-def _view_hash(record: dict[str, Any]) -> str:
-    """A digest of the account's view (defaults filled in, account id left out): the same account
+def _view_hash(view: dict[str, Any]) -> str:
+    """A digest of the validated view (defaults filled in, account id left out): the same account
     state gives the same hash however the request spelled it."""
-    view = parse_record(record)
     return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -230,11 +229,11 @@ def create_app(
         assert f is not None, "the artifact is loaded at start-up"
         return f
 
-    def logged(request_id: str, records: list[dict[str, Any]], decisions: list[Decision]) -> list[dict[str, Any]]:
+    def logged(request_id: str, records: list[dict[str, Any]], views: list[dict[str, Any]], decisions: list[Decision]) -> list[dict[str, Any]]:
         now = time.time()
         policy_id = fn().policy_id
         out, entries = [], []
-        for rec, d in zip(records, decisions, strict=True):
+        for rec, view, d in zip(records, views, decisions, strict=True):
             body = d.as_dict()
             body["account_id"] = rec.get("account_id")
             out.append(body)
@@ -245,7 +244,7 @@ def create_app(
                     "request_id": request_id,
                     "policy_id": policy_id,
                     "account_id": body["account_id"],
-                    "view_hash": _view_hash(rec),
+                    "view_hash": _view_hash(view),
                     "decision": {k: body[k] for k in ("channel", "window", "tone", "offer")},
                     "propensity": d.propensity,
                     "reason": d.reason,
@@ -262,10 +261,11 @@ def create_app(
         record = await _json_object(request)
         _account_id(record, ["body"])
         try:
-            d = fn().decide(record)
+            view = parse_record(record)
         except RecordError as e:
             raise _Unprocessable(["body", *e.loc], str(e)) from None
-        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decision": logged(rid, [record], [d])[0]})
+        d = fn().decide_row(view)
+        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decision": logged(rid, [record], [view], [d])[0]})
 
     batch_schema = {
         "type": "object",
@@ -288,10 +288,11 @@ def create_app(
             if isinstance(rec, dict):
                 _account_id(rec, ["body", "accounts", i])
         try:
-            decisions = fn().decide_batch(records)
+            views = [parse_record(rec, i) for i, rec in enumerate(records)]
         except RecordError as e:
             raise _Unprocessable(["body", "accounts", e.index, *e.loc] if e.field != "(record)" else ["body", "accounts", e.index], str(e)) from None
-        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decisions": logged(rid, records, decisions)})
+        decisions = fn().decide_batch(views_from_rows(views))
+        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decisions": logged(rid, records, views, decisions)})
 
     @app.get("/v1/policy", summary="what is being served")
     async def policy() -> dict[str, Any]:
