@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import resource
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -182,16 +185,50 @@ def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
     return {"requests_per_s": rps, "p99_ms": p99_ms, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}
 
 
-def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:
-    """In-process decide latency vs the raw onnxruntime forward, decide_batch rows/s, and HTTP
-    requests/s and p99 at 32 connections for /v1/decide vs the same server's /healthz."""
-    import os
+@contextlib.contextmanager
+def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator[str]:
+    """Run ``collectrl serve ARTIFACT`` on a free port of 127.0.0.1 (with extra ``args``) until the
+    block ends, then stop it cleanly (SIGTERM, so buffered decision logs are flushed); yields the
+    base URL once ``/readyz`` answers, and raises if the server exits or is not ready in time."""
     import signal
     import socket
     import subprocess
     import sys
     import tempfile
     import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "experiments.cli", "serve", artifact, "--host", "127.0.0.1", "--port", str(port), *args]
+    errors = tempfile.TemporaryFile("w+")  # noqa: SIM115  (a file, not a pipe: a chatty server never blocks; closed below)
+    proc = subprocess.Popen(cmd, stderr=errors, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_within_s
+        while True:
+            if proc.poll() is not None:
+                errors.seek(0)
+                raise RuntimeError(f"collectrl serve exited with code {proc.returncode}: {errors.read().strip()}")
+            try:
+                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"collectrl serve was not ready on {base} within {ready_within_s:.0f} s") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+        errors.close()
+
+
+def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """In-process decide latency vs the raw onnxruntime forward, decide_batch rows/s, and HTTP
+    requests/s and p99 at 32 connections for /v1/decide vs the same server's /healthz."""
+    import tempfile
 
     from policies.records import records_from_views
     from policies.runtime import load
@@ -235,29 +272,16 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         reps += 1
     batch_rate = reps * len(big) / (time.perf_counter() - t0)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve = [sys.executable, "-m", "experiments.cli", "serve", artifact, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with serving(artifact) as base:
         body = json.dumps(records[0]).replace('"', '\\"')
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
             script = f.name
-        health = _wrk(base + "/healthz", seconds, None)
-        decide = _wrk(base + "/v1/decide", seconds, script)
-        os.unlink(script)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        try:
+            health = _wrk(base + "/healthz", seconds, None)
+            decide = _wrk(base + "/v1/decide", seconds, script)
+        finally:
+            os.unlink(script)
     return {
         "benchmark": "serve",
         "artifact": artifact,

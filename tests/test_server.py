@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -161,30 +156,11 @@ def test_fuzzing_the_openapi_spec_finds_no_server_error(artifact, learned_artifa
     assert len(calls) >= 100 and any(c == 422 for c in calls)  # it really sent a variety of requests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_live_server_under_concurrent_load_loses_no_request_and_logs_every_decision(artifact, tmp_path):
-    port = _free_port()
+    from experiments.perf import serving
+
     log = tmp_path / "live.jsonl"
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "serve", str(artifact), "--host", "127.0.0.1", "--port", str(port), "--decision-log", str(log)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with serving(str(artifact), "--decision-log", str(log)) as url:
         n_threads, per_thread = 16, 25
         statuses: list[int] = []
         lock = threading.Lock()
@@ -203,8 +179,6 @@ def test_live_server_under_concurrent_load_loses_no_request_and_logs_every_decis
         for t in threads:
             t.join(timeout=60)
         assert statuses.count(200) == n_threads * per_thread
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+    # leaving the block stopped the server with SIGTERM: a clean shutdown flushes the log
     ids = {json.loads(x)["account_id"] for x in log.read_text().splitlines()}
     assert len(ids) == n_threads * per_thread
