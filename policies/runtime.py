@@ -161,8 +161,7 @@ class DecisionFunction:
         self._session: Any = None
         self._rule: Any = None
         self._row_path = False
-        # threads start only when a large batch first needs them
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="collectrl-decide")
+        self._pool: ThreadPoolExecutor | None = None
         if self.kind == "onnx":
             import onnxruntime as ort
 
@@ -178,6 +177,8 @@ class DecisionFunction:
             self._input = self._session.get_inputs()[0].name
             # a logit head (actor-critic) has a one-account path in plain Python; Q-value heads use the batch path
             self._row_path = self._session.get_outputs()[0].shape[-1] == HEAD_WIDTH
+            # large batches are decided in chunks on every core; threads start when first needed
+            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="collectrl-decide")
         elif self.kind == "rule":
             self._rule = make(self.policy_id)
             self._rule.reset(int(manifest.get("seed", 0)))
@@ -194,7 +195,7 @@ class DecisionFunction:
         only on that row, so the result is the same)."""
         n = len(views)
         workers = min(os.cpu_count() or 1, -(-n // CHUNK_ROWS))
-        if self.kind != "onnx" or workers < 2:
+        if self._pool is None or workers < 2:
             return self._run_chunk(views)
         bounds = np.linspace(0, n, 2 * workers + 1).astype(int).tolist()
         parts = list(self._pool.map(lambda ab: self._run_chunk(views.rows(*ab)), itertools.pairwise(bounds)))
