@@ -56,7 +56,10 @@ class TrainConfig(BaseModel):
 
     algo: Literal["maskable_ppo", "ppo", "a2c", "dqn"]
     n_slots: int = Field(ge=1, le=65536, description="debtor slots = parallel environments")
-    learning_rate: float = Field(gt=0, le=1)
+    learning_rate: float = Field(gt=0, le=1, description="step size at the start of training")
+    learning_rate_final: float | None = Field(
+        default=None, ge=0, le=1, description="if set, the step size falls linearly to this value by the last timestep"
+    )
     gamma: float = Field(gt=0, le=1, description="per-day discount of the learner")
     n_steps: int = Field(default=32, ge=1, description="days per rollout (on-policy algorithms)")
     batch_size: int = Field(default=2048, ge=1)
@@ -95,10 +98,32 @@ def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError("\n".join(lines)) from None
 
 
+class LinearRate:
+    """A learning rate that falls linearly from ``start`` to ``end`` as training progresses.
+
+    SB3 calls it with the share of training still to do (1 at the first step, 0 at the last);
+    a resumed run keeps counting from where it stopped, so the schedule continues too.
+    A module-level class (not a lambda) so a saved model refers to it by name.
+    """
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start, self.end = float(start), float(end)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.end + (self.start - self.end) * max(0.0, min(1.0, progress_remaining))
+
+    def __repr__(self) -> str:
+        return f"LinearRate({self.start}, {self.end})"
+
+
+def learning_rate(cfg: TrainConfig) -> float | LinearRate:
+    return cfg.learning_rate if cfg.learning_rate_final is None else LinearRate(cfg.learning_rate, cfg.learning_rate_final)
+
+
 def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
     policy_kwargs = {"net_arch": list(cfg.net_arch)}
     common = {
-        "learning_rate": cfg.learning_rate,
+        "learning_rate": learning_rate(cfg),
         "gamma": cfg.gamma,
         "seed": seed,
         "verbose": 0,

@@ -9,12 +9,13 @@ import torch
 import policies
 import sim  # noqa: F401
 from agents.learned import LearnedPolicy, load_model
-from agents.train import train
+from agents.train import LinearRate, learning_rate, load_train_config, train
 from agents.vec_env import DebtorVecEnv, joint_mask
 from policies.actions import decode_flat
 from policies.compliance import PROFILES, action_mask
 from policies.decision import masked_argmax, masked_sample
 from sim import load_scenario
+from sim.config import ConfigError
 from sim.kpis import portfolio_kpis
 from sim.runner import run_portfolio
 
@@ -55,24 +56,37 @@ class Kill(Exception):
 
 
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
-    over = ["n_slots=16", "n_steps=8", "batch_size=64", "eval_every_steps=128", "checkpoint_every_steps=128", "eval_debtors=60"]
-    full = train("default", "maskable_ppo", 384, seed=3, out=tmp_path / "a", overrides=SMALL, train_overrides=over)
+    over = [
+        "n_slots=16",
+        "n_steps=8",
+        "batch_size=64",
+        "eval_every_steps=128",
+        "checkpoint_every_steps=128",
+        "eval_debtors=60",
+        "learning_rate=0.001",
+        "learning_rate_final=0.0001",
+    ]
+    full = train("default", "maskable_ppo", 512, seed=3, out=tmp_path / "a", overrides=SMALL, train_overrides=over)
 
     def killer(steps: int, _kpis: dict) -> None:
         if steps > 256:
             raise Kill  # the process dies after the checkpoint at 256 steps
 
     with pytest.raises(Kill):
-        train("default", "maskable_ppo", 384, seed=3, out=tmp_path / "b", overrides=SMALL, train_overrides=over, progress=killer)
+        train("default", "maskable_ppo", 512, seed=3, out=tmp_path / "b", overrides=SMALL, train_overrides=over, progress=killer)
     (killed,) = list((tmp_path / "b").iterdir())
     assert (killed / "checkpoints" / "model_256.zip").exists()
-    resumed = train("default", "maskable_ppo", 384, resume=killed)
+    resumed = train("default", "maskable_ppo", 512, resume=killed)
     a = load_model("maskable_ppo", full.root / "checkpoints" / "model_256.zip")
     b = load_model("maskable_ppo", killed / "checkpoints" / "model_256.zip")
     for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
         assert torch.equal(pa, pb)
-    assert resumed.curve[-1]["timesteps"] == full.curve[-1]["timesteps"] == 384
+    assert resumed.curve[-1]["timesteps"] == full.curve[-1]["timesteps"] == 512
     assert resumed.curve[-1]["net_value_per_debtor"] == pytest.approx(full.curve[-1]["net_value_per_debtor"], abs=1e-9)
+    # the decaying learning rate continues where the killed run stopped: the resumed run's last update
+    # used the rate the schedule gives at 384 of 512 steps, as the uninterrupted run's did
+    lrs = [load_model("maskable_ppo", r / "checkpoints" / "model_384.zip").policy.optimizer.param_groups[0]["lr"] for r in (full.root, killed)]
+    assert lrs[0] == lrs[1] == pytest.approx(0.0001 + 0.0009 * (1 - 384 / 512))
 
 
 @pytest.mark.slow
@@ -85,6 +99,14 @@ def test_a_short_training_run_beats_random_by_a_clear_margin(tmp_path):
     learned = portfolio_kpis(run_portfolio(sc, LearnedPolicy(load_model("maskable_ppo", run.root / "best" / "model.zip")), 3000, 20_000))
     rand = portfolio_kpis(run_portfolio(sc, policies.make("random"), 3000, 20_000))
     assert learned["net_value_per_debtor"] > rand["net_value_per_debtor"] + 100, (learned["net_value_per_debtor"], rand["net_value_per_debtor"])
+
+
+def test_linear_rate_falls_from_start_to_end_and_saves_by_name():
+    rate = LinearRate(3e-4, 0.0)
+    assert [rate(p) for p in (1.0, 0.5, 0.0, -0.1)] == pytest.approx([3e-4, 1.5e-4, 0.0, 0.0])
+    assert learning_rate(load_train_config("maskable_ppo", ["learning_rate_final=null"])) == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match="learning_rate_final"):
+        load_train_config("maskable_ppo", ["learning_rate_final=-1"])
 
 
 def test_joint_mask_and_flat_actions_agree_with_per_dimension_masks():
