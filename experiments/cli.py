@@ -560,7 +560,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     elif args.what == "env":
         result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed)
     elif args.what == "train":
-        result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed)
+        result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds)
     elif args.what == "experiment":
         result = perf.perf_experiment(args.debtors or 8000)
     else:
@@ -717,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=200_000, help="perf train: timesteps per measured run")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")
+    pf.add_argument("--rounds", type=_positive_int, default=3, help="perf train: alternating measurement rounds (the median ratio is reported)")
     pf.add_argument("--scenario", default="default")
     pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
     pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")
