@@ -30,6 +30,10 @@ def sample_params(trial: Any, algo: str) -> list[str]:
     if algo in ("maskable_ppo", "ppo", "a2c"):
         p["ent_coef"] = trial.suggest_float("ent_coef", 1e-4, 5e-2, log=True)
         p["n_steps"] = trial.suggest_categorical("n_steps", [8, 16, 32, 64])
+        p["gae_lambda"] = trial.suggest_categorical("gae_lambda", [0.9, 0.95, 0.97, 0.98])
+        # a linear decay to a tenth of the starting rate, or a constant rate
+        if trial.suggest_categorical("lr_decay", [False, True]):
+            p["learning_rate_final"] = p["learning_rate"] / 10
     if algo in ("maskable_ppo", "ppo"):
         p["n_epochs"] = trial.suggest_int("n_epochs", 3, 10)
         p["batch_size"] = trial.suggest_categorical("batch_size", [1024, 2048, 4096])

@@ -191,6 +191,11 @@ def test_tune_resumes_a_study_and_writes_the_best_params(tmp_path):
     assert (study / "study.db").exists()
     best = yaml.safe_load((study / "best_params.yaml").read_text())
     assert best["algo"] == "maskable_ppo" and best["learning_rate"] == pytest.approx(again["best_params"]["learning_rate"])
+    from agents.train import TrainConfig
+
+    cfg = TrainConfig.model_validate(best)  # the written file is a usable training config
+    assert cfg.gae_lambda == again["best_params"]["gae_lambda"]
+    assert (cfg.learning_rate_final is not None) == again["best_params"]["lr_decay"]
     import optuna
 
     trials = optuna.load_study(study_name="default-maskable_ppo", storage=f"sqlite:///{study / 'study.db'}").trials
