@@ -81,6 +81,8 @@ def leaderboard(
                 "normalised_score": r.score.as_dict(),
                 "net_value_per_debtor": r.kpis["net_value_per_debtor"].as_dict(),
                 "blocked_actions": r.kpis["blocked_actions"].mean,
+                "firm_contacts_per_debtor": r.kpis["firm_contacts_per_debtor"].mean,
+                "complaint_rate": r.kpis["complaint_rate"].mean,
                 "kind": "learner" if pid in runs else "policy",
                 "run": str(runs[pid]) if pid in runs else None,
             }
@@ -113,5 +115,13 @@ def markdown(table: dict[str, Any]) -> str:
             else:
                 sc = r["normalised_score"]
                 cells.append(f"{sc['mean']:.3f} [{sc['ci_low']:.3f}, {sc['ci_high']:.3f}]")
+        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+    lines += ["", "Firm-tone contacts per debtor / debtors who complained / blocked actions (compliance):", ""]
+    lines += ["| policy | " + " | ".join(scen) + " |", "|---|" + "---|" * len(scen)]
+    for p in ids:
+        cells = []
+        for s in scen:
+            r = table["scenarios"][s].get(p)
+            cells.append("n/a" if r is None else f"{r['firm_contacts_per_debtor']:.2f} / {r['complaint_rate']:.1%} / {r['blocked_actions']:,.0f}")
         lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -302,7 +302,7 @@ class Run:
     def write_curve(self) -> None:
         if not self.curve:
             return
-        keys = list(self.curve[0])
+        keys = list(dict.fromkeys(k for row in self.curve for k in row))  # a run resumed across versions may gain columns
 
         def write(p: Path) -> None:
             with p.open("w", newline="") as f:

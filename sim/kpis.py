@@ -29,6 +29,7 @@ KPIS: tuple[KpiSpec, ...] = (
     KpiSpec("cost_to_collect", "cost to collect (cost / collected)", ".2%"),
     *(KpiSpec(f"contacts_per_debtor_{c}", f"contacts per debtor: {c}", ".2f") for c in CONTACT_CHANNEL_NAMES),
     KpiSpec("contacts_per_debtor", "contacts per debtor: all", ".2f"),
+    KpiSpec("firm_contacts_per_debtor", "firm-tone contacts per debtor", ".2f"),
     KpiSpec("rpc_rate", "right-party contact per call made", ".1%"),
     KpiSpec("complaint_rate", "debtors who complained", ".2%"),
     KpiSpec("opt_out_rate", "debtors who opted out of a channel", ".2%"),
@@ -68,6 +69,7 @@ def portfolio_kpis(w: World, subset: np.ndarray | None = None) -> dict[str, floa
     for i, c in enumerate(CONTACT_CHANNEL_NAMES):
         k[f"contacts_per_debtor_{c}"] = float(contacts[i]) / n
     k["contacts_per_debtor"] = float(contacts.sum()) / n
+    k["firm_contacts_per_debtor"] = float(w.firm_contacts[e].sum()) / n
     k["rpc_rate"] = float(w.rpc[e].sum()) / calls_made if calls_made else float("nan")
     k["complaint_rate"] = float((w.complaints[e] > 0).mean())
     k["opt_out_rate"] = float((w.opt_outs[e] > 0).mean())

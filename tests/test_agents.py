@@ -219,6 +219,9 @@ def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
     assert t1["scenarios"]["default"]["maskable_ppo"]["normalised_score"] == rows["maskable_ppo"]["normalised_score"]
     md = markdown(t2)
     assert "| `oracle` | 1.000" in md and "`maskable_ppo`" in md
+    assert rows["static_ladder"]["firm_contacts_per_debtor"] > 0 == rows["no_contact"]["firm_contacts_per_debtor"]
+    ladder = rows["static_ladder"]
+    assert f"| `static_ladder` | {ladder['firm_contacts_per_debtor']:.2f} / {ladder['complaint_rate']:.1%} / 0 |" in md
 
 
 def test_perf_train_reports_the_median_of_alternating_rounds():

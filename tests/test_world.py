@@ -253,6 +253,12 @@ def test_firm_tone_backfires_on_the_distressed():
     # the same debtors and the same luck: only the tone differs
     assert firm.complaints[distressed].sum() > 1.5 * kind.complaints[distressed].sum() > 0
     assert firm.responses[distressed].sum() < kind.responses[distressed].sum()
+    # the KPI counts what was sent in a firm tone: every contact of the one, none of the other
+    from sim.kpis import portfolio_kpis
+
+    kf, kk = portfolio_kpis(firm), portfolio_kpis(kind)
+    assert kf["firm_contacts_per_debtor"] == kf["contacts_per_debtor"] > 0
+    assert kk["firm_contacts_per_debtor"] == 0 < kk["contacts_per_debtor"]
 
 
 def test_digital_only_attention_and_unprompted_payment_size_come_from_the_scenario():
