@@ -31,9 +31,9 @@ def sample_params(trial: Any, algo: str) -> list[str]:
         p["ent_coef"] = trial.suggest_float("ent_coef", 1e-4, 5e-2, log=True)
         p["n_steps"] = trial.suggest_categorical("n_steps", [8, 16, 32, 64])
         p["gae_lambda"] = trial.suggest_categorical("gae_lambda", [0.9, 0.95, 0.97, 0.98])
-        # a linear decay to a tenth of the starting rate, or a constant rate
-        if trial.suggest_categorical("lr_decay", [False, True]):
-            p["learning_rate_final"] = p["learning_rate"] / 10
+        # a linear decay to a tenth of the starting rate, or a constant rate (whatever the base config says)
+        decay = trial.suggest_categorical("lr_decay", [False, True])
+        p["learning_rate_final"] = p["learning_rate"] / 10 if decay else None
     if algo in ("maskable_ppo", "ppo"):
         p["n_epochs"] = trial.suggest_int("n_epochs", 3, 10)
         p["batch_size"] = trial.suggest_categorical("batch_size", [1024, 2048, 4096])
@@ -43,7 +43,7 @@ def sample_params(trial: Any, algo: str) -> list[str]:
         p["exploration_fraction"] = trial.suggest_float("exploration_fraction", 0.05, 0.5)
     out = []
     for k, v in p.items():
-        out.append(f"net_arch=[{v}]" if k == "net_arch" else f"{k}={v}")
+        out.append(f"net_arch=[{v}]" if k == "net_arch" else f"{k}={'null' if v is None else v}")
     return out
 
 
