@@ -131,13 +131,13 @@ def perf_env(scenario: str = "default", n_slots: int = 4096, seconds: float = 4.
     }
 
 
-def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 200_000, seed: int = 0, rounds: int = 3) -> dict[str, Any]:
+def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 400_000, seed: int = 0, rounds: int = 8) -> dict[str, Any]:
     """SB3 PPO env-steps/s on the batched debtor world and on CartPole-v1 with the same number of
     environments and hyperparameters, in the same process (the simulator must not be the bottleneck).
 
-    The two are measured in alternating rounds (CartPole first in odd rounds, ours first in even ones)
-    and the ratio is the median of the per-round ratios, so a burst of load on the machine moves one
-    round, not the verdict."""
+    ``timesteps`` per environment are measured in ``rounds`` chunks of whole rollouts, alternating
+    between the two (CartPole first in odd rounds, ours first in even ones); the ratio is the median
+    of the per-round ratios, so a burst of load on the machine moves one round, not the verdict."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -153,10 +153,13 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 20
     for model in models.values():
         model.learn(n_envs * 32)  # warm-up rollout
 
+    rollout = n_envs * 32
+    chunk = max(1, round(timesteps / rounds / rollout)) * rollout
+
     def rate(name: str) -> float:
         t0 = time.perf_counter()
-        models[name].learn(timesteps, reset_num_timesteps=False)
-        return timesteps / (time.perf_counter() - t0)
+        models[name].learn(chunk, reset_num_timesteps=False)
+        return chunk / (time.perf_counter() - t0)
 
     per_round: list[dict[str, float]] = []
     for r in range(rounds):
@@ -168,7 +171,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 20
         "benchmark": "train",
         "algo": "ppo",
         "n_envs": n_envs,
-        "timesteps": timesteps,
+        "timesteps": chunk * rounds,
         "rounds": rounds,
         "debtor_env_steps_per_s": round(per_round[mid]["debtor"]),
         "cartpole_env_steps_per_s": round(per_round[mid]["cartpole"]),

@@ -227,8 +227,9 @@ def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
 def test_perf_train_reports_the_median_of_alternating_rounds():
     from experiments.perf import perf_train
 
-    r = perf_train("default", n_envs=4, timesteps=256, rounds=3)
+    r = perf_train("default", n_envs=4, timesteps=1024, rounds=3)
     assert len(r["round_ratios"]) == 3 and all(x > 0 for x in r["round_ratios"])
     assert r["ratio"] == sorted(r["round_ratios"])[1]
+    assert r["timesteps"] == 3 * 4 * 32 * 3  # whole rollouts of 4 envs x 32 steps, ~1024 / 3 per round
     # the reported rates are the median round's, and the ratio is theirs
     assert abs(r["debtor_env_steps_per_s"] / r["cartpole_env_steps_per_s"] - r["ratio"]) < 0.01 * r["ratio"] + 2 / r["cartpole_env_steps_per_s"]
