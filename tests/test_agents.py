@@ -231,5 +231,6 @@ def test_perf_train_reports_the_median_of_alternating_rounds():
     assert len(r["round_ratios"]) == 3 and all(x > 0 for x in r["round_ratios"])
     assert r["ratio"] == sorted(r["round_ratios"])[1]
     assert r["timesteps"] == 3 * 4 * 32 * 3  # whole rollouts of 4 envs x 32 steps, ~1024 / 3 per round
+    assert 0 < r["debtor_env_share"] < 1 and 0 < r["cartpole_env_share"] < 1 and r["env_only_ratio"] > 0
     # the reported rates are the median round's, and the ratio is theirs
     assert abs(r["debtor_env_steps_per_s"] / r["cartpole_env_steps_per_s"] - r["ratio"]) < 0.01 * r["ratio"] + 2 / r["cartpole_env_steps_per_s"]
