@@ -241,6 +241,8 @@ class Run:
         self.best = -np.inf
         self.last_eval: dict[str, float] = {}
         self.on_evaluate: Callable[[dict[str, float]], None] | None = None
+        # wall-clock seconds of training so far (continued across a resume), for time-to-target
+        self.clock_start, self.clock_offset = time.perf_counter(), 0.0
 
     # ---- directory
     @staticmethod
@@ -280,6 +282,7 @@ class Run:
             "timesteps": float(model.num_timesteps),
             "net_value_per_debtor": nv,
             "normalised_score": score,
+            "wall_seconds": self.clock_offset + time.perf_counter() - self.clock_start,
             **{f"kpi_{n}": v for n, v in k.items()},
         }
         self.curve.append(row)
@@ -374,6 +377,7 @@ def _restore(run: Run, model: Any, steps: int) -> None:
     torch.set_rng_state(torch.from_numpy(st["torch_state"]))
     random.setstate(tuple(st["py_state"]))
     run.curve = json.loads(str(st["curve"]))
+    run.clock_start, run.clock_offset = time.perf_counter(), float(run.curve[-1].get("wall_seconds", 0.0)) if run.curve else 0.0
     run.best = float(st["best"])
     b = json.loads(str(st["baselines"]))
     run.baselines = Baselines(**b) if b else None

@@ -345,10 +345,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"evaluation population ({run.cfg.eval_debtors:,} debtors, seed {run.cfg.eval_seed}), net value per debtor (EUR):")
     print(f"  static_ladder {ref.static_ladder:10.2f}\n  oracle        {ref.oracle:10.2f}")
     print(
-        f"  learned       {last['net_value_per_debtor']:10.2f}  at {int(last['timesteps']):,} steps (normalised score {last['normalised_score']:.3f})"
+        f"  learned       {last['net_value_per_debtor']:10.2f}  at {int(last['timesteps']):,} steps, {last.get('wall_seconds', 0) / 60:.1f} min "
+        f"(normalised score {last['normalised_score']:.3f})"
     )
     print(
-        f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps "
+        f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps, {best.get('wall_seconds', 0) / 60:.1f} min "
         f"(normalised score {best['normalised_score']:.3f}) -> best/model.zip"
     )
     return 0

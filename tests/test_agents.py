@@ -82,6 +82,9 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert resumed.curve[-1]["timesteps"] == full.curve[-1]["timesteps"] == 512
+    # the training clock continues across the resume (time-to-target stays readable from curve.csv)
+    clock = [r["wall_seconds"] for r in resumed.curve]
+    assert clock == sorted(clock) and clock[0] > 0 and len(clock) == len(full.curve)
     assert resumed.curve[-1]["net_value_per_debtor"] == pytest.approx(full.curve[-1]["net_value_per_debtor"], abs=1e-9)
     # the decaying learning rate continues where the killed run stopped: the resumed run's last update
     # used the rate the schedule gives at 384 of 512 steps, as the uninterrupted run's did
