@@ -135,7 +135,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
     """SB3 PPO env-steps/s on the batched debtor world and on CartPole-v1 with the same number of
     environments and hyperparameters, in the same process (the simulator must not be the bottleneck).
 
-    ``timesteps`` per environment are measured in ``rounds`` chunks of whole rollouts, alternating
+    ``timesteps`` env-steps of each are measured in ``rounds`` chunks of whole rollouts, alternating
     between the two (CartPole first in odd rounds, ours first in even ones); the ratio is the median
     of the per-round ratios, so a burst of load on the machine moves one round, not the verdict."""
     import torch
@@ -160,7 +160,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
         env.step_wait = timed_step  # type: ignore[method-assign]
     for model in models.values():
         model.learn(n_envs * 32)  # warm-up rollout
-    env_seconds = dict.fromkeys(envs, 0.0)
+    env_seconds.update(dict.fromkeys(envs, 0.0))  # the warm-up does not count
 
     rollout = n_envs * 32
     chunk = max(1, round(timesteps / rounds / rollout)) * rollout
