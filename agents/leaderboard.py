@@ -102,26 +102,20 @@ def markdown(table: dict[str, Any]) -> str:
         "",
         f"Normalised score (0 = static ladder, 1 = oracle) with 95 % CI; {pr['debtors']:,} debtors x seeds {pr['seeds']}, "
         f"common random numbers; learners trained {pr['timesteps']:,} debtor-days with default configs (seed {pr['train_seed']}).",
-        "",
-        "| policy | " + " | ".join(scen) + " |",
-        "|---|" + "---|" * len(scen),
     ]
-    for p in ids:
-        cells = []
-        for s in scen:
-            r = table["scenarios"][s].get(p)
-            if r is None:
-                cells.append("n/a")
-            else:
-                sc = r["normalised_score"]
-                cells.append(f"{sc['mean']:.3f} [{sc['ci_low']:.3f}, {sc['ci_high']:.3f}]")
-        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
-    lines += ["", "Firm-tone contacts per debtor / debtors who complained / blocked actions (compliance):", ""]
-    lines += ["| policy | " + " | ".join(scen) + " |", "|---|" + "---|" * len(scen)]
-    for p in ids:
-        cells = []
-        for s in scen:
-            r = table["scenarios"][s].get(p)
-            cells.append("n/a" if r is None else f"{r['firm_contacts_per_debtor']:.2f} / {r['complaint_rate']:.1%} / {r['blocked_actions']:,.0f}")
-        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+
+    def grid(cell: Callable[[dict[str, Any]], str]) -> list[str]:
+        rows = ["", "| policy | " + " | ".join(scen) + " |", "|---|" + "---|" * len(scen)]
+        for p in ids:
+            cells = [("n/a" if (r := table["scenarios"][s].get(p)) is None else cell(r)) for s in scen]
+            rows.append(f"| `{p}` | " + " | ".join(cells) + " |")
+        return rows
+
+    def score(r: dict[str, Any]) -> str:
+        sc = r["normalised_score"]
+        return f"{sc['mean']:.3f} [{sc['ci_low']:.3f}, {sc['ci_high']:.3f}]"
+
+    lines += grid(score)
+    lines += ["", "Firm-tone contacts per debtor / debtors who complained / blocked actions (compliance):"]
+    lines += grid(lambda r: f"{r['firm_contacts_per_debtor']:.2f} / {r['complaint_rate']:.1%} / {r['blocked_actions']:,.0f}")
     return "\n".join(lines) + "\n"
