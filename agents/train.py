@@ -121,6 +121,10 @@ def learning_rate(cfg: TrainConfig) -> float | LinearRate:
 
 
 def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
+    """A fresh SB3 model for ``cfg``; the actor-critic learners use ``agents.heads``' policies (the same
+    networks and distributions as SB3's ``MlpPolicy``, with the four action heads evaluated as one tensor)."""
+    from agents.heads import HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy
+
     policy_kwargs = {"net_arch": list(cfg.net_arch)}
     common = {
         "learning_rate": learning_rate(cfg),
@@ -143,14 +147,14 @@ def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -
         if cfg.algo == "maskable_ppo":
             from sb3_contrib import MaskablePPO
 
-            return MaskablePPO("MlpPolicy", env, **ppo_args, **common)
+            return MaskablePPO(HeadsMaskableActorCriticPolicy, env, **ppo_args, **common)
         from stable_baselines3 import PPO
 
-        return PPO("MlpPolicy", env, **ppo_args, **common)
+        return PPO(HeadsActorCriticPolicy, env, **ppo_args, **common)
     if cfg.algo == "a2c":
         from stable_baselines3 import A2C
 
-        return A2C("MlpPolicy", env, n_steps=cfg.n_steps, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, **common)
+        return A2C(HeadsActorCriticPolicy, env, n_steps=cfg.n_steps, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, **common)
     from stable_baselines3 import DQN
 
     return DQN(

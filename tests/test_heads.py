@@ -1,0 +1,125 @@
+"""agents.heads: the padded-head distributions are SB3's and sb3-contrib's distributions, computed faster."""
+
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib.common.maskable.distributions import MaskableMultiCategoricalDistribution
+from stable_baselines3.common.distributions import CategoricalDistribution, MultiCategoricalDistribution
+
+from agents.heads import (
+    HeadsActorCriticPolicy,
+    HeadsMaskableActorCriticPolicy,
+    PaddedMaskableMultiCategoricalDistribution,
+    PaddedMultiCategoricalDistribution,
+)
+from policies.schema import ACTION_DIMS
+
+DIMS = list(ACTION_DIMS)
+
+
+def _draw(rows: int, seed: int) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """Logits, a mask leaving at least one choice per head, and one allowed action per row."""
+    rng = np.random.default_rng(seed)
+    logits = th.as_tensor(rng.normal(0, 3, (rows, sum(DIMS))), dtype=th.float32)
+    mask = rng.random((rows, sum(DIMS))) > 0.4
+    actions = np.zeros((rows, len(DIMS)), dtype=np.int64)
+    start = 0
+    for h, d in enumerate(DIMS):
+        block = mask[:, start : start + d]
+        block[np.arange(rows), rng.integers(0, d, rows)] = True  # one allowed choice at least
+        actions[:, h] = [rng.choice(np.flatnonzero(r)) for r in block]
+        start += d
+    return logits, th.as_tensor(mask), th.as_tensor(actions, dtype=th.float32)
+
+
+def _objective(dist, actions):  # type: ignore[no-untyped-def]
+    return (dist.log_prob(actions) * 1.3 + dist.entropy() * 0.7).sum()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_padded_heads_match_the_stock_distribution_in_value_and_gradient(masked):
+    logits, mask, actions = _draw(512, seed=1)
+    if masked:
+        stock_cls, padded_cls = MaskableMultiCategoricalDistribution, PaddedMaskableMultiCategoricalDistribution
+    else:
+        stock_cls, padded_cls = MultiCategoricalDistribution, PaddedMultiCategoricalDistribution
+    results = []
+    for cls in (stock_cls, padded_cls):
+        x = logits.clone().requires_grad_()
+        dist = cls(DIMS).proba_distribution(x)
+        if masked:
+            dist.apply_masking(mask.numpy())
+        _objective(dist, actions).backward()
+        results.append((dist.log_prob(actions).detach(), dist.entropy().detach(), dist.mode(), x.grad))
+    (lp_a, ent_a, mode_a, grad_a), (lp_b, ent_b, mode_b, grad_b) = results
+    assert th.allclose(lp_a, lp_b, atol=1e-5)
+    assert th.allclose(ent_a, ent_b, atol=1e-5)
+    assert th.equal(mode_a, mode_b)
+    assert th.allclose(grad_a, grad_b, atol=1e-5)
+    if masked:  # the mode is an allowed choice of every head
+        offsets = np.cumsum([0, *DIMS[:-1]])
+        assert bool(mask[th.arange(len(mask))[:, None], mode_b + th.as_tensor(offsets)].all())
+
+
+def test_removing_the_masks_restores_the_unmasked_distribution():
+    logits, mask, actions = _draw(64, seed=2)
+    dist = PaddedMaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits)
+    dist.apply_masking(mask.numpy())
+    masked_lp = dist.log_prob(actions)
+    dist.apply_masking(None)
+    plain = PaddedMultiCategoricalDistribution(DIMS).proba_distribution(logits)
+    assert th.allclose(dist.log_prob(actions), plain.log_prob(actions))
+    assert not th.allclose(masked_lp, plain.log_prob(actions))
+
+
+def test_samples_are_legal_and_follow_each_heads_probabilities():
+    logits, mask, _ = _draw(1, seed=3)
+    n = 100_000
+    th.manual_seed(0)
+    dist = PaddedMaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits.repeat(n, 1))
+    dist.apply_masking(mask.repeat(n, 1).numpy())
+    samples = dist.sample()
+    assert samples.shape == (n, len(DIMS))
+    start = 0
+    for h, d in enumerate(DIMS):
+        counts = th.bincount(samples[:, h], minlength=d).double()
+        assert len(counts) == d  # never a padding index
+        assert (counts[~mask[0, start : start + d]] == 0).all()  # never a masked choice
+        stock = MaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits)
+        stock.apply_masking(mask.numpy())
+        p = stock.distributions[h].probs[0].double()
+        # each frequency within 5 standard errors of its probability
+        assert th.all((counts / n - p).abs() <= 5 * th.sqrt(p * (1 - p) / n) + 1e-9)
+        start += d
+
+
+def test_a_head_with_every_choice_masked_is_uniform_over_its_own_choices():
+    logits, mask, _ = _draw(4, seed=4)
+    mask[:, 7:11] = False  # the second head (4 choices, padded to 7) has nothing allowed
+    dist = PaddedMaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits)
+    dist.apply_masking(mask.numpy())
+    probs = dist.logp.exp()[:, 1]
+    assert th.allclose(probs[:, :4], th.full((4, 4), 0.25))
+    assert (probs[:, 4:] == 0).all()
+    # no entropy from the dead head, as in sb3-contrib: the same as a head with one allowed choice
+    alive = mask.clone()
+    alive[:, 7] = True
+    ref = PaddedMaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits)
+    ref.apply_masking(alive.numpy())
+    assert th.allclose(dist.entropy(), ref.entropy(), atol=1e-5)
+
+
+def test_the_policies_swap_only_multidiscrete_distributions():
+    from gymnasium import spaces
+
+    obs = spaces.Box(-1.0, 1.0, (5,), np.float32)
+    pairs = [
+        (HeadsActorCriticPolicy, PaddedMultiCategoricalDistribution),
+        (HeadsMaskableActorCriticPolicy, PaddedMaskableMultiCategoricalDistribution),
+    ]
+    for cls, padded in pairs:
+        multi = cls(obs, spaces.MultiDiscrete(DIMS), lambda _: 3e-4)
+        assert isinstance(multi.action_dist, padded)
+        assert multi.action_net.out_features == sum(DIMS)
+    single = HeadsActorCriticPolicy(obs, spaces.Discrete(2), lambda _: 3e-4)
+    assert type(single.action_dist) is CategoricalDistribution
