@@ -134,6 +134,8 @@ def perf_env(scenario: str = "default", n_slots: int = 4096, seconds: float = 4.
 def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 400_000, seed: int = 0, rounds: int = 8) -> dict[str, Any]:
     """SB3 PPO env-steps/s on the batched debtor world and on CartPole-v1 with the same number of
     environments and hyperparameters, in the same process (the simulator must not be the bottleneck).
+    Both use the policy class our training uses (``agents.heads``: SB3's MlpPolicy with the
+    MultiDiscrete heads evaluated as one tensor; CartPole's single head is SB3's own).
 
     ``timesteps`` env-steps of each are measured in ``rounds`` chunks of whole rollouts, alternating
     between the two (CartPole first in odd rounds, ours first in even ones); the ratio is the median
@@ -180,6 +182,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
     return {
         "benchmark": "train",
         "algo": "ppo",
+        "policy": "agents.heads.HeadsActorCriticPolicy",
         "n_envs": n_envs,
         "timesteps": chunk * rounds,
         "rounds": rounds,
