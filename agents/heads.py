@@ -29,6 +29,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 # sb3-contrib's MaskableCategorical gives masked-out choices this logit; the padding of narrower heads
 # sits below it, so a head whose every choice is masked is still uniform over its own choices, as there.
+# (There its log-probability rounds to 0 in float32, here it is -log(choices); either is a constant
+# without gradient, so PPO's ratio and loss are unchanged. Our compliance masks always leave a choice.)
 MASKED_LOGIT = -1e8
 PADDING_LOGIT = -2e8
 
