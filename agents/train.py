@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from stable_baselines3.common.callbacks import BaseCallback
 
 import policies
@@ -78,6 +78,14 @@ class TrainConfig(BaseModel):
     checkpoint_every_steps: int = Field(default=200_000, ge=1)
     torch_threads: int = Field(default=1, ge=1, description="1 was faster for small MLPs on these machines")
 
+    @field_validator("net_arch", mode="before")
+    @classmethod
+    def _layers_from_text(cls, v: Any) -> Any:
+        """``--train-set net_arch=64,64`` (the form `collectrl tune` prints) means ``[64, 64]``."""
+        if isinstance(v, str) and v.replace(",", "").replace(" ", "").isdigit():
+            return [int(x) for x in v.split(",") if x.strip()]
+        return v
+
 
 def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     from sim.config import apply_override, parse_override
@@ -94,7 +102,7 @@ def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) ->
     except ValidationError as e:
         lines = [f"invalid training config {path.name}:"]
         for err in e.errors():
-            lines.append(f"  {'.'.join(map(str, err['loc']))}: {err['msg']}")
+            lines.append(f"  {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -112,6 +112,15 @@ def test_linear_rate_falls_from_start_to_end_and_saves_by_name():
         load_train_config("maskable_ppo", ["learning_rate_final=-1"])
 
 
+def test_train_overrides_accept_layer_lists_in_both_forms_and_name_bad_values():
+    assert load_train_config("a2c", ["net_arch=64,64"]).net_arch == [64, 64]
+    assert load_train_config("a2c", ["net_arch=[32, 16]"]).net_arch == [32, 16]
+    with pytest.raises(ConfigError, match=r"net_arch.*got 'wide'"):
+        load_train_config("a2c", ["net_arch=wide"])
+    with pytest.raises(ConfigError, match=r"gamma.*got 1\.5"):
+        load_train_config("a2c", ["gamma=1.5"])
+
+
 def test_joint_mask_and_flat_actions_agree_with_per_dimension_masks():
     rng = np.random.default_rng(0)
     m = rng.random((50, 19)) < 0.7
