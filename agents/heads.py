@@ -3,7 +3,7 @@
 stable-baselines3 builds a MultiDiscrete distribution as one ``torch.distributions.Categorical`` per
 head (channel, window, tone, offer), so every rollout step and every minibatch pays four objects'
 construction, argument checks and kernel launches, four times over. Here the four heads' logits are
-laid into one padded ``(batch, heads, widest)`` tensor: one ``log_softmax``, one ``gather``, one
+laid into one padded ``(heads, widest, batch)`` tensor: one ``log_softmax``, one ``gather``, one
 ``multinomial``. The distribution is the same (each head an independent softmax over its own
 choices; padding has probability exactly zero), so the learners optimise the same objective; only the
 random draws differ from stock SB3, because the samples come from one ``multinomial`` call.
@@ -38,7 +38,11 @@ D = TypeVar("D", bound="_PaddedHeads")
 
 
 class _PaddedHeads:
-    """The shared arithmetic: flat logits ``(B, sum(dims))`` -> padded ``(B, heads, widest)``."""
+    """The shared arithmetic: flat logits ``(B, sum(dims))`` -> padded ``(heads, widest, B)``.
+
+    The batch is the last, contiguous axis: torch reduces over a short innermost axis (7 choices)
+    about ten times slower than across one (log-softmax of 2,048 x 4 x 7 on this machine: 905 us
+    with the choices innermost, 85 us with the batch innermost)."""
 
     action_dims: list[int]
 
@@ -46,7 +50,7 @@ class _PaddedHeads:
         dims = [int(d) for d in action_dims]
         widest = max(dims)
         flat = sum(dims)
-        # index into the flat logits extended by one padding column (index ``flat``)
+        # rows of the flat logits, transposed and extended by one padding row (index ``flat``)
         index = np.full((len(dims), widest), flat, dtype=np.int64)
         start = 0
         for h, d in enumerate(dims):
@@ -54,33 +58,34 @@ class _PaddedHeads:
             start += d
         self._index = th.as_tensor(index.reshape(-1))
         self._shape = (len(dims), widest)
-        self._flat: th.Tensor | None = None  # the network's flat logits
+        self._flat: th.Tensor | None = None  # the network's flat logits, (B, sum(dims))
         self._logits: th.Tensor | None = None  # padded logits, after masking if masks were applied
         self._masks: th.Tensor | None = None  # padded masks (True = allowed), or None
         self._logp: th.Tensor | None = None  # log-probabilities, computed on first use
 
-    def _pad(self, flat_logits: th.Tensor) -> th.Tensor:
-        extended = th.cat([flat_logits, flat_logits.new_full((flat_logits.shape[0], 1), PADDING_LOGIT)], dim=1)
-        return extended.index_select(1, self._index.to(flat_logits.device)).view(-1, *self._shape)
+    def _pad(self, flat: th.Tensor, fill: float | bool) -> th.Tensor:
+        """``(B, sum(dims))`` -> ``(heads, widest, B)``, padding set to ``fill``."""
+        extended = th.cat([flat.T, flat.new_full((1, flat.shape[0]), fill)], dim=0)
+        return extended.index_select(0, self._index.to(flat.device)).view(*self._shape, flat.shape[0])
 
     def _set_logits(self: D, flat_logits: th.Tensor) -> D:
         self._flat = flat_logits.reshape(-1, sum(self.action_dims))
-        self._logits = self._pad(self._flat)
+        self._logits = self._pad(self._flat, PADDING_LOGIT)
         self._masks = None
         self._logp = None
         return self
 
     @property
     def logp(self) -> th.Tensor:
-        """Per-head log-probabilities, ``(B, heads, widest)``; padding is about -2e8 (probability 0)."""
+        """Per-head log-probabilities, ``(heads, widest, B)``; padding is about -2e8 (probability 0)."""
         if self._logp is None:
             assert self._logits is not None, "set the distribution's logits first"
-            self._logp = th.log_softmax(self._logits, dim=-1)
+            self._logp = th.log_softmax(self._logits, dim=1)
         return self._logp
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
-        chosen = actions.reshape(-1, len(self.action_dims)).long().unsqueeze(-1)
-        return self.logp.gather(-1, chosen).squeeze(-1).sum(dim=1)
+        chosen = actions.reshape(-1, len(self.action_dims)).long().T.unsqueeze(1)  # (heads, 1, B)
+        return self.logp.gather(1, chosen).sum(dim=(0, 1))
 
     def entropy(self) -> th.Tensor:
         logp = self.logp
@@ -89,15 +94,15 @@ class _PaddedHeads:
         p_log_p = logp.exp() * logp
         if self._masks is not None:
             p_log_p = th.where(self._masks, p_log_p, th.zeros((), dtype=p_log_p.dtype, device=p_log_p.device))
-        return -p_log_p.sum(dim=(1, 2))
+        return -p_log_p.sum(dim=(0, 1))
 
     def sample(self) -> th.Tensor:
-        probs = self.logp.exp().reshape(-1, self._shape[1])
+        probs = self.logp.exp().permute(2, 0, 1).reshape(-1, self._shape[1])  # (B * heads, widest)
         return th.multinomial(probs, 1).view(-1, self._shape[0])
 
     def mode(self) -> th.Tensor:
         assert self._logits is not None, "set the distribution's logits first"
-        return th.argmax(self._logits, dim=-1)
+        return th.argmax(self._logits, dim=1).T
 
 
 class PaddedMultiCategoricalDistribution(_PaddedHeads, MultiCategoricalDistribution):
@@ -126,13 +131,12 @@ class PaddedMaskableMultiCategoricalDistribution(_PaddedHeads, MaskableMultiCate
         self._logp = None
         if masks is None:
             self._masks = None
-            self._logits = self._pad(self._flat)
+            self._logits = self._pad(self._flat, PADDING_LOGIT)
             return
         allowed = th.as_tensor(masks, dtype=th.bool, device=self._flat.device).reshape(self._flat.shape)
         masked = th.where(allowed, self._flat, th.full((), MASKED_LOGIT, dtype=self._flat.dtype, device=self._flat.device))
-        self._logits = self._pad(masked)
-        extended = th.cat([allowed, allowed.new_zeros((allowed.shape[0], 1))], dim=1)
-        self._masks = extended.index_select(1, self._index.to(allowed.device)).view(-1, *self._shape)
+        self._logits = self._pad(masked, PADDING_LOGIT)
+        self._masks = self._pad(allowed, False)
 
 
 class HeadsActorCriticPolicy(ActorCriticPolicy):
