@@ -94,3 +94,13 @@ def test_seed_lists_counts_and_the_single_large_seed_trap():
     for bad in ("0", "-1", "a", ",", "3,3"):
         r = run("evaluate", "--seeds", bad, "--debtors", "10")
         assert r.returncode == 2 and "--seeds" in r.stderr, bad
+
+
+def test_perf_serve_without_wrk_says_how_to_install_it_before_measuring(monkeypatch, capsys):
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "wrk" else real_which(name, *a, **k))
+    assert main(["perf", "serve", "--artifact", "artifacts/none"]) == 2
+    err = capsys.readouterr().err
+    assert "wrk" in err and "apt-get install wrk" in err
