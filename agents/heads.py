@@ -46,7 +46,8 @@ class _PaddedHeads:
 
     action_dims: list[int]
 
-    def _setup(self, action_dims: list[int]) -> None:
+    def __init__(self, action_dims: list[int]) -> None:
+        super().__init__(action_dims)  # type: ignore[call-arg]  # the SB3 distribution after this mixin
         dims = [int(d) for d in action_dims]
         widest = max(dims)
         flat = sum(dims)
@@ -68,8 +69,8 @@ class _PaddedHeads:
         extended = th.cat([flat.T, flat.new_full((1, flat.shape[0]), fill)], dim=0)
         return extended.index_select(0, self._index.to(flat.device)).view(*self._shape, flat.shape[0])
 
-    def _set_logits(self: D, flat_logits: th.Tensor) -> D:
-        self._flat = flat_logits.reshape(-1, sum(self.action_dims))
+    def proba_distribution(self: D, action_logits: th.Tensor) -> D:
+        self._flat = action_logits.reshape(-1, sum(self.action_dims))
         self._logits = self._pad(self._flat, PADDING_LOGIT)
         self._masks = None
         self._logp = None
@@ -108,23 +109,9 @@ class _PaddedHeads:
 class PaddedMultiCategoricalDistribution(_PaddedHeads, MultiCategoricalDistribution):
     """SB3's ``MultiCategoricalDistribution``, computed on padded heads."""
 
-    def __init__(self, action_dims: list[int]) -> None:
-        MultiCategoricalDistribution.__init__(self, action_dims)
-        self._setup(action_dims)
-
-    def proba_distribution(self, action_logits: th.Tensor) -> PaddedMultiCategoricalDistribution:  # type: ignore[override]
-        return self._set_logits(action_logits)
-
 
 class PaddedMaskableMultiCategoricalDistribution(_PaddedHeads, MaskableMultiCategoricalDistribution):
     """sb3-contrib's ``MaskableMultiCategoricalDistribution``, computed on padded heads."""
-
-    def __init__(self, action_dims: list[int]) -> None:
-        MaskableMultiCategoricalDistribution.__init__(self, action_dims)
-        self._setup(action_dims)
-
-    def proba_distribution(self, action_logits: th.Tensor) -> PaddedMaskableMultiCategoricalDistribution:  # type: ignore[override]
-        return self._set_logits(action_logits)
 
     def apply_masking(self, masks: Any) -> None:
         assert self._flat is not None, "set the distribution's logits first"
