@@ -1,8 +1,8 @@
 """Actor-critic policies whose MultiDiscrete action heads are evaluated as one tensor.
 
 stable-baselines3 builds a MultiDiscrete distribution as one ``torch.distributions.Categorical`` per
-head (channel, window, tone, offer), so every rollout step and every minibatch pays four objects'
-construction, argument checks and kernel launches, four times over. Here the four heads' logits are
+head (channel, window, tone, offer), so every rollout step and every minibatch pays for four
+objects' construction, argument checks and small kernel launches per operation. Here the heads' logits are
 laid into one padded ``(heads, widest, batch)`` tensor: one ``log_softmax``, one ``gather``, one
 ``multinomial``. The distribution is the same (each head an independent softmax over its own
 choices; padding has probability exactly zero), so the learners optimise the same objective; only the
@@ -90,8 +90,9 @@ class _PaddedHeads:
 
     def entropy(self) -> th.Tensor:
         logp = self.logp
-        # padded and masked-out choices have probability exactly 0 (exp of about -1e8), so they add 0
-        # here, as in sb3-contrib's masked entropy
+        # padded and masked-out choices have probability exactly 0 (exp of about -1e8), so they add 0;
+        # the mask matters only for a head with every choice masked (uniform, yet no entropy, as in
+        # sb3-contrib's masked entropy)
         p_log_p = logp.exp() * logp
         if self._masks is not None:
             p_log_p = th.where(self._masks, p_log_p, th.zeros((), dtype=p_log_p.dtype, device=p_log_p.device))

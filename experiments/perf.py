@@ -182,7 +182,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
     return {
         "benchmark": "train",
         "algo": "ppo",
-        "policy": "agents.heads.HeadsActorCriticPolicy",
+        "policy": f"{HeadsActorCriticPolicy.__module__}.{HeadsActorCriticPolicy.__qualname__}",
         "n_envs": n_envs,
         "timesteps": chunk * rounds,
         "rounds": rounds,
