@@ -567,12 +567,6 @@ def cmd_perf(args: argparse.Namespace) -> int:
     else:
         if not args.artifact:
             raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
-        import shutil
-
-        if shutil.which("wrk") is None:  # checked first: the in-process part takes a while
-            raise UsageError(
-                "perf serve drives the server with wrk, which is not installed: `apt-get install wrk` (a Python client would be the bottleneck)"
-            )
         result = perf.perf_serve(args.artifact, int(args.seconds), args.seed)
     if args.json:
         print(json.dumps(result))

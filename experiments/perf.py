@@ -206,11 +206,8 @@ def _percentiles_us(samples: list[float]) -> tuple[float, float]:
 
 def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
     import re
-    import shutil
     import subprocess
 
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: `apt-get install wrk` (a Python client would be the bottleneck)")
     cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url] + (["-s", script] if script else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -264,10 +261,17 @@ def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator
 def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:
     """In-process decide latency vs the raw onnxruntime forward, decide_batch rows/s, and HTTP
     requests/s and p99 at 32 connections for /v1/decide vs the same server's /healthz."""
+    import shutil
     import tempfile
 
+    from experiments.cli import UsageError
     from policies.records import records_from_views
     from policies.runtime import load
+
+    if shutil.which("wrk") is None:  # checked first: the in-process part takes a while
+        raise UsageError(
+            "perf serve drives the server with wrk, which is not installed: `apt-get install wrk` (a Python client would be the bottleneck)"
+        )
 
     fn = load(artifact)
     if fn.kind != "onnx":

@@ -80,13 +80,13 @@ def test_samples_are_legal_and_follow_each_heads_probabilities():
     dist.apply_masking(mask.repeat(n, 1).numpy())
     samples = dist.sample()
     assert samples.shape == (n, len(DIMS))
+    stock = MaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits)
+    stock.apply_masking(mask.numpy())
     start = 0
     for h, d in enumerate(DIMS):
         counts = th.bincount(samples[:, h], minlength=d).double()
         assert len(counts) == d  # never a padding index
         assert (counts[~mask[0, start : start + d]] == 0).all()  # never a masked choice
-        stock = MaskableMultiCategoricalDistribution(DIMS).proba_distribution(logits)
-        stock.apply_masking(mask.numpy())
         p = stock.distributions[h].probs[0].double()
         # each frequency within 5 standard errors of its probability
         assert th.all((counts / n - p).abs() <= 5 * th.sqrt(p * (1 - p) / n) + 1e-9)
@@ -123,3 +123,18 @@ def test_the_policies_swap_only_multidiscrete_distributions():
         assert multi.action_net.out_features == sum(DIMS)
     single = HeadsActorCriticPolicy(obs, spaces.Discrete(2), lambda _: 3e-4)
     assert type(single.action_dist) is CategoricalDistribution
+
+
+@pytest.mark.parametrize("algo", ["maskable_ppo", "ppo", "a2c", "dqn"])
+def test_training_builds_the_padded_policies_for_the_actor_critic_learners(algo):
+    from agents.train import load_train_config, make_model
+    from agents.vec_env import DebtorVecEnv
+    from sim import load_scenario
+
+    cfg = load_train_config(algo, ["n_slots=4"])
+    model = make_model(cfg, DebtorVecEnv(load_scenario("default"), 4, seed=0, flat_actions=algo == "dqn"), seed=0, tb=None)
+    if algo == "dqn":  # the flat Discrete(448) codec keeps SB3's Q-network
+        assert not hasattr(model.policy, "action_dist")
+    else:
+        padded = PaddedMaskableMultiCategoricalDistribution if algo == "maskable_ppo" else PaddedMultiCategoricalDistribution
+        assert isinstance(model.policy.action_dist, padded)
