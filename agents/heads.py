@@ -127,19 +127,63 @@ class PaddedMaskableMultiCategoricalDistribution(_PaddedHeads, MaskableMultiCate
         self._masks = self._pad(allowed, False)
 
 
-class HeadsActorCriticPolicy(ActorCriticPolicy):
-    """SB3's ``ActorCriticPolicy`` (``"MlpPolicy"``) with padded MultiDiscrete heads."""
+class _WaitPrior:
+    """Start the first head (the channel, whose choice 0 is "wait") at a chosen probability of waiting.
+
+    SB3 initialises the action layer so every head starts uniform: with seven channels the first
+    policy contacts a debtor on six days out of seven, so what it first learns about contacting is
+    what daily contact does (fatigue, complaints, opt-outs). ``wait_prior=p`` sets the bias of the
+    "wait" logit to ``log(p (K - 1) / (1 - p))``, so the untrained policy waits with probability ``p``
+    and spreads ``1 - p`` evenly over the K - 1 channels; ``None`` keeps SB3's uniform start. Only the
+    starting point moves: the parameter trains like any other, and a saved model reloads its weights.
+    """
+
+    action_net: th.nn.Linear
+
+    def _init_wait_prior(self, wait_prior: float | None) -> None:
+        if wait_prior is not None and not 0.0 < wait_prior < 1.0:
+            raise ValueError(f"wait_prior must lie strictly between 0 and 1 (got {wait_prior!r})")
+        self.wait_prior = wait_prior
+
+    def _set_wait_bias(self, choices: int) -> None:
+        if self.wait_prior is None:
+            return
+        p = self.wait_prior
+        with th.no_grad():
+            self.action_net.bias[0] = float(np.log(p * (choices - 1) / (1.0 - p)))
+
+
+class HeadsActorCriticPolicy(_WaitPrior, ActorCriticPolicy):
+    """SB3's ``ActorCriticPolicy`` (``"MlpPolicy"``) with padded MultiDiscrete heads and an optional ``wait_prior``."""
+
+    def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
+        self._init_wait_prior(wait_prior)
+        super().__init__(*args, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
         if type(self.action_dist) is MultiCategoricalDistribution:
             self.action_dist = PaddedMultiCategoricalDistribution(self.action_dist.action_dims)
         super()._build(lr_schedule)
+        if isinstance(self.action_dist, MultiCategoricalDistribution):
+            self._set_wait_bias(self.action_dist.action_dims[0])
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}
 
 
-class HeadsMaskableActorCriticPolicy(MaskableActorCriticPolicy):
-    """sb3-contrib's ``MaskableActorCriticPolicy`` with padded MultiDiscrete heads."""
+class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
+    """sb3-contrib's ``MaskableActorCriticPolicy`` with padded MultiDiscrete heads and an optional ``wait_prior``."""
+
+    def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
+        self._init_wait_prior(wait_prior)
+        super().__init__(*args, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
         if type(self.action_dist) is MaskableMultiCategoricalDistribution:
             self.action_dist = PaddedMaskableMultiCategoricalDistribution(self.action_dist.action_dims)
         super()._build(lr_schedule)
+        if isinstance(self.action_dist, MaskableMultiCategoricalDistribution):
+            self._set_wait_bias(self.action_dist.action_dims[0])
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}

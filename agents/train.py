@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from stable_baselines3.common.callbacks import BaseCallback
 
 import policies
@@ -68,6 +68,9 @@ class TrainConfig(BaseModel):
     ent_coef: float = Field(default=0.0, ge=0)
     clip_range: float = Field(default=0.2, gt=0)
     net_arch: list[int] = Field(default_factory=lambda: [128, 128])
+    wait_prior: float | None = Field(
+        default=None, gt=0, lt=1, description="actor-critic learners: the untrained policy's probability of waiting (None: uniform channels)"
+    )
     buffer_size: int = Field(default=200_000, ge=1, description="DQN replay buffer")
     learning_starts: int = Field(default=10_000, ge=0, description="DQN")
     exploration_fraction: float = Field(default=0.3, gt=0, le=1, description="DQN")
@@ -77,6 +80,12 @@ class TrainConfig(BaseModel):
     eval_seed: int = Field(default=10_000, ge=0, description="evaluation population, never trained on")
     checkpoint_every_steps: int = Field(default=200_000, ge=1)
     torch_threads: int = Field(default=1, ge=1, description="1 was faster for small MLPs on these machines")
+
+    @model_validator(mode="after")
+    def _wait_prior_needs_actor_critic(self) -> TrainConfig:
+        if self.wait_prior is not None and self.algo == "dqn":
+            raise ValueError("wait_prior shapes the actor-critic learners' channel head; DQN has none (remove it or use another algo)")
+        return self
 
     @field_validator("net_arch", mode="before")
     @classmethod
@@ -102,7 +111,8 @@ def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) ->
     except ValidationError as e:
         lines = [f"invalid training config {path.name}:"]
         for err in e.errors():
-            lines.append(f"  {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})")
+            where = ".".join(map(str, err["loc"]))
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})" if where else f"  {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -133,7 +143,9 @@ def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -
     networks and distributions as SB3's ``MlpPolicy``, with the four action heads evaluated as one tensor)."""
     from agents.heads import HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy
 
-    policy_kwargs = {"net_arch": list(cfg.net_arch)}
+    policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}
+    if cfg.algo != "dqn":
+        policy_kwargs["wait_prior"] = cfg.wait_prior
     common = {
         "learning_rate": learning_rate(cfg),
         "gamma": cfg.gamma,

@@ -138,3 +138,43 @@ def test_training_builds_the_padded_policies_for_the_actor_critic_learners(algo)
     else:
         padded = PaddedMaskableMultiCategoricalDistribution if algo == "maskable_ppo" else PaddedMultiCategoricalDistribution
         assert isinstance(model.policy.action_dist, padded)
+
+
+@pytest.mark.parametrize("cls", [HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy])
+def test_wait_prior_sets_the_untrained_probability_of_waiting_and_survives_a_reload(cls, tmp_path):
+    from gymnasium import spaces
+
+    obs_space = spaces.Box(-1.0, 1.0, (5,), np.float32)
+    th.manual_seed(0)
+    policy = cls(obs_space, spaces.MultiDiscrete(DIMS), lambda _: 3e-4, wait_prior=0.9)
+    obs = th.as_tensor(np.random.default_rng(0).uniform(-1, 1, (256, 5)), dtype=th.float32)
+    dist = policy.get_distribution(obs)
+    p_channel = dist.logp.exp()[0, : DIMS[0]].T  # (rows, channels)
+    # the start is the prior, not only on average: the action layer's weights are tiny (SB3's gain 0.01)
+    assert th.allclose(p_channel[:, 0], th.full((256,), 0.9), atol=0.01)
+    rest = p_channel[:, 1:]
+    assert th.allclose(rest, th.full_like(rest, 0.1 / (DIMS[0] - 1)), atol=0.01)
+    # the other heads stay uniform
+    p_tone = dist.logp.exp()[2, : DIMS[2]].T
+    assert th.allclose(p_tone, th.full_like(p_tone, 1 / DIMS[2]), atol=0.01)
+    # a saved policy rebuilds with the same prior and its own (trained) weights
+    policy.save(str(tmp_path / "p.pt"))
+    again = cls.load(str(tmp_path / "p.pt"))
+    assert again.wait_prior == 0.9
+    assert th.equal(again.action_net.bias, policy.action_net.bias)
+    # no prior: SB3's uniform start
+    plain = cls(obs_space, spaces.MultiDiscrete(DIMS), lambda _: 3e-4)
+    assert th.allclose(plain.get_distribution(obs).logp.exp()[0, 0], th.full((256,), 1 / DIMS[0]), atol=0.01)
+
+
+def test_wait_prior_is_checked_where_it_is_set():
+    from gymnasium import spaces
+
+    from agents.train import ConfigError, load_train_config
+
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        HeadsActorCriticPolicy(spaces.Box(-1.0, 1.0, (5,), np.float32), spaces.MultiDiscrete(DIMS), lambda _: 3e-4, wait_prior=1.0)
+    with pytest.raises(ConfigError, match="wait_prior"):
+        load_train_config("ppo", ["wait_prior=1.5"])
+    with pytest.raises(ConfigError, match="DQN has none"):
+        load_train_config("dqn", ["wait_prior=0.9"])
