@@ -140,10 +140,14 @@ class _WaitPrior:
 
     action_net: th.nn.Linear
 
-    def _init_wait_prior(self, wait_prior: float | None) -> None:
+    def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
         if wait_prior is not None and not 0.0 < wait_prior < 1.0:
             raise ValueError(f"wait_prior must lie strictly between 0 and 1 (got {wait_prior!r})")
-        self.wait_prior = wait_prior
+        self.wait_prior = wait_prior  # set before the policy's __init__, which calls _build
+        super().__init__(*args, **kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}
 
     def _set_wait_bias(self, choices: int) -> None:
         if self.wait_prior is None:
@@ -156,10 +160,6 @@ class _WaitPrior:
 class HeadsActorCriticPolicy(_WaitPrior, ActorCriticPolicy):
     """SB3's ``ActorCriticPolicy`` (``"MlpPolicy"``) with padded MultiDiscrete heads and an optional ``wait_prior``."""
 
-    def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
-        self._init_wait_prior(wait_prior)
-        super().__init__(*args, **kwargs)
-
     def _build(self, lr_schedule: Any) -> None:
         if type(self.action_dist) is MultiCategoricalDistribution:
             self.action_dist = PaddedMultiCategoricalDistribution(self.action_dist.action_dims)
@@ -167,16 +167,9 @@ class HeadsActorCriticPolicy(_WaitPrior, ActorCriticPolicy):
         if isinstance(self.action_dist, MultiCategoricalDistribution):
             self._set_wait_bias(self.action_dist.action_dims[0])
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}
-
 
 class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
     """sb3-contrib's ``MaskableActorCriticPolicy`` with padded MultiDiscrete heads and an optional ``wait_prior``."""
-
-    def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
-        self._init_wait_prior(wait_prior)
-        super().__init__(*args, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
         if type(self.action_dist) is MaskableMultiCategoricalDistribution:
@@ -184,6 +177,3 @@ class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
         super()._build(lr_schedule)
         if isinstance(self.action_dist, MaskableMultiCategoricalDistribution):
             self._set_wait_bias(self.action_dist.action_dims[0])
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}

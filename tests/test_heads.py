@@ -157,7 +157,7 @@ def test_wait_prior_sets_the_untrained_probability_of_waiting_and_survives_a_rel
     # the other heads stay uniform
     p_tone = dist.logp.exp()[2, : DIMS[2]].T
     assert th.allclose(p_tone, th.full_like(p_tone, 1 / DIMS[2]), atol=0.01)
-    # a saved policy rebuilds with the same prior and its own (trained) weights
+    # a saved policy rebuilds with the same prior and its saved weights
     policy.save(str(tmp_path / "p.pt"))
     again = cls.load(str(tmp_path / "p.pt"))
     assert again.wait_prior == 0.9
