@@ -149,10 +149,14 @@ class _WaitPrior:
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}
 
-    def _set_wait_bias(self, choices: int) -> None:
+    def _set_wait_bias(self) -> None:
+        """Called at the end of ``_build``, once ``action_net`` exists."""
         if self.wait_prior is None:
             return
-        p = self.wait_prior
+        dims = getattr(getattr(self, "action_dist", None), "action_dims", None)
+        if dims is None:
+            raise ValueError("wait_prior needs a MultiDiscrete action space whose first head is the channel (remove wait_prior)")
+        choices, p = int(dims[0]), self.wait_prior
         with th.no_grad():
             self.action_net.bias[0] = float(np.log(p * (choices - 1) / (1.0 - p)))
 
@@ -164,8 +168,7 @@ class HeadsActorCriticPolicy(_WaitPrior, ActorCriticPolicy):
         if type(self.action_dist) is MultiCategoricalDistribution:
             self.action_dist = PaddedMultiCategoricalDistribution(self.action_dist.action_dims)
         super()._build(lr_schedule)
-        if isinstance(self.action_dist, MultiCategoricalDistribution):
-            self._set_wait_bias(self.action_dist.action_dims[0])
+        self._set_wait_bias()
 
 
 class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
@@ -175,5 +178,4 @@ class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
         if type(self.action_dist) is MaskableMultiCategoricalDistribution:
             self.action_dist = PaddedMaskableMultiCategoricalDistribution(self.action_dist.action_dims)
         super()._build(lr_schedule)
-        if isinstance(self.action_dist, MaskableMultiCategoricalDistribution):
-            self._set_wait_bias(self.action_dist.action_dims[0])
+        self._set_wait_bias()

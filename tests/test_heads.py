@@ -174,6 +174,8 @@ def test_wait_prior_is_checked_where_it_is_set():
 
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         HeadsActorCriticPolicy(spaces.Box(-1.0, 1.0, (5,), np.float32), spaces.MultiDiscrete(DIMS), lambda _: 3e-4, wait_prior=1.0)
+    with pytest.raises(ValueError, match="MultiDiscrete"):  # no channel head to bias: refused, not ignored
+        HeadsActorCriticPolicy(spaces.Box(-1.0, 1.0, (5,), np.float32), spaces.Discrete(2), lambda _: 3e-4, wait_prior=0.9)
     with pytest.raises(ConfigError, match="wait_prior"):
         load_train_config("ppo", ["wait_prior=1.5"])
     with pytest.raises(ConfigError, match="DQN has none"):
