@@ -138,9 +138,24 @@ def learning_rate(cfg: TrainConfig) -> float | LinearRate:
     return cfg.learning_rate if cfg.learning_rate_final is None else LinearRate(cfg.learning_rate, cfg.learning_rate_final)
 
 
+def quiet(model: Any) -> Any:
+    """Give ``model`` a logger that writes nothing. Without one, SB3 makes a fresh empty directory
+    under the system temp dir on every ``learn()`` (``SB3-<time>``) when no TensorBoard folder is set."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
 def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
     """A fresh SB3 model for ``cfg``; the actor-critic learners use ``agents.heads``' policies (the same
-    networks and distributions as SB3's ``MlpPolicy``, with the four action heads evaluated as one tensor)."""
+    networks and distributions as SB3's ``MlpPolicy``, with the four action heads evaluated as one tensor).
+    With ``tb=None`` the model logs nowhere (see ``quiet``)."""
+    model = _new_model(cfg, env, seed, tb)
+    return model if tb is not None else quiet(model)
+
+
+def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
     from agents.heads import HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy
 
     policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}

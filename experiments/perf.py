@@ -145,12 +145,13 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
     from stable_baselines3.common.env_util import make_vec_env
 
     from agents.heads import HeadsActorCriticPolicy
+    from agents.train import quiet
     from agents.vec_env import DebtorVecEnv
 
     torch.set_num_threads(1)
     kwargs = {"n_steps": 32, "batch_size": 2048, "n_epochs": 4, "learning_rate": 3e-4, "seed": seed, "device": "cpu", "verbose": 0}
     envs = {"cartpole": make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed), "debtor": DebtorVecEnv(load_scenario(scenario), n_envs, seed=seed)}
-    models = {name: PPO(HeadsActorCriticPolicy, env, **kwargs) for name, env in envs.items()}
+    models = {name: quiet(PPO(HeadsActorCriticPolicy, env, **kwargs)) for name, env in envs.items()}
     env_seconds = dict.fromkeys(envs, 0.0)  # time inside the environments' step, to show where the rest goes
     for name, env in envs.items():
 

@@ -236,10 +236,14 @@ def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
     assert f"| `static_ladder` | {ladder['firm_contacts_per_debtor']:.2f} / {ladder['complaint_rate']:.1%} / 0 |" in md
 
 
-def test_perf_train_reports_the_median_of_alternating_rounds():
+def test_perf_train_reports_the_median_of_alternating_rounds(tmp_path, monkeypatch):
+    import tempfile
+
     from experiments.perf import perf_train
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     r = perf_train("default", n_envs=4, timesteps=1024, rounds=3)
+    assert list(tmp_path.glob("SB3-*")) == []  # SB3 left no empty SB3-<time> log directory per learn() behind
     assert len(r["round_ratios"]) == 3 and all(x > 0 for x in r["round_ratios"])
     assert r["ratio"] == sorted(r["round_ratios"])[1]
     assert r["timesteps"] == 3 * 4 * 32 * 3  # whole rollouts of 4 envs x 32 steps, ~1024 / 3 per round

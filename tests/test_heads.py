@@ -126,13 +126,18 @@ def test_the_policies_swap_only_multidiscrete_distributions():
 
 
 @pytest.mark.parametrize("algo", ["maskable_ppo", "ppo", "a2c", "dqn"])
-def test_training_builds_the_padded_policies_for_the_actor_critic_learners(algo):
+def test_training_builds_the_padded_policies_for_the_actor_critic_learners(algo, tmp_path, monkeypatch):
+    import tempfile
+
     from agents.train import load_train_config, make_model
     from agents.vec_env import DebtorVecEnv
     from sim import load_scenario
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     cfg = load_train_config(algo, ["n_slots=4"])
     model = make_model(cfg, DebtorVecEnv(load_scenario("default"), 4, seed=0, flat_actions=algo == "dqn"), seed=0, tb=None)
+    model.learn(64 if algo == "dqn" else 4 * (cfg.n_steps if algo != "dqn" else 1))
+    assert list(tmp_path.glob("SB3-*")) == []  # no TensorBoard folder, so no log directory (SB3 would make SB3-<time>)
     if algo == "dqn":  # the flat Discrete(448) codec keeps SB3's Q-network
         assert not hasattr(model.policy, "action_dist")
     else:
