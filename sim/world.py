@@ -6,10 +6,10 @@ batch; behaviour for a batch is drawn in numpy; SimPy is the engine of time and 
 * ``messaging_gateway``  texts, e-mails, pushes and messenger messages go out at the start of
                          their window and are answered (or not) there;
 * ``postal_service``     letters travel ``channels.letter.delay_days`` before they can be read;
-* ``call_centre``        a ``simpy.PriorityResource`` of agents with a ``roster`` process that takes
-                         agents off duty between shifts; a ``dialler`` per window hands queued calls
-                         to free agents and gives up at the window's end (those calls are dropped
-                         and counted); each call holds its agent for its handle time;
+* ``call_centre``        agents on shifts work each window's queue of calls (``sim.callcentre``: its
+                         own small event loop, one heap step per call); calls still queued at the
+                         window's end are dropped and counted, and the window's outcome lands on the
+                         SimPy clock when its last agent is done;
 * ``promise_diary``      promises (and settlements, deferrals) fall due and are kept or broken;
 * ``instalment_schedule`` plan instalments fall due and are paid or the plan breaks.
 
@@ -22,6 +22,7 @@ Money is conserved per debtor: ``collected + forgiven + sold + outstanding == ba
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -44,6 +45,7 @@ from policies.schema import (
     Window,
 )
 from sim import behaviour as bm
+from sim.callcentre import CallCentre
 from sim.config import Scenario
 from sim.ledger import Event, Ledger
 from sim.population import BlockCache, Debtors, sample
@@ -107,15 +109,6 @@ class DayResult:
     terminated: np.ndarray  # bool: resolved today (paid, settled, plan completed)
     truncated: np.ndarray  # bool: sold at the horizon today
     blocked: np.ndarray  # bool: today's action was blocked by compliance
-
-
-class _CallQueue:
-    """Calls of one window in dialling order; ``next`` is the first not yet dialled."""
-
-    __slots__ = ("next", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size, self.next = size, 0
 
 
 class World:
@@ -301,68 +294,28 @@ class World:
         for s, k in zip(cc.shifts, per_shift, strict=True):
             self.on_duty_by_hour[s.start_hour : s.end_hour] += k
         self.agents_total = int(self.on_duty_by_hour.max())
-        self.agents = simpy.PriorityResource(self.env, capacity=max(1, self.agents_total))
-        self.env.process(self.roster())
+        self.call_centre = CallCentre(self.on_duty_by_hour.tolist(), MINUTES_PER_DAY)
 
-    def roster(self) -> Generator[simpy.Event, Any, None]:
-        """Takes agents off duty outside their shifts by holding their places at top priority."""
-        held: list[simpy.resources.resource.PriorityRequest] = []
-        capacity = self.agents.capacity
-        changes = [h for h in range(24) if h == 0 or self.on_duty_by_hour[h] != self.on_duty_by_hour[h - 1]]
-        while True:
-            hour = int(self.env.now // 60) % 24
-            want_held = capacity - int(self.on_duty_by_hour[hour])
-            while len(held) > want_held:
-                self.agents.release(held.pop())
-            while len(held) < want_held:
-                held.append(self.agents.request(priority=-1))  # granted when the agent finishes a call
-            later = [h for h in changes if h > hour]
-            next_hour = later[0] if later else 24 + changes[0]
-            day_start = (self.env.now // MINUTES_PER_DAY) * MINUTES_PER_DAY
-            yield self.env.timeout(day_start + next_hour * 60 - self.env.now)
+    def _dial_today(self) -> None:
+        """Run the call centre through today; each window's outcome lands on the clock when its
+        last agent is done (one SimPy event per window, not one per call)."""
+        for payload, made, at in self.call_centre.advance((self.day + 1) * MINUTES_PER_DAY):
+            due = self.env.timeout(at - self.env.now)
+            due.callbacks.append(functools.partial(self._dialled, payload, made))
 
-    def dialler(
-        self,
-        window: int,
-        slots: np.ndarray,
-        epochs: np.ndarray,
-        rpc: np.ndarray,
-        handle_min: np.ndarray,
-        tone: np.ndarray,
-        offer: np.ndarray,
-        luck: np.ndarray,
-    ) -> Generator[simpy.Event, Any, None]:
-        """Queues the window's calls for the agents on duty; calls still queued at the window's end are dropped."""
-        start_h, end_h = WINDOW_HOURS[window]
-        day_start = self.day * MINUTES_PER_DAY
-        yield self.env.timeout(max(0.0, day_start + start_h * 60 - self.env.now))
-        closes_at = day_start + end_h * 60
-        closes = self.env.timeout(closes_at - self.env.now)
-        queue = _CallQueue(len(slots))
-        sessions = [
-            self.env.process(self.agent_session(queue, handle_min, closes, closes_at)) for _ in range(min(len(slots), int(self.agents.capacity)))
-        ]
-        yield self.env.all_of(sessions)
+    def _dialled(self, payload: tuple[Any, ...], made: int, _event: simpy.Event | None = None) -> None:
+        """A window's calls are over: the first ``made`` were made (and answered or not), the rest
+        dropped. ``payload`` is what ``_execute`` dialled: window, slots, epochs, rpc, tone, offer, luck."""
+        window, slots, epochs, rpc, tone, offer, luck = payload
         now = self.env.now
-        made = np.zeros(len(slots), dtype=bool)
-        made[: queue.next] = True
+        was_made = np.zeros(len(slots), dtype=bool)
+        was_made[:made] = True
         ok = self.epoch[slots] == epochs
-        sel = made & ok
+        sel = was_made & ok
         self._call_outcomes(slots[sel], rpc[sel], tone[sel], offer[sel], luck[sel], window, now)
-        drop = slots[~made & ok]
+        drop = slots[~was_made & ok]
         self.calls_dropped[drop] += 1
         self.ledger.add(now, self.debtor_id[drop], Event.CALL_DROPPED, Channel.CALL)
-
-    def agent_session(self, queue: _CallQueue, handle_min: np.ndarray, closes: simpy.Event, closes_at: float) -> Generator[simpy.Event, Any, None]:
-        """One agent on duty works through the window's queue; a call started before the close is finished."""
-        with self.agents.request(priority=0) as req:
-            got = yield req | closes
-            if req not in got:
-                return
-            while queue.next < queue.size and self.env.now < closes_at:
-                k = queue.next
-                queue.next += 1
-                yield self.env.timeout(float(handle_min[k]))
 
     # ------------------------------------------------------------------ views
 
@@ -444,6 +397,7 @@ class World:
                 self.blocked_count[bidx] += 1
                 self.ledger.add(t0, self.debtor_id[bidx], Event.BLOCKED, a[bidx, 0], 0.0, reasons[bidx])
             self._execute(np.flatnonzero(contact & ~blocked), a)
+        self._dial_today()
 
         self.env.run(until=t0 + MINUTES_PER_DAY - 1)
         self._close_day(open_idx)
@@ -523,7 +477,9 @@ class World:
             for w in range(len(Window)):
                 s = cw == w
                 if s.any():
-                    self.env.process(self.dialler(w, cidx[s], epochs[calls][s], rpc[s], handle[s], tone[calls][s], offer[calls][s], cluck[s]))
+                    start_h, end_h = WINDOW_HOURS[w]
+                    payload = (w, cidx[s], epochs[calls][s], rpc[s], tone[calls][s], offer[calls][s], cluck[s])
+                    self.call_centre.dial(t0 + start_h * 60, t0 + end_h * 60, handle[s], payload)
 
     def _charge(self, idx: np.ndarray, cost: np.ndarray | float) -> None:
         self.cost_eur[idx] += cost
