@@ -42,15 +42,15 @@ _positive_int = _int_at_least(1)
 _seed = _int_at_least(0)
 
 
-def _progress(desc: str, enabled: bool):  # type: ignore[no-untyped-def]
-    """A tqdm bar on stderr fed by the runner's (done, total) callback; None when disabled."""
+def _progress(desc: str, enabled: bool, unit: str = "day"):  # type: ignore[no-untyped-def]
+    """A tqdm bar on stderr fed by the runner's (done, total) callback, counting ``unit``s; None when disabled."""
     if not enabled:
         return None, lambda: None
     from tqdm import tqdm
 
     # a terminal redraws ten times a second; a log file gets a line every ten seconds, not one a day
     every = 0.1 if sys.stderr.isatty() else 10.0
-    bar = tqdm(total=None, desc=desc, unit="day", file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=every, miniters=1)
+    bar = tqdm(total=None, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=every, miniters=1)
 
     def update(done: int, total: int) -> None:
         if bar.total != total:
@@ -491,7 +491,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.action == "run":
         spec = load_spec(args.target)
         out = Path(args.out or f"runs/experiments/{Path(args.target).stem}")
-        update, close = _progress(f"experiment {Path(args.target).stem}", not args.no_progress)
+        update, close = _progress(f"experiment {Path(args.target).stem}", not args.no_progress, unit="cell")
         try:
             r = run_experiment(spec, out, args.workers, args.backend, args.ray_address, progress=(lambda d, t: update(d, t)) if update else None)
         finally:
@@ -559,9 +559,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.what == "sim":
         result = perf.perf_sim(args.scenario, args.debtors or 200_000, args.days, args.seed)
     elif args.what == "env":
-        result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed)
+        result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed, args.rounds or 5)
     elif args.what == "train":
-        result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds)
+        result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds or 8)
     elif args.what == "experiment":
         result = perf.perf_experiment(args.debtors or 8000)
     else:
@@ -718,12 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")
-    pf.add_argument("--rounds", type=_positive_int, default=8, help="perf train: alternating measurement rounds (the median ratio is reported)")
+    pf.add_argument(
+        "--rounds", type=_positive_int, default=None, help="perf train / env: alternating rounds; the median ratio is reported (default 8 / 5)"
+    )
     pf.add_argument("--scenario", default="default")
     pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
     pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")
-    pf.add_argument("--slots", type=_positive_int, default=4096, help="perf env: slots of the batched env")
-    pf.add_argument("--seconds", type=float, default=4.0, help="perf env: seconds per measurement")
+    pf.add_argument("--slots", type=_positive_int, default=16384, help="perf env: slots of the batched env")
+    pf.add_argument("--seconds", type=float, default=4.0, help="perf env: seconds of each of the four measurements (over all rounds)")
     pf.add_argument("--seed", type=_seed, default=0)
     pf.add_argument("--json", action="store_true")
     pf.set_defaults(func=cmd_perf)

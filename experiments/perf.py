@@ -23,21 +23,48 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def cartpole_steps_per_s(seconds: float = 3.0, seed: int = 0) -> float:
-    """gymnasium CartPole-v1 through gym.make, random actions: the reference."""
+def _cartpole(seed: int = 0) -> Any:
+    """gymnasium CartPole-v1 through gym.make, random actions: the reference. Returns ``run(seconds)``
+    -> steps/s, which carries on from where the last call stopped."""
     env = gym.make("CartPole-v1")
     env.reset(seed=seed)
     env.action_space.seed(seed)
-    n, t0 = 0, time.perf_counter()
-    while True:
-        for _ in range(1000):
-            _, _, term, trunc, _ = env.step(env.action_space.sample())
-            if term or trunc:
-                env.reset()
-        n += 1000
-        el = time.perf_counter() - t0
-        if el >= seconds:
-            return n / el
+
+    def run(seconds: float) -> float:
+        n, t0 = 0, time.perf_counter()
+        while True:
+            for _ in range(1000):
+                _, _, term, trunc, _ = env.step(env.action_space.sample())
+                if term or trunc:
+                    env.reset()
+            n += 1000
+            el = time.perf_counter() - t0
+            if el >= seconds:
+                return n / el
+
+    return run
+
+
+def cartpole_steps_per_s(seconds: float = 3.0, seed: int = 0) -> float:
+    return float(_cartpole(seed)(seconds))
+
+
+def _alternating(runners: dict[str, Any], seconds: float, rounds: int) -> list[dict[str, float]]:
+    """Rates of each runner in ``rounds`` rounds of ``seconds / rounds`` each, the order reversed
+    every other round, so a burst of load on the machine moves one round of every ratio alike."""
+    names = list(runners)
+    out = []
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        out.append({name: runners[name](seconds / rounds) for name in order})
+    return out
+
+
+def _median_ratio(per_round: list[dict[str, float]], name: str, reference: str) -> tuple[float, dict[str, float], list[float]]:
+    """The median over rounds of ``name``'s rate / ``reference``'s, the round it came from, and all ratios."""
+    ratios = [x[name] / x[reference] for x in per_round]
+    mid = int(np.argsort(ratios)[len(ratios) // 2])
+    return ratios[mid], per_round[mid], ratios
 
 
 def perf_sim(scenario: str = "default", debtors: int = 200_000, days: int = 180, seed: int = 0, reference_s: float = 3.0) -> dict[str, Any]:
@@ -76,58 +103,78 @@ def _random_masked(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def perf_env(scenario: str = "default", n_slots: int = 4096, seconds: float = 4.0, seed: int = 0) -> dict[str, Any]:
+def perf_env(scenario: str = "default", n_slots: int = 16384, seconds: float = 4.0, seed: int = 0, rounds: int = 5) -> dict[str, Any]:
     """Debtor-v0 steps/s and DebtorBatch-v0 debtor-steps/s with random allowed actions (the stress
     case), and the batched env under the static ladder's actions (a typical mix: mostly waiting),
-    each as a ratio to CartPole measured in the same process."""
+    each as a ratio to CartPole. The four run ``seconds`` each, in ``rounds`` alternating rounds;
+    every ratio is the median of its per-round ratios."""
     rng = np.random.default_rng(seed)
-    cart = cartpole_steps_per_s(seconds)
 
     single = gym.make("collectrl/Debtor-v0", scenario=scenario)
     single.reset(seed=seed)
     base: DebtorEnv = single.unwrapped  # type: ignore[assignment]
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(200):
-            a = _random_masked(rng, base.action_masks()[None, :])[0]
-            _, _, term, trunc, _ = single.step(a)
-            if term or trunc:
-                single.reset()
-        n += 200
-    single_rate = n / (time.perf_counter() - t0)
 
-    def batched(actions_of) -> float:  # type: ignore[no-untyped-def]
+    def run_single(budget: float) -> float:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < budget:
+            for _ in range(50):
+                a = _random_masked(rng, base.action_masks()[None, :])[0]
+                _, _, term, trunc, _ = single.step(a)
+                if term or trunc:
+                    single.reset()
+            n += 50
+        return n / (time.perf_counter() - t0)
+
+    def batched(actions_of: Any) -> Any:
         env = gym.make("collectrl/DebtorBatch-v0", scenario=scenario, n_slots=n_slots)
         env.reset(seed=seed)
-        base: DebtorBatchEnv = env.unwrapped  # type: ignore[assignment]
-        steps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            _, _, _, trunc, _ = env.step(actions_of(base).reshape(-1))
-            if trunc:
-                env.reset()
-            steps += 1
-        return steps * n_slots / (time.perf_counter() - t0)
+        b: DebtorBatchEnv = env.unwrapped  # type: ignore[assignment]
 
-    batched_rate = batched(lambda b: _random_masked(rng, b.action_masks().reshape(n_slots, -1)))
+        def run(budget: float) -> float:
+            steps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < budget:
+                _, _, _, trunc, _ = env.step(actions_of(b).reshape(-1))
+                if trunc:
+                    env.reset()
+                steps += 1
+            return steps * n_slots / (time.perf_counter() - t0)
+
+        return run
+
     ladder = policies.make("static_ladder")
 
     def ladder_actions(b: DebtorBatchEnv) -> np.ndarray:
         views = b.world.views()
         return ladder.act(views, b.world.action_mask(views))
 
-    ladder_rate = batched(ladder_actions)
+    runners = {
+        "cartpole": _cartpole(seed),
+        "single": run_single,
+        "batched": batched(lambda b: _random_masked(rng, b.action_masks().reshape(n_slots, -1))),
+        "ladder": batched(ladder_actions),
+    }
+    per_round = _alternating(runners, seconds, rounds)
+    single_ratio, single_round, single_ratios = _median_ratio(per_round, "single", "cartpole")
+    batched_ratio, batched_round, batched_ratios = _median_ratio(per_round, "batched", "cartpole")
+    ladder_ratio, ladder_round, ladder_ratios = _median_ratio(per_round, "ladder", "cartpole")
     return {
         "benchmark": "env",
         "scenario": scenario,
         "actions": "uniformly random allowed actions (a contact nearly every day: the stress case)",
-        "single_steps_per_s": round(single_rate),
-        "batched_debtor_steps_per_s": round(batched_rate),
         "n_slots": n_slots,
-        "cartpole_steps_per_s": round(cart),
-        "single_ratio": round(single_rate / cart, 3),
-        "batched_ratio": round(batched_rate / cart, 2),
-        "batched_ladder_debtor_steps_per_s": round(ladder_rate),
-        "batched_ladder_ratio": round(ladder_rate / cart, 2),
+        "rounds": rounds,
+        "single_steps_per_s": round(single_round["single"]),
+        "batched_debtor_steps_per_s": round(batched_round["batched"]),
+        "cartpole_steps_per_s": round(batched_round["cartpole"]),
+        "single_ratio": round(single_ratio, 3),
+        "batched_ratio": round(batched_ratio, 2),
+        "batched_ladder_debtor_steps_per_s": round(ladder_round["ladder"]),
+        "batched_ladder_ratio": round(ladder_ratio, 2),
+        "round_ratios": {
+            "single": [round(x, 3) for x in single_ratios],
+            "batched": [round(x, 2) for x in batched_ratios],
+            "batched_ladder": [round(x, 2) for x in ladder_ratios],
+        },
     }
 
 
@@ -178,8 +225,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
     for r in range(rounds):
         order = ("cartpole", "debtor") if r % 2 == 0 else ("debtor", "cartpole")
         per_round.append({name: rate(name) for name in order})
-    ratios = [x["debtor"] / x["cartpole"] for x in per_round]
-    mid = int(np.argsort(ratios)[len(ratios) // 2])
+    ratio, mid_round, ratios = _median_ratio(per_round, "debtor", "cartpole")
     return {
         "benchmark": "train",
         "algo": "ppo",
@@ -187,9 +233,9 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
         "n_envs": n_envs,
         "timesteps": chunk * rounds,
         "rounds": rounds,
-        "debtor_env_steps_per_s": round(per_round[mid]["debtor"]),
-        "cartpole_env_steps_per_s": round(per_round[mid]["cartpole"]),
-        "ratio": round(ratios[mid], 3),
+        "debtor_env_steps_per_s": round(mid_round["debtor"]),
+        "cartpole_env_steps_per_s": round(mid_round["cartpole"]),
+        "ratio": round(ratio, 3),
         "round_ratios": [round(x, 3) for x in ratios],
         # the share of the measured time spent stepping the environments (over all rounds); the rest
         # is SB3 and torch, which cost more on our 58 features and 4 action heads than on CartPole's 4 and 1

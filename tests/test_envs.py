@@ -136,3 +136,16 @@ def test_docs_state_the_true_observation_size():
     assert f"(n_slots, {N_FEATURES})" in DebtorBatchEnv.__doc__
     readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
     assert f"`Box({N_FEATURES},)`" in readme
+
+
+def test_perf_env_reports_median_ratios_of_alternating_rounds():
+    from experiments.perf import perf_env
+
+    r = perf_env("default", n_slots=64, seconds=0.6, seed=0, rounds=3)
+    assert r["n_slots"] == 64 and r["rounds"] == 3
+    for key, name in (("single_ratio", "single"), ("batched_ratio", "batched"), ("batched_ladder_ratio", "batched_ladder")):
+        rounds = r["round_ratios"][name]
+        assert len(rounds) == 3 and all(x > 0 for x in rounds)
+        assert r[key] == sorted(rounds)[1]  # the median round's ratio
+    # the reported rates are the median round's: the batched one over its CartPole gives the ratio
+    assert abs(r["batched_debtor_steps_per_s"] / r["cartpole_steps_per_s"] - r["batched_ratio"]) < 0.01 + 1 / r["cartpole_steps_per_s"]
