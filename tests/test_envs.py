@@ -141,7 +141,7 @@ def test_docs_state_the_true_observation_size():
 def test_perf_env_reports_median_ratios_of_alternating_rounds():
     from experiments.perf import perf_env
 
-    r = perf_env("default", n_slots=64, seconds=0.6, seed=0, rounds=3)
+    r = perf_env("default", n_slots=64, seconds=0.6, seed=0, rounds=3, warm_up_days=2)
     assert r["n_slots"] == 64 and r["rounds"] == 3
     for key, name in (("single_ratio", "single"), ("batched_ratio", "batched"), ("batched_ladder_ratio", "batched_ladder")):
         rounds = r["round_ratios"][name]

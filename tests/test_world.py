@@ -155,7 +155,9 @@ def test_call_centre_capacity_drops_calls_beyond_capacity():
 
 
 def test_late_calls_without_agents_on_shift_are_dropped():
-    sc = load_scenario("default", [*CERTAIN, "compliance_profile=none"])
+    # 100 agents for these 500 debtors; the late shift ends at 21:00, when the late window opens,
+    # and its agents, idle then, go home instead of taking the late calls
+    sc = load_scenario("default", [*CERTAIN, "compliance_profile=none", "call_centre.agents=2000"])
     w = run_portfolio(sc, Scripted({0: (Channel.CALL, Window.LATE, Tone.FRIENDLY, Offer.NONE)}), 500, seed=0, horizon_days=2)
     assert w.calls_requested == 500 and int(w.calls_dropped.sum()) == 500 and int(w.calls_made.sum()) == 0
 
