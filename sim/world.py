@@ -221,6 +221,7 @@ class World:
         self.resolved_day = np.full(n, -1, dtype=np.int32)
         # today's reward components
         self._today = {k: z(n) for k in REWARD_COMPONENTS}
+        self._due: dict[tuple[float, Callable[[np.ndarray, np.ndarray], None]], list[tuple[np.ndarray, np.ndarray]]] = {}
         # portfolio-wide counters
         self.funnel = {k: z(nc, dtype=np.int64) for k in ("sent", "delivered", "noticed", "engaged")}
         self.blocked_by_reason = z(len(compliance.Block), dtype=np.int64)
@@ -720,9 +721,24 @@ class World:
         self._at(at, idx, self.plan_serial[idx].copy(), self.instalment_schedule)
 
     def _at(self, at_min: float, slots: np.ndarray, serials: np.ndarray, handler: Callable[[np.ndarray, np.ndarray], None]) -> None:
-        """Call ``handler(slots, serials)`` at ``at_min``: a SimPy timeout with a callback (cheaper than a process)."""
-        due = self.env.timeout(max(0.0, at_min - self.env.now))
-        due.callbacks.append(lambda _ev: handler(slots, serials))
+        """Call ``handler(slots, serials)`` at ``at_min``. Everything due to the same handler at the
+        same minute (promises falling due at 18:00 on one day, made on many days) is handled in one
+        call, on one SimPy timeout with a callback; the handlers work debtor by debtor, so this
+        only saves the overhead of many small batches."""
+        key = (at_min, handler)
+        groups = self._due.get(key)
+        if groups is None:
+            groups = self._due[key] = []
+            due = self.env.timeout(max(0.0, at_min - self.env.now))
+            due.callbacks.append(functools.partial(self._fall_due, key))
+        groups.append((slots, serials))
+
+    def _fall_due(self, key: tuple[float, Callable[[np.ndarray, np.ndarray], None]], _event: simpy.Event | None = None) -> None:
+        groups = self._due.pop(key)
+        if len(groups) == 1:
+            key[1](*groups[0])
+        else:
+            key[1](np.concatenate([g[0] for g in groups]), np.concatenate([g[1] for g in groups]))
 
     def _keep_logit(self, idx: np.ndarray, base: float) -> np.ndarray:
         t = self.traits
