@@ -65,6 +65,14 @@ def _days(x: np.ndarray) -> np.ndarray:
     return np.minimum(x, _DAYS_CAP) / _DAYS_CAP
 
 
+# one-hot rows and the calendar columns by value (sin and cos of 2 pi day-of-week / 7 and of
+# 2 pi day-of-month / 28), computed once; both encoders index them
+_PRODUCT_HOT_A = np.eye(len(PRODUCT_NAMES))
+_OUTCOME_HOT_A = np.eye(9)
+_DOW_SIN_A, _DOW_COS_A = np.sin(2 * np.pi * np.arange(7) / 7.0), np.cos(2 * np.pi * np.arange(7) / 7.0)
+_DOM_SIN_A, _DOM_COS_A = np.sin(2 * np.pi * np.arange(32) / 28.0), np.cos(2 * np.pi * np.arange(32) / 28.0)
+
+
 def encode(v: ViewBatch, out: np.ndarray | None = None) -> np.ndarray:
     """Encode a batch of views as an (N, N_FEATURES) float32 matrix (written into ``out`` if given)."""
     n = len(v)
@@ -85,7 +93,7 @@ def encode(v: ViewBatch, out: np.ndarray | None = None) -> np.ndarray:
     put(v.dpd / 365.0)
     put(v.days_in_collections / 365.0)
     put(v.days_left / 365.0)
-    put(v.product[:, None] == np.arange(len(PRODUCT_NAMES)))
+    put(_PRODUCT_HOT_A[v.product])
     put(v.behaviour_score)
     put(v.app_user)
     put(v.on_file)
@@ -105,25 +113,18 @@ def encode(v: ViewBatch, out: np.ndarray | None = None) -> np.ndarray:
     put(v.plans_broken / 2.0)
     put(v.complaints / 2.0)
     put(v.vulnerable)
-    put(v.last_outcome[:, None] == np.arange(9))
-    angle_w = 2 * np.pi * v.day_of_week / 7.0
-    angle_m = 2 * np.pi * v.day_of_month / 28.0
-    put(np.sin(angle_w))
-    put(np.cos(angle_w))
-    put(np.sin(angle_m))
-    put(np.cos(angle_m))
+    put(_OUTCOME_HOT_A[v.last_outcome])
+    put(_DOW_SIN_A[v.day_of_week])
+    put(_DOW_COS_A[v.day_of_week])
+    put(_DOM_SIN_A[v.day_of_month])
+    put(_DOM_COS_A[v.day_of_month])
     assert col == N_FEATURES, (col, N_FEATURES)
     assert N_CONTACT_CHANNELS == 6
     return x
 
 
-# calendar columns by day, computed once with the same numpy expressions as :func:`encode`
-_DOW = np.arange(7)
-_DOM = np.arange(32)
-_DOW_SIN, _DOW_COS = np.sin(2 * np.pi * _DOW / 7.0).tolist(), np.cos(2 * np.pi * _DOW / 7.0).tolist()
-_DOM_SIN, _DOM_COS = np.sin(2 * np.pi * _DOM / 28.0).tolist(), np.cos(2 * np.pi * _DOM / 28.0).tolist()
-_PRODUCT_HOT = [[float(p == k) for k in range(len(PRODUCT_NAMES))] for p in range(len(PRODUCT_NAMES))]
-_OUTCOME_HOT = [[float(o == k) for k in range(9)] for o in range(9)]
+_PRODUCT_HOT, _OUTCOME_HOT = _PRODUCT_HOT_A.tolist(), _OUTCOME_HOT_A.tolist()
+_DOW_SIN, _DOW_COS, _DOM_SIN, _DOM_COS = (t.tolist() for t in (_DOW_SIN_A, _DOW_COS_A, _DOM_SIN_A, _DOM_COS_A))
 
 
 def encode_row(r: Mapping[str, Any]) -> list[float]:
