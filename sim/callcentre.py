@@ -86,11 +86,17 @@ class CallCentre:
         """Run every event before ``until``; returns ``(payload, calls_made, finished_at)`` for each
         window whose last session ended."""
         done: list[tuple[Any, int, float]] = []
-        events = self.events
+        events, pop, push = self.events, heapq.heappop, heapq.heappush
         while events and events[0][0] < until:
-            at, kind, _, what = heapq.heappop(events)
+            at, kind, _, what = pop(events)
             if kind == _FREE:
-                if not self._work(what, at):
+                # the hot path, one per call made: what _work does, inline
+                k = what.next
+                if k < len(what.handle) and at < what.closes_at:
+                    what.next = k + 1
+                    self.seq += 1
+                    push(events, (at + what.handle[k], _FREE, self.seq, what))
+                else:
                     self.busy -= 1
                     self._end(what, at, done)
                     self._grant(at, done)
