@@ -278,3 +278,28 @@ def test_digital_only_attention_and_unprompted_payment_size_come_from_the_scenar
     small = self_cured(["behaviour.spontaneous_payment.min_share=0.0", "behaviour.spontaneous_payment.full_at=1.0"])
     large = self_cured(["behaviour.spontaneous_payment.min_share=1.0"])
     assert large > 1.3 * small
+
+
+def test_promises_fall_due_once_at_18_on_their_day_however_many_days_they_were_made_on():
+    """Promises made on day 0 (due in 5 days) and day 2 (due in 3) fall due together on day 5 at
+    18:00, each judged once; a promise replaced before its day is not judged, its successor is."""
+    sc = load_scenario("default", [*CERTAIN, "call_centre.agents=50000"])
+    from sim.world import World
+
+    w = World(sc, 40, seed=6, record_events=True)
+    wait = np.zeros((40, 4), dtype=np.int64)
+    first, second, replaced = np.arange(0, 15), np.arange(15, 30), np.array([3, 4])
+    w._promise(first, w.outstanding[first] * 0.5, np.full(15, 5), 0)
+    for _ in range(2):
+        w.step(wait)
+    w._promise(second, w.outstanding[second] * 0.5, np.full(15, 3), 0)
+    w._promise(replaced, w.outstanding[replaced] * 0.5, np.full(2, 4), 0)  # due on day 6 instead
+    for _ in range(6):
+        w.step(wait)
+    cols = w.ledger.columns()
+    judged = np.isin(cols["event"], [Event.PROMISE_KEPT, Event.PROMISE_BROKEN])
+    when = dict(zip(cols["debtor"][judged].tolist(), cols["time_min"][judged].tolist(), strict=True))
+    assert len(when) == int(judged.sum()) == 30  # each promise judged once
+    for d in np.concatenate([first, second]).tolist():
+        assert when[d] == (6 if d in replaced else 5) * MINUTES_PER_DAY + 18 * 60
+    assert not w.promise_active[:30].any()
