@@ -45,10 +45,6 @@ def _cartpole(seed: int = 0) -> Any:
     return run
 
 
-def cartpole_steps_per_s(seconds: float = 3.0, seed: int = 0) -> float:
-    return float(_cartpole(seed)(seconds))
-
-
 def _alternating(runners: dict[str, Any], seconds: float, rounds: int) -> list[dict[str, float]]:
     """Rates of each runner in ``rounds`` rounds of ``seconds / rounds`` each, the order reversed
     every other round, so a burst of load on the machine moves one round of every ratio alike."""
@@ -71,10 +67,13 @@ def perf_sim(scenario: str = "default", debtors: int = 200_000, days: int = 180,
     """A portfolio under static_ladder vs CartPole. ``debtor_days_per_s`` counts the days debtors were
     open (resolved debtors drop out); ``portfolio_debtor_days_per_s`` counts debtors x days."""
     sc = load_scenario(scenario, [f"horizon_days={days}"])
-    cart = cartpole_steps_per_s(reference_s)
+    cartpole = _cartpole()
+    before = cartpole(reference_s)
     t0 = time.perf_counter()
     world = run_portfolio(sc, policies.make("static_ladder"), debtors, seed)
     el = time.perf_counter() - t0
+    after = cartpole(reference_s)
+    cart = (before + after) / 2  # the reference on both sides of the run, so a drift in machine speed moves both
     dd = world.debtor_days / el
     return {
         "benchmark": "sim",
@@ -86,6 +85,7 @@ def perf_sim(scenario: str = "default", debtors: int = 200_000, days: int = 180,
         "debtor_days_per_s": round(dd),
         "portfolio_debtor_days_per_s": round(debtors * days / el),
         "cartpole_steps_per_s": round(cart),
+        "cartpole_before_after": [round(before), round(after)],
         "ratio": round(dd / cart, 2),
         "peak_rss_mb": round(_peak_rss_mb()),
     }

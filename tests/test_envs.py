@@ -149,3 +149,13 @@ def test_perf_env_reports_median_ratios_of_alternating_rounds():
         assert r[key] == sorted(rounds)[1]  # the median round's ratio
     # the reported rates are the median round's: the batched one over its CartPole gives the ratio
     assert abs(r["batched_debtor_steps_per_s"] / r["cartpole_steps_per_s"] - r["batched_ratio"]) < 0.01 + 1 / r["cartpole_steps_per_s"]
+
+
+def test_perf_sim_divides_by_the_cartpole_rate_measured_before_and_after_the_run():
+    from experiments.perf import perf_sim
+
+    r = perf_sim("default", debtors=300, days=20, reference_s=0.2)
+    before, after = r["cartpole_before_after"]
+    assert before > 0 and after > 0 and abs(r["cartpole_steps_per_s"] - (before + after) / 2) <= 1  # each rounded
+    assert abs(r["ratio"] - r["debtor_days_per_s"] / ((before + after) / 2)) < 0.01
+    assert 0 < r["debtor_days_per_s"] <= r["portfolio_debtor_days_per_s"] and r["debtors"] == 300
