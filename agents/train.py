@@ -76,6 +76,9 @@ class TrainConfig(BaseModel):
     exploration_fraction: float = Field(default=0.3, gt=0, le=1, description="DQN")
     train_freq: int = Field(default=1, ge=1, description="DQN: env steps (of all slots) between updates")
     eval_every_steps: int = Field(default=200_000, ge=1)
+    patience_evals: int | None = Field(
+        default=None, ge=1, description="stop once this many evaluations in a row set no new best (None: train for all the timesteps)"
+    )
     eval_debtors: int = Field(default=3000, ge=10)
     eval_seed: int = Field(default=10_000, ge=0, description="evaluation population, never trained on")
     checkpoint_every_steps: int = Field(default=200_000, ge=1)
@@ -233,6 +236,7 @@ class TrainingMonitor(BaseCallback):
         self.next_eval = run.cfg.eval_every_steps
         self.next_ckpt = run.cfg.checkpoint_every_steps
         self._episodes: list[dict[str, float]] = []
+        self.stop = False  # set by the patience rule; SB3 ends learn() when _on_step returns False
 
     def _on_training_start(self) -> None:
         # a resumed run continues the schedule where it stopped
@@ -249,7 +253,7 @@ class TrainingMonitor(BaseCallback):
             self._flush_business()
         if self.progress is not None:
             self.progress(self.num_timesteps, self.run.last_eval)
-        return True
+        return not self.stop
 
     def _flush_business(self) -> None:
         eps = self._episodes
@@ -263,6 +267,10 @@ class TrainingMonitor(BaseCallback):
             self.run.evaluate(self.model, self.logger)
             while self.next_eval <= self.num_timesteps:
                 self.next_eval += self.run.cfg.eval_every_steps
+            patience = self.run.cfg.patience_evals
+            if patience is not None and self.run.evals_since_best() >= patience:
+                self.stop = True
+                self.run.stopped_early = int(self.num_timesteps)
         if self.num_timesteps >= self.next_ckpt:
             self.run.checkpoint(self.model)
             while self.next_ckpt <= self.num_timesteps:
@@ -280,6 +288,7 @@ class Run:
         self.best = -np.inf
         self.last_eval: dict[str, float] = {}
         self.on_evaluate: Callable[[dict[str, float]], None] | None = None
+        self.stopped_early: int | None = None  # timesteps at which the patience rule ended training
         # wall-clock seconds of training so far (continued across a resume), for time-to-target
         self.clock_start, self.clock_offset = time.perf_counter(), 0.0
 
@@ -340,6 +349,16 @@ class Run:
         if self.on_evaluate is not None:
             self.on_evaluate(row)  # may raise to stop the run (e.g. a pruned tuning trial)
         return row
+
+    def evals_since_best(self) -> int:
+        """Evaluations since the last one that set a new best net value (0 if the latest did)."""
+        best, since = -np.inf, 0
+        for row in self.curve:
+            if row["net_value_per_debtor"] > best:
+                best, since = row["net_value_per_debtor"], 0
+            else:
+                since += 1
+        return since
 
     def write_curve(self) -> None:
         if not self.curve:
@@ -469,5 +488,6 @@ def train(
     remaining = max(0, timesteps - int(model.num_timesteps))
     if remaining:
         model.learn(remaining, callback=monitor, reset_num_timesteps=step0 is None, tb_log_name="train")
-    run.evaluate(model, model.logger)
+    if run.stopped_early is None:  # a run the patience rule stopped was evaluated a moment ago, by the rule
+        run.evaluate(model, model.logger)
     return run

@@ -342,6 +342,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = max(run.curve, key=lambda r: r["net_value_per_debtor"])
     ref = run.reference_values()
     print(f"run directory: {run.root}")
+    if run.stopped_early is not None:
+        print(f"stopped early at {run.stopped_early:,} debtor-days: {run.cfg.patience_evals} evaluations in a row set no new best (patience_evals)")
     print(f"evaluation population ({run.cfg.eval_debtors:,} debtors, seed {run.cfg.eval_seed}), net value per debtor (EUR):")
     print(f"  static_ladder {ref.static_ladder:10.2f}\n  oracle        {ref.oracle:10.2f}")
     print(

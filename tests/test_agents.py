@@ -250,3 +250,22 @@ def test_perf_train_reports_the_median_of_alternating_rounds(tmp_path, monkeypat
     assert 0 < r["debtor_env_share"] < 1 and 0 < r["cartpole_env_share"] < 1 and r["env_only_ratio"] > 0
     # the reported rates are the median round's, and the ratio is theirs
     assert abs(r["debtor_env_steps_per_s"] / r["cartpole_env_steps_per_s"] - r["ratio"]) < 0.01 * r["ratio"] + 2 / r["cartpole_env_steps_per_s"]
+
+
+def test_patience_stops_training_once_evaluations_set_no_new_best(tmp_path, monkeypatch):
+    import agents.train as training
+
+    # evaluations 3, 4 and 5 set no new best (12.0 does not beat 12.0): with patience 3, training ends at the fifth
+    scripted = iter([10.0, 12.0, 11.0, 12.0, 9.0, 30.0])
+
+    def scripted_evaluate(self, model, logger):  # type: ignore[no-untyped-def]
+        row = {"timesteps": float(model.num_timesteps), "net_value_per_debtor": next(scripted), "normalised_score": 0.0}
+        self.curve.append(row)
+        return row
+
+    monkeypatch.setattr(training.Run, "evaluate", scripted_evaluate)
+    over = [*tiny("maskable_ppo"), "patience_evals=3"]
+    run = train("default", "maskable_ppo", 50_000, seed=1, out=tmp_path, overrides=SMALL, train_overrides=over)
+    assert [r["net_value_per_debtor"] for r in run.curve] == [10.0, 12.0, 11.0, 12.0, 9.0]  # and no final evaluation after the stop
+    assert run.stopped_early == run.curve[-1]["timesteps"] == 5 * 256
+    assert run.evals_since_best() == 3
