@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -45,14 +46,14 @@ def _cartpole(seed: int = 0) -> Any:
     return run
 
 
-def _alternating(runners: dict[str, Any], seconds: float, rounds: int) -> list[dict[str, float]]:
-    """Rates of each runner in ``rounds`` rounds of ``seconds / rounds`` each, the order reversed
-    every other round, so a burst of load on the machine moves one round of every ratio alike."""
+def _alternating(runners: dict[str, Callable[[], float]], rounds: int) -> list[dict[str, float]]:
+    """The rate each runner returns, in ``rounds`` rounds, the order reversed every other round, so
+    a burst of load on the machine moves one round of every ratio alike."""
     names = list(runners)
     out = []
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
-        out.append({name: runners[name](seconds / rounds) for name in order})
+        out.append({name: runners[name]() for name in order})
     return out
 
 
@@ -158,7 +159,7 @@ def perf_env(
         "batched": batched(lambda b: _random_masked(rng, b.action_masks().reshape(n_slots, -1))),
         "ladder": batched(ladder_actions),
     }
-    per_round = _alternating(runners, seconds, rounds)
+    per_round = _alternating({name: functools.partial(run, seconds / rounds) for name, run in runners.items()}, rounds)
     single_ratio, single_round, single_ratios = _median_ratio(per_round, "single", "cartpole")
     batched_ratio, batched_round, batched_ratios = _median_ratio(per_round, "batched", "cartpole")
     ladder_ratio, ladder_round, ladder_ratios = _median_ratio(per_round, "ladder", "cartpole")
@@ -226,10 +227,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
         models[name].learn(chunk, reset_num_timesteps=False)
         return chunk / (time.perf_counter() - t0)
 
-    per_round: list[dict[str, float]] = []
-    for r in range(rounds):
-        order = ("cartpole", "debtor") if r % 2 == 0 else ("debtor", "cartpole")
-        per_round.append({name: rate(name) for name in order})
+    per_round = _alternating({name: functools.partial(rate, name) for name in ("cartpole", "debtor")}, rounds)
     ratio, mid_round, ratios = _median_ratio(per_round, "debtor", "cartpole")
     return {
         "benchmark": "train",
