@@ -185,6 +185,7 @@ class World:
         self.contacts_7d = z((n, nc), dtype=np.int16)
         self.contacts_today = z((n, nc), dtype=np.int8)
         self.contacts_by_channel = z((n, nc), dtype=np.int16)
+        self.contacts_total = z(n, dtype=np.int64)  # contacts_by_channel summed over channels, kept as it grows
         self.last_contact = np.full(n, -NEVER_DAYS, dtype=np.int32)
         self.last_response = np.full(n, -NEVER_DAYS, dtype=np.int32)
         self.last_conversation = np.full(n, -NEVER_DAYS, dtype=np.int32)
@@ -252,6 +253,7 @@ class World:
         self.on_file[slots] = d.on_file
         for arr2 in (self.opted_out, self.contacts_7d, self.contacts_today, self.contacts_by_channel):
             arr2[slots] = 0
+        self.contacts_total[slots] = 0
         self.ring[slots] = 0
         for arr3 in (self.last_contact, self.last_response, self.last_conversation):
             arr3[slots] = -NEVER_DAYS
@@ -343,7 +345,7 @@ class World:
             on_file=self.on_file,
             opted_out=self.opted_out,
             contacts_7d=self.contacts_7d,
-            contacts_total=self.contacts_by_channel.sum(axis=1),
+            contacts_total=self.contacts_total.copy(),
             days_since_contact=since(self.last_contact),
             days_since_response=since(self.last_response),
             days_since_conversation=since(self.last_conversation),
@@ -444,10 +446,11 @@ class World:
         d, t0 = self.day, self.day * MINUTES_PER_DAY
         ch = a[idx, 0] - 1
         win, tone, offer = a[idx, 1], a[idx, 2], a[idx, 3]
-        ordinal = np.minimum(self.contacts_by_channel[idx].sum(axis=1), 4095).astype(np.uint64)
+        ordinal = np.minimum(self.contacts_total[idx], 4095).astype(np.uint64)
         luck = (self.debtor_id[idx] << _ORDINAL_BITS) | ordinal
         self.contacts_today[idx, ch] += 1
         self.contacts_by_channel[idx, ch] += 1
+        self.contacts_total[idx] += 1
         self.last_contact[idx] = d
         self.firm_contacts[idx] += (tone == _FIRM).astype(np.int16)
         self.funnel["sent"] += np.bincount(ch, minlength=N_CONTACT_CHANNELS)
@@ -685,7 +688,7 @@ class World:
         t = self.traits
         assert t is not None
         self.ledger.add(self.env.now, self.debtor_id[idx], Event.RESOLVED, 0, 0.0, int(status))
-        z = bm.churn_logit(self.sc, t.churn_logit[idx], self.firm_contacts[idx], self.complaints[idx], self.contacts_by_channel[idx].sum(axis=1))
+        z = bm.churn_logit(self.sc, t.churn_logit[idx], self.firm_contacts[idx], self.complaints[idx], self.contacts_total[idx])
         churn = uniforms(self.key, self.debtor_id[idx], self.day, _D_CHURN) < bm.sigmoid(z)
         ch = idx[churn]
         self.churned[ch] = True
