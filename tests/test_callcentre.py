@@ -79,3 +79,8 @@ def test_a_shift_ending_while_its_agents_are_busy_does_not_keep_an_agent_off_dut
     assert out["w1"][0] == 44
     day2 = {p: (m, at) for p, m, at in (cc.dial(1440 + EVENING[0], 1440 + EVENING[1], np.array([10.0] * 1000), "d2") or cc.advance(2880))}
     assert day2["d2"][0] == 48  # both agents from 17:00 to 21:00, 24 calls each
+
+
+def test_a_window_dialled_with_no_calls_reports_at_once():
+    cc = CallCentre(on_duty(h8_16=1), 1440)
+    assert run(cc, [(MORNING, [])]) == {"w0": (0, 480.0)}
