@@ -106,9 +106,12 @@ def outcome_probabilities(
     (plan, settlement, deferral) is only possible when that offer is made. ``offer_effect`` is the
     debtor's (N, 4) sensitivity to each offer."""
     lb = np.log(np.maximum(outstanding, 1.0) / 1000.0)
-    feats = np.stack([np.ones_like(ability), ability, willingness, lb], axis=1)
+    c = prm.outcome_coef
     logits = np.zeros((len(ability), N_OUTCOMES))
-    logits[:, :6] = feats @ prm.outcome_coef.T
+    # term by term, in this order, not as a matrix product: BLAS kernels sum in an order (and with
+    # fused multiply-adds) that depends on the CPU, and the one-debtor engine (sim.single) computes
+    # these same sums in plain Python to the last bit
+    logits[:, :6] = c[:, 0] + ability[:, None] * c[:, 1] + willingness.astype(np.float64)[:, None] * c[:, 2] + lb[:, None] * c[:, 3]
     rows = np.arange(len(ability))
     for out, off in OFFERED_OUTCOME:
         logits[:, out] = np.where(offer == off, logits[:, out] + offer_effect[rows, off], -np.inf)
