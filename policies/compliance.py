@@ -23,7 +23,7 @@ debtor without the app, is impossible and is blocked as ``not_on_file``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -55,6 +55,10 @@ class Profile:
     max_calls_7d: int | None  # call attempts in the 7 days before today
     call_cooloff_days: int  # no call within this many days after a conversation (0 = none)
     no_firm_tone_if_vulnerable: bool
+    window_ok: tuple[bool, ...] = field(init=False, repr=False, compare=False)  # allowed_windows as 4 booleans
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window_ok", tuple(w in self.allowed_windows for w in Window))
 
 
 PROFILES: dict[str, Profile] = {
@@ -160,8 +164,19 @@ def _channel_available_row(r: Mapping[str, Any], p: Profile) -> list[bool]:
 
 def action_mask_row(r: Mapping[str, Any], p: Profile) -> list[bool]:
     """:func:`action_mask` for one account: 19 booleans."""
-    tones = [True, True, True, not (p.no_firm_tone_if_vulnerable and r["vulnerable"])]
-    return [True, *_channel_available_row(r, p), *(w in p.allowed_windows for w in Window), *tones, True, True, True, True]
+    return [
+        True,
+        *_channel_available_row(r, p),
+        *p.window_ok,
+        True,
+        True,
+        True,
+        not (p.no_firm_tone_if_vulnerable and r["vulnerable"]),
+        True,
+        True,
+        True,
+        True,
+    ]
 
 
 def check_row(action: Sequence[int], r: Mapping[str, Any], p: Profile) -> int:

@@ -178,3 +178,22 @@ class CallCentre:
         next_hour = later[0] if later else 24 + self.changes[0]
         day_start = (at // self.day_minutes) * self.day_minutes
         self._push(day_start + next_hour * 60, _ROSTER, None)
+
+
+def lone_call_start(on_duty_by_hour: Sequence[int], opens_at: float, closes_at: float, busy_until: float = -np.inf) -> float | None:
+    """When a window's only call starts under the rules above, or None if it is dropped: the first
+    moment in ``[opens_at, closes_at)`` at which an agent is on shift and free. ``busy_until``: an
+    earlier call holds one agent until then (the one-debtor world has at most one call going).
+
+    With one call, the queue has nothing to order: at a moment in hour ``h`` the roster keeps
+    ``capacity - on_duty[h]`` agents off duty, so a free agent exists when ``on_duty[h]`` exceeds
+    the number of calls still going. What can change that is an hour boundary or the earlier
+    call's end, so only those moments are tried."""
+    t = opens_at
+    while t < closes_at:
+        going = 1 if t < busy_until else 0
+        if on_duty_by_hour[int(t // 60) % 24] > going:
+            return t
+        nxt = (t // 60 + 1) * 60
+        t = busy_until if t < busy_until < nxt else nxt
+    return None

@@ -111,6 +111,22 @@ class DayResult:
     blocked: np.ndarray  # bool: today's action was blocked by compliance
 
 
+def on_duty_by_hour(sc: Scenario, n_slots: int) -> list[int]:
+    """Agents on shift in each hour of the day for a world of ``n_slots`` debtors: the scenario's
+    call centre scaled from its population to the world's size (at least one agent, on the
+    largest shift, when there are agents at all)."""
+    cc = sc.call_centre
+    total = cc.agents * n_slots / sc.population.size
+    per_shift = [round(total * s.share) for s in cc.shifts]
+    if sum(per_shift) == 0 and total > 0:
+        per_shift[int(np.argmax([s.share for s in cc.shifts]))] = 1
+    duty = [0] * 24
+    for s, k in zip(cc.shifts, per_shift, strict=True):
+        for h in range(s.start_hour, s.end_hour):
+            duty[h] += k
+    return duty
+
+
 class World:
     """A population of debtor slots on one SimPy clock, sharing one call centre.
 
@@ -288,14 +304,7 @@ class World:
     # -------------------------------------------------------------- call centre
 
     def _init_call_centre(self) -> None:
-        cc = self.sc.call_centre
-        total = cc.agents * self.n / self.sc.population.size
-        per_shift = [round(total * s.share) for s in cc.shifts]
-        if sum(per_shift) == 0 and total > 0:
-            per_shift[int(np.argmax([s.share for s in cc.shifts]))] = 1
-        self.on_duty_by_hour = np.zeros(24, dtype=np.int64)
-        for s, k in zip(cc.shifts, per_shift, strict=True):
-            self.on_duty_by_hour[s.start_hour : s.end_hour] += k
+        self.on_duty_by_hour = np.array(on_duty_by_hour(self.sc, self.n), dtype=np.int64)
         self.agents_total = int(self.on_duty_by_hour.max())
         self.call_centre = CallCentre(self.on_duty_by_hour.tolist(), MINUTES_PER_DAY)
 
