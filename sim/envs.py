@@ -9,11 +9,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from policies import compliance
 from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row
-from policies.schema import ACTION_DIMS, ViewBatch
+from policies.schema import ACTION_DIMS
 from sim.config import Scenario, load_scenario
-from sim.world import REWARD_COMPONENTS, DayResult, World
+from sim.single import OneDebtor
+from sim.world import REWARD_COMPONENTS, DayResult, Status, World
+
+_OPEN = int(Status.OPEN)
 
 
 @dataclass
@@ -89,6 +91,12 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
     The call centre of a single-debtor world is never congested; capacity effects live in
     ``collectrl/DebtorBatch-v0`` and in the simulator.
 
+    ## Engine
+    :class:`sim.single.OneDebtor`: the simulator's rules for one debtor in plain Python (tens of
+    microseconds a day, where the batched SimPy world spends ~0.5 ms on a batch of one). It gives
+    the same observations, rewards and episode ends as ``World(scenario, 1, seed,
+    mode="episodic")``, to the last bit; ``tests/test_single.py`` checks it.
+
     ## Version History
     * v0: initial version.
     """
@@ -101,50 +109,40 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = spaces.MultiDiscrete(np.array(ACTION_DIMS, dtype=np.int64))
         self.observation_space = _obs_space((N_FEATURES,))
         self.feature_names = FEATURE_NAMES
-        self._world: World | None = None
-        self._row_of: ViewBatch | None = None
-        self._row_cache: dict[str, Any] = {}
-        self._ep_return = 0.0
+        self._debtor: OneDebtor | None = None
 
-    def _row(self) -> dict[str, Any]:
-        """The one debtor's view as plain values, for the one-account encoder and mask (the same
-        numbers as the batch functions, tested in tests/test_row_path.py, at a fraction of the cost)."""
-        assert self._world is not None
-        v = self._world.views()
-        if self._row_of is not v:
-            self._row_of, self._row_cache = v, v.row(0)
-        return self._row_cache
+    @property
+    def debtor(self) -> OneDebtor:
+        """The engine holding the current debtor (:class:`sim.single.OneDebtor`)."""
+        if self._debtor is None:
+            raise RuntimeError("call reset() first")
+        return self._debtor
 
     def _observe(self) -> np.ndarray:
-        return np.array(encode_row(self._row()), dtype=np.float32)
+        return np.array(encode_row(self.debtor.row()), dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        if seed is not None or self._world is None:
+        if seed is not None or self._debtor is None:
             s = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
-            self._world = World(self.scenario, 1, s, mode="episodic", horizon_days=self.horizon_days)
+            self._debtor = OneDebtor(self.scenario, s, horizon_days=self.horizon_days)
         else:
-            self._world.refill(np.array([0]))
-        self._ep_return = 0.0
-        return self._observe(), {"debtor": int(self._world.debtor_id[0])}
+            self._debtor.next_debtor()
+        return self._observe(), {"debtor": self._debtor.debtor_id}
 
     def action_masks(self) -> np.ndarray:
-        assert self._world is not None, "call reset() first"
-        return np.array(compliance.action_mask_row(self._row(), self._world.profile), dtype=bool)
+        return np.array(self.debtor.mask(), dtype=bool)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        w = self._world
-        assert w is not None, "call reset() first"
-        if not w.open[0]:
+        d = self.debtor
+        if d.status != _OPEN:
             raise RuntimeError("the episode is over; call reset()")
-        res = w.step(np.asarray(action, dtype=np.int64).reshape(1, 4))
-        r = float(res.reward[0])
-        self._ep_return += r
-        info: dict[str, Any] = {k: float(v[0]) for k, v in res.components.items()}
-        info["blocked"] = bool(res.blocked[0])
-        info["outstanding_eur"] = float(w.outstanding[0])
-        info["collected_eur"] = float(w.collected[0])
-        return self._observe(), r, bool(res.terminated[0]), bool(res.truncated[0]), info
+        res = d.step(action)
+        info: dict[str, Any] = dict(res.components)
+        info["blocked"] = res.blocked
+        info["outstanding_eur"] = d.outstanding
+        info["collected_eur"] = d.collected
+        return self._observe(), res.reward, res.terminated, res.truncated, info
 
 
 class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):

@@ -1,0 +1,646 @@
+"""One debtor in plain Python: the engine behind ``collectrl/Debtor-v0``.
+
+:class:`sim.world.World` is built for batches: a day costs ~100 numpy calls and a SimPy run
+whatever the number of debtors, so a world of one debtor spends ~0.5 ms a day on overhead. This
+engine runs the same rules for one debtor with Python numbers and a small heap of the day's events
+(a message read at its window, a letter in the morning post, a call's outcome, a promise or an
+instalment falling due), which costs tens of microseconds a day.
+
+It is the world's second implementation of the behaviour rules, held to the first one debtor by
+debtor: ``tests/test_single.py`` runs both on the same seeds and random actions and requires the
+same observations, rewards and episode ends, to the last bit. To that end every expression
+follows the world's numpy arithmetic, including its dtypes: a latent trait stored as float32 and
+combined with a Python number is computed in float32 there (NEP 50), so it is rounded to float32
+here (:func:`_f32`), and the one float32 ``exp`` (the opt-out probability) is numpy's own. A change
+to a rule in ``sim/world.py`` or ``sim/behaviour.py`` must be made here too; the parity test fails
+until it is.
+
+The call centre of a one-debtor world has one call a day at most, so its queueing rules reduce to
+"the call starts at the first moment of its window an agent is on shift and not still on an
+earlier call" (:func:`lone_call_start`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from policies import compliance
+from policies.actions import ACTION_COLUMNS
+from policies.hashing import mix
+from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
+from sim import behaviour as bm
+from sim.callcentre import lone_call_start
+from sim.config import Scenario
+from sim.population import BLOCK, BlockCache
+from sim.rng import Draw, Stream, stream_key
+from sim.world import REWARD_COMPONENTS, Status, on_duty_by_hour
+
+__all__ = ["OneDebtor", "StepResult"]
+
+_PACK = struct.Struct("f")
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32, as numpy stores (and computes) float32 values."""
+    return _PACK.unpack(_PACK.pack(x))[0]
+
+
+def _below_sigmoid32(u: float, z: float) -> bool:
+    """``u < sigmoid(z)`` with the sigmoid in float32 as numpy computes it (its float32 ``exp`` is its
+    own SIMD routine, not libm's). The float64 value is within a few float32 ulps (< 1e-6 relative)
+    of it, so numpy is asked only when ``u`` is that close."""
+    p = 1.0 / (1.0 + math.exp(-z))
+    if abs(u - p) > 1e-5 * p:
+        return u < p
+    return bool(u < bm.sigmoid(np.array([z], dtype=np.float32))[0])
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64, _M1, _M2 = (1 << 64) - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_UNIT = 1.0 / 9007199254740992.0
+_DAY_CHUNK = 256  # days whose draw keys are made at once
+
+
+def _unit(z: int) -> float:
+    """``to_unit_scalar(mix_scalar(z))`` in one call (the hot path of every draw)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _M2) & _MASK64
+    return ((z ^ (z >> 31)) >> 11) * _UNIT
+
+
+def _draw_keys(key: int, days: np.ndarray, purpose: int, channel: int = 0) -> list[int]:
+    """The key ``sim.rng.uniforms`` mixes a debtor id with, for each of ``days`` (vectorised)."""
+    z = (days.astype(np.uint64) << np.uint64(24)) ^ np.uint64((purpose << 8) ^ channel ^ 0x5DEECE66D)
+    return mix(mix(z) ^ np.uint64(key)).tolist()  # type: ignore[no-any-return]
+
+
+_CONTACT_DAY = 0xFFFF  # contact luck is keyed by (debtor, contact ordinal), as in sim.world
+_LETTER, _CALL = int(Channel.LETTER) - 1, int(Channel.CALL) - 1
+_WAIT, _FIRM, _EMPATHETIC, _LATE = int(Channel.WAIT), int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE)
+_OPEN, _SOLD = int(Status.OPEN), int(Status.SOLD)
+_PAID, _SETTLED, _PLAN_COMPLETED = int(Status.PAID), int(Status.SETTLED), int(Status.PLAN_COMPLETED)
+_LO_IGNORED, _LO_PAID, _LO_PROMISED, _LO_PLAN = int(LastOutcome.IGNORED), int(LastOutcome.PAID), int(LastOutcome.PROMISED), int(LastOutcome.PLAN)
+_LO_SETTLEMENT, _LO_COMPLAINED, _LO_OPTED_OUT, _LO_BROKE = (
+    int(LastOutcome.SETTLEMENT),
+    int(LastOutcome.COMPLAINED),
+    int(LastOutcome.OPTED_OUT),
+    int(LastOutcome.BROKE_PROMISE),
+)
+_PROMISE_OUTCOME = (_LO_PROMISED, _LO_SETTLEMENT, _LO_PROMISED)  # by kind: promise, settlement, deferral
+_OFFERED = dict((out, off) for out, off in bm.OFFERED_OUTCOME)  # outcome -> the offer it needs
+# the day's events, in the heap as (minute, sequence, kind, payload)
+_ARRIVE, _CALL_DONE, _PROMISE_DUE, _INSTALMENT_DUE = 0, 1, 2, 3
+_MESSAGE_DELAY_MIN = 15  # electronic messages are read 15 minutes into their window (sim.world)
+_LETTER_MINUTE, _PROMISE_MINUTE, _INSTALMENT_MINUTE = 10 * 60, 18 * 60, 9 * 60
+
+
+class StepResult:
+    """One day of the debtor: the reward, its components (EUR, discounted) and how the day ended."""
+
+    __slots__ = ("blocked", "components", "reward", "terminated", "truncated")
+
+    def __init__(self, reward: float, components: dict[str, float], terminated: bool, truncated: bool, blocked: bool) -> None:
+        self.reward, self.components = reward, components
+        self.terminated, self.truncated, self.blocked = terminated, truncated, blocked
+
+
+class OneDebtor:
+    """A stream of debtors, one at a time, on the clock of an episodic ``World`` of one slot.
+
+    ``OneDebtor(sc, seed)`` starts debtor 0 on day 0, as ``World(sc, 1, seed, mode="episodic")``
+    does; :meth:`step` runs one day; :meth:`next_debtor` starts the next debtor today (the world's
+    ``refill``). :meth:`row` is the debtor's observable view as plain values (``ViewBatch.row``).
+    """
+
+    def __init__(self, scenario: Scenario, seed: int = 0, horizon_days: int | None = None) -> None:
+        sc = scenario
+        self.sc, self.seed = sc, int(seed)
+        self.horizon = int(horizon_days or sc.horizon_days)
+        self.profile = compliance.get_profile(sc.compliance_profile)
+        self.key = stream_key(self.seed, Stream.BEHAVIOUR)
+        self._blocks = BlockCache(sc, self.seed)
+        self._constants()
+        self.day = 0
+        self.now = 0.0
+        self._next_id = 0
+        self._events: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._agent_free_at = -math.inf  # the end of the last call made (it may still be going on)
+        self.promise_serial = 0  # never reset: events of an earlier debtor's promises stay stale
+        self.plan_serial = 0
+        self.epoch = 0
+        self._row: dict[str, Any] | None = None
+        self._mask: list[bool] | None = None
+        self.next_debtor()
+
+    def _constants(self) -> None:
+        sc, b = self.sc, self.sc.behaviour
+        prm = bm.Params.of(sc)
+        self.cost = prm.cost_eur.tolist()
+        self.engage_base = prm.engage_logit.tolist()
+        self.fatigue_weight = prm.fatigue_weight.tolist()
+        self.window_sensitivity = prm.window_sensitivity.tolist()
+        self.outcome_coef = prm.outcome_coef.tolist()
+        self.fatigue_decay32 = _f32(prm.fatigue_decay)
+        self.intensity_decay = prm.intensity_decay
+        self.delta = sc.daily_discount
+        self.letter_delay = sc.channels.letter.delay_days
+        # float32 copies of the Python coefficients numpy multiplies float32 traits by
+        self.fatigue_complaint32 = _f32(b.fatigue_complaint)
+        self.fatigue_opt_out32 = _f32(b.fatigue_opt_out)
+        self.opt_out_logit32 = _f32(b.opt_out_logit)
+        self.willingness_engage32 = _f32(b.willingness_engage)
+        self.fatigue_engage32 = _f32(b.fatigue_engage)
+        self.jump_contact32 = _f32(b.intensity_jump_contact)
+        duty = on_duty_by_hour(sc, 1)
+        self._on_duty = duty
+        self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # with no call still going
+        # the keys of the contact draws (keyed by contact, not day) and of the day-keyed draws
+        ck = lambda purpose, channel=0: _draw_keys(self.key, np.array([_CONTACT_DAY]), purpose, channel)[0]
+        self._k_deliver, self._k_notice, self._k_rpc = ck(Draw.DELIVER), ck(Draw.NOTICE), ck(Draw.NOTICE, _CALL + 1)
+        self._k_handle, self._k_complaint, self._k_opt_out = ck(Draw.HANDLE), ck(Draw.COMPLAINT), ck(Draw.OPT_OUT)
+        self._k_engage, self._k_disclose, self._k_outcome = ck(Draw.ENGAGE), ck(Draw.DISCLOSE), ck(Draw.OUTCOME)
+        self._k_amount, self._k_promise_days = ck(Draw.AMOUNT), ck(Draw.PROMISE_DAYS)
+        self._day_keys: dict[int, list[int]] = {}
+        self._day_keys_from = 0
+
+    # ------------------------------------------------------------ randomness
+
+    def _u_day(self, purpose: int) -> float:
+        """The debtor's uniform for ``purpose`` today (``sim.rng.uniforms`` of one id); the keys of
+        the day-keyed purposes are made for ``_DAY_CHUNK`` days at a time."""
+        day = self.day
+        keys = self._day_keys.get(purpose)
+        if keys is None or not self._day_keys_from <= day < self._day_keys_from + _DAY_CHUNK:
+            if not self._day_keys_from <= day < self._day_keys_from + _DAY_CHUNK:
+                self._day_keys.clear()
+                self._day_keys_from = day
+            keys = self._day_keys[purpose] = _draw_keys(self.key, np.arange(self._day_keys_from, self._day_keys_from + _DAY_CHUNK), purpose)
+        return _unit(self.debtor_id * _GOLDEN + keys[day - self._day_keys_from])
+
+    # ------------------------------------------------------------ debtors
+
+    def next_debtor(self) -> None:
+        """Start the next debtor of the seeded population today."""
+        i = self._next_id
+        self._next_id += 1
+        blk = self._blocks.get(i // BLOCK)
+        j = i % BLOCK
+        self.debtor_id = i
+        self.epoch += 1
+        self.ability = float(blk.ability[j])
+        self.willingness = float(blk.willingness[j])
+        self.distressed = bool(blk.distressed[j])
+        self.deliverability = blk.deliverability[j].tolist()
+        self.attention = blk.attention[j].tolist()
+        self.window_fit = blk.window_fit[j].tolist()
+        self.tone_effect = blk.tone_effect[j].tolist()
+        self.offer_effect = blk.offer_effect[j].tolist()
+        self.self_cure = float(blk.self_cure[j])
+        self.ability_growth = float(blk.ability_growth[j])
+        self.complaint_base = float(blk.complaint_logit[j])
+        self.churn_base = float(blk.churn_logit[j])
+        self.payday = int(blk.payday[j])
+        self.balance = float(blk.balance_eur[j])
+        self.dpd_at_entry = int(blk.dpd_at_entry[j])
+        self.product = int(blk.product[j])
+        self.behaviour_score = float(blk.behaviour_score[j])
+        self.app_user = bool(blk.app_user[j])
+        self.on_file = blk.on_file[j].tolist()
+
+        self.status = _OPEN
+        self.days_in = 0
+        self.outstanding = self.balance
+        self.collected = self.forgiven = self.sold = 0.0
+        self.disc = 1.0
+        self.opted_out = [False] * 6
+        self.ring = [-1] * 7  # the channel contacted on each of the last 7 days (-1: none)
+        self.contacts_7d = [0] * 6
+        self.today_channel = -1
+        self.contacts_total = 0
+        self.last_contact = self.last_response = self.last_conversation = -NEVER_DAYS
+        self.responses = 0
+        self.promise_active, self.promise_due, self.promise_amount, self.promise_kind = False, 0, 0.0, 0
+        self.promises_broken = 0
+        self.plan_active, self.plan_paid, self.plan_total, self.plan_amount = False, 0, 0, 0.0
+        self.plans_broken = 0
+        self.complaints = 0
+        self.vulnerable = False
+        self.last_outcome = 0
+        self.firm_contacts = 0
+        self.fatigue = 0.0  # float32 in the world
+        self.churned = False
+        self.calls_dropped = 0
+        self.intensity = self._baseline_intensity()
+        self._row = self._mask = None
+        # the debtor's constant terms, rounded as the world's float32 arithmetic rounds them
+        miss = [_f32(1.0 - f) for f in self.window_fit]
+        self.p_notice = [[att * (1.0 - ws * m) for m in miss] for att, ws in zip(self.attention, self.window_sensitivity, strict=True)]
+        self.call_reach = [self.deliverability[_CALL] * p for p in self.p_notice[_CALL]]
+        will_centred = _f32(self.willingness - 0.5)
+        self.engage_willingness = _f32(self.willingness_engage32 * will_centred)
+        self.engage_offer = [_f32(0.5 * x) for x in self.offer_effect]
+        self.keep_willingness = _f32(2.0 * will_centred)
+        self.jump_engaged = _f32(self.jump_contact32 * _f32(0.5 + self.willingness))
+
+    # ------------------------------------------------------------ the view
+
+    def mask(self) -> list[bool]:
+        """Today's 19 action-mask booleans (``policies.compliance.action_mask_row`` of :meth:`row`)."""
+        m = self._mask
+        if m is None:
+            m = self._mask = compliance.action_mask_row(self.row(), self.profile)
+        return m
+
+    def row(self) -> dict[str, Any]:
+        """The debtor's observable view today, keyed by ``ViewBatch`` field (plain values)."""
+        r = self._row
+        if r is None:
+            d = self.day
+            r = self._row = {
+                "balance_eur": self.balance,
+                "outstanding_eur": self.outstanding,
+                "dpd": self.dpd_at_entry + self.days_in,
+                "days_in_collections": self.days_in,
+                "days_left": self.horizon - self.days_in,
+                "product": self.product,
+                "behaviour_score": self.behaviour_score,
+                "app_user": self.app_user,
+                "on_file": self.on_file,
+                "opted_out": list(self.opted_out),
+                "contacts_7d": list(self.contacts_7d),
+                "contacts_total": self.contacts_total,
+                "days_since_contact": min(d - self.last_contact, NEVER_DAYS),
+                "days_since_response": min(d - self.last_response, NEVER_DAYS),
+                "days_since_conversation": min(d - self.last_conversation, NEVER_DAYS),
+                "responses_total": self.responses,
+                "promise_active": self.promise_active,
+                "promise_due_in_days": max(self.promise_due - d, 0) if self.promise_active else 0,
+                "promises_broken": self.promises_broken,
+                "plan_active": self.plan_active,
+                "plan_instalments_paid": self.plan_paid,
+                "plan_instalments_total": self.plan_total,
+                "plans_broken": self.plans_broken,
+                "complaints": self.complaints,
+                "vulnerable": self.vulnerable,
+                "last_outcome": self.last_outcome,
+                "day_of_week": d % 7,
+                "day_of_month": d % 28 + 1,
+            }
+        return r
+
+    # ------------------------------------------------------------ the day
+
+    def step(self, action: Any) -> StepResult:
+        """One day: today's action (channel, window, tone, offer), then the day's events."""
+        if self.status != _OPEN:
+            raise RuntimeError("this debtor's episode is over; start the next debtor first")
+        a = _validate(action)
+        t0 = self.day * MINUTES_PER_DAY
+        self.now = float(t0)
+        self.cash = self.contact_cost = self.complaint_penalty = self.opt_out_penalty = self.churn_penalty = self.terminal_value = 0.0
+        blocked = False
+        if a[0] != _WAIT:
+            blocked = compliance.check_row(a, self.row(), self.profile) != 0  # against the view the action was chosen on
+            if not blocked:
+                self._execute(a, t0)
+        self._row = self._mask = None
+        ev = self._events
+        if ev and ev[0][0] < t0 + MINUTES_PER_DAY - 1:
+            self._run(t0 + MINUTES_PER_DAY - 1)
+        self._close_day()
+        if ev and ev[0][0] < t0 + MINUTES_PER_DAY:
+            self._run(t0 + MINUTES_PER_DAY)
+        self.day += 1
+        cash, cost, complaint, opt_out, churn, terminal = (
+            self.cash,
+            self.contact_cost,
+            self.complaint_penalty,
+            self.opt_out_penalty,
+            self.churn_penalty,
+            self.terminal_value,
+        )
+        comps = dict(zip(REWARD_COMPONENTS, (cash, cost, complaint, opt_out, churn, terminal), strict=True))
+        reward = cash + cost + complaint + opt_out + churn + terminal  # the world's sum(), in this order
+        st = self.status
+        return StepResult(reward, comps, st != _OPEN and st != _SOLD, st == _SOLD, blocked)
+
+    def _push(self, at: float, kind: int, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (max(at, self.now), self._seq, kind, payload))
+
+    def _run(self, until: float) -> None:
+        ev = self._events
+        while ev and ev[0][0] < until:
+            at, _, kind, p = heapq.heappop(ev)
+            self.now = at
+            if kind == _ARRIVE:
+                if p[0] == self.epoch and self.status == _OPEN:
+                    self._arrive(*p[1:])
+            elif kind == _CALL_DONE:
+                if p[0] == self.epoch and self.status == _OPEN:
+                    self._call_outcome(*p[1:])
+            elif kind == _PROMISE_DUE:
+                if p == self.promise_serial and self.status == _OPEN and self.promise_active:
+                    self._promise_due()
+            elif p == self.plan_serial and self.status == _OPEN and self.plan_active:
+                self._instalment_due()
+
+    def _execute(self, a: tuple[int, int, int, int], t0: int) -> None:
+        ch, win, tone, offer = a[0] - 1, a[1], a[2], a[3]
+        luck = (self.debtor_id << 12) | min(self.contacts_total, 4095)
+        self.today_channel = ch
+        self.contacts_total += 1
+        self.last_contact = self.day
+        if tone == _FIRM:
+            self.firm_contacts += 1
+        if ch == _CALL:
+            self._dial(win, tone, offer, luck, t0)
+            return
+        self._charge(self.cost[ch])
+        if ch == _LETTER:
+            self._push((self.day + self.letter_delay) * MINUTES_PER_DAY + _LETTER_MINUTE, _ARRIVE, (self.epoch, ch, 0, tone, offer, luck))
+        else:
+            at = t0 + WINDOW_HOURS[win][0] * 60 + _MESSAGE_DELAY_MIN
+            self._push(at, _ARRIVE, (self.epoch, ch, win, tone, offer, luck))
+
+    def _dial(self, win: int, tone: int, offer: int, luck: int, t0: int) -> None:
+        rpc = _unit(luck * _GOLDEN + self._k_rpc) < self.call_reach[win]
+        cc = self.sc.call_centre
+        mean = cc.handle_time_min if rpc else cc.no_answer_time_min
+        handle = -mean * math.log1p(-_unit(luck * _GOLDEN + self._k_handle))
+        if self._agent_free_at > t0 + WINDOW_HOURS[win][0] * 60:  # an earlier call still holds an agent
+            s, e = WINDOW_HOURS[win]
+            start = lone_call_start(self._on_duty, t0 + s * 60, t0 + e * 60, self._agent_free_at)
+        else:
+            start = self._call_start[win]
+            start = None if start is None else t0 + start
+        if start is None:
+            self.calls_dropped += 1  # no agent on shift in the window: the call is not made
+            return
+        end = start + handle
+        self._agent_free_at = end
+        self._push(end, _CALL_DONE, (self.epoch, rpc, win, tone, offer, luck))
+
+    def _charge(self, cost: float) -> None:
+        self.contact_cost -= cost * self.disc
+
+    def _arrive(self, ch: int, win: int, tone: int, offer: int, luck: int) -> None:
+        """A message or letter reaches the debtor's address: delivered? noticed? then the response."""
+        if not _unit(luck * _GOLDEN + self._k_deliver) < self.deliverability[ch]:
+            return
+        self.fatigue = _f32(self.fatigue + self.fatigue_weight[ch])
+        if _unit(luck * _GOLDEN + self._k_notice) < self.p_notice[ch][win]:
+            self._respond(ch, win, tone, offer, luck)
+        else:
+            self.last_outcome = _LO_IGNORED
+
+    def _call_outcome(self, rpc: bool, win: int, tone: int, offer: int, luck: int) -> None:
+        self._charge(self.cost[_CALL])
+        self.fatigue = _f32(self.fatigue + self.fatigue_weight[_CALL])
+        if rpc:
+            self.last_conversation = self.day
+            self._charge(self.sc.call_centre.conversation_cost_eur)
+            self._respond(_CALL, win, tone, offer, luck)
+        else:
+            self.last_outcome = _LO_IGNORED
+
+    def _respond(self, ch: int, win: int, tone: int, offer: int, luck: int) -> None:
+        """A noticed contact: complaint or opt-out, else engagement and an outcome."""
+        b, rw = self.sc.behaviour, self.sc.reward
+        fat, distressed = self.fatigue, self.distressed
+        z = _f32(self.complaint_base + _f32(self.fatigue_complaint32 * fat))
+        z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
+        if _unit(luck * _GOLDEN + self._k_complaint) < 1.0 / (1.0 + math.exp(-z)):
+            self.complaints += 1
+            self.vulnerable = self.vulnerable or distressed
+            self.last_outcome = _LO_COMPLAINED
+            self.complaint_penalty -= rw.complaint_penalty_eur * self.disc
+            return
+        if ch != _LETTER:
+            zo = _f32(self.opt_out_logit32 + _f32(self.fatigue_opt_out32 * fat))
+            if _below_sigmoid32(_unit(luck * _GOLDEN + self._k_opt_out), zo):
+                self.opted_out[ch] = True
+                self.last_outcome = _LO_OPTED_OUT
+                self.opt_out_penalty -= rw.opt_out_penalty_eur * self.disc
+                return
+        z = (
+            self.engage_base[ch]
+            + self.engage_willingness
+            + self.tone_effect[tone]
+            + self.engage_offer[offer]
+            + (b.firm_distressed_engage if tone == _FIRM and distressed else 0.0)
+            + (b.empathetic_distressed_engage if tone == _EMPATHETIC and distressed else 0.0)
+            + _f32(self.fatigue_engage32 * fat)
+            + b.age_engage_per_30d * ((self.dpd_at_entry + self.days_in) / 30.0)
+        )
+        if not _unit(luck * _GOLDEN + self._k_engage) < 1.0 / (1.0 + math.exp(-z)):
+            self.last_outcome = _LO_IGNORED
+            return
+        self.responses += 1
+        self.last_response = self.day
+        self.intensity += self.jump_engaged
+        if distressed and _unit(luck * _GOLDEN + self._k_disclose) < b.vulnerability_disclosure_prob:
+            self.vulnerable = True
+        self._outcome(self._outcome_of(offer, luck), luck)
+
+    def _outcome_of(self, offer: int, luck: int) -> int:
+        """``bm.outcome_probabilities`` and the world's inverse-cdf draw, for one debtor."""
+        ab, will = self._ability(), self.willingness
+        lb = math.log(max(self.outstanding, 1.0) / 1000.0)
+        logits = [c0 + ab * c1 + will * c2 + lb * c3 for c0, c1, c2, c3 in self.outcome_coef]
+        logits.append(0.0)  # "nothing", the reference
+        for out, off in _OFFERED.items():
+            logits[out] = logits[out] + self.offer_effect[off] if offer == off else -math.inf
+        top = max(logits)
+        p = [math.exp(x - top) for x in logits]
+        total = 0.0
+        for x in p:
+            total += x
+        acc, cdf = 0.0, []
+        for x in p:
+            acc += x / total
+            cdf.append(acc)
+        u = _unit(luck * _GOLDEN + self._k_outcome) * cdf[-1]
+        return sum(u > c for c in cdf)
+
+    def _outcome(self, outcome: int, luck: int) -> None:
+        b = self.sc.behaviour
+        out = self.outstanding
+        if outcome == 0:  # pay in full
+            self._pay(out)
+        elif outcome == 1:  # pay part
+            lo, hi = b.part_payment_share.min / 100.0, b.part_payment_share.max / 100.0
+            self._pay(out * (lo + (hi - lo) * _unit(luck * _GOLDEN + self._k_amount)))
+        elif outcome == 2:  # promise
+            lo, hi = b.promise_days.min, b.promise_days.max
+            self._promise(out, lo + math.floor((hi - lo + 1) * _unit(luck * _GOLDEN + self._k_promise_days)), 0)
+        elif outcome == 3:  # instalment plan
+            self._plan()
+        elif outcome == 4:  # settlement
+            self._promise(out * (1 - b.settlement_discount), b.settlement_pay_days, 1)
+        elif outcome == 5:  # deferral
+            self._promise(out, b.deferral_days, 2)
+        else:
+            self.last_outcome = _LO_IGNORED
+
+    # ------------------------------------------------------------ money and commitments
+
+    def _pay(self, amount: float, clear_status: int = _PAID) -> None:
+        amount = min(amount, self.outstanding)
+        self.collected += amount
+        self.outstanding -= amount
+        self.cash += amount * self.disc
+        self.intensity += self.sc.behaviour.intensity_jump_payment * (1 + amount / max(self.balance, 1e-9))
+        self.last_outcome = _LO_PAID
+        self.last_response = self.day
+        if self.outstanding < 0.005:
+            self.collected += self.outstanding  # sub-cent rounding
+            self.outstanding = 0.0
+            self._resolve(clear_status)
+
+    def _resolve(self, status: int) -> None:
+        self.status = status
+        self.promise_active = self.plan_active = False
+        c = self.sc.behaviour
+        z = self.churn_base + c.churn_per_firm_contact * self.firm_contacts + c.churn_per_complaint * self.complaints
+        z = z + c.churn_per_10_contacts * self.contacts_total / 10.0
+        if self._u_day(Draw.CHURN) < 1.0 / (1.0 + math.exp(-z)):
+            self.churned = True
+            self.churn_penalty -= self.sc.reward.retention_value_eur * self.disc
+
+    def _promise(self, amount: float, days: int, kind: int) -> None:
+        self.promise_active = True
+        self.promise_due = self.day + days
+        self.promise_amount = amount
+        self.promise_kind = kind
+        self.promise_serial += 1
+        self.last_outcome = _PROMISE_OUTCOME[kind]
+        self._push((self.day + days) * MINUTES_PER_DAY + _PROMISE_MINUTE, _PROMISE_DUE, self.promise_serial)
+
+    def _plan(self) -> None:
+        n = self.sc.behaviour.plan_instalments
+        self.plan_active = True
+        self.plan_paid = 0
+        self.plan_total = n
+        self.plan_amount = self.outstanding / n
+        self.plan_serial += 1
+        self.promise_active = False
+        self.last_outcome = _LO_PLAN
+        self._schedule_instalment()
+
+    def _schedule_instalment(self) -> None:
+        at = (self.day + self.sc.behaviour.plan_interval_days) * MINUTES_PER_DAY + _INSTALMENT_MINUTE
+        self._push(at, _INSTALMENT_DUE, self.plan_serial)
+
+    def _keep_logit(self, base: float) -> float:
+        return base + 3.0 * (self._ability() - 0.5) + self.keep_willingness
+
+    def _promise_due(self) -> None:
+        kind = self.promise_kind
+        z = self._keep_logit(self.sc.behaviour.promise_keep_logit) + (0.5 if kind == 2 else 0.0)
+        kept = self._u_day(Draw.KEEP) < 1.0 / (1.0 + math.exp(-z))
+        self.promise_active = False
+        if not kept:
+            self.promises_broken += 1
+            self.last_outcome = _LO_BROKE
+        elif kind == 1:  # a settlement: the discount is forgiven, the rest paid
+            forgive = self.outstanding - min(self.promise_amount, self.outstanding)
+            self.forgiven += forgive
+            self.outstanding -= forgive
+            self._pay(self.promise_amount, _SETTLED)
+        else:
+            self._pay(self.promise_amount)
+
+    def _instalment_due(self) -> None:
+        z = self._keep_logit(self.sc.behaviour.instalment_pay_logit)
+        if self._u_day(Draw.KEEP) < 1.0 / (1.0 + math.exp(-z)):
+            last = self.plan_paid + 1 >= self.plan_total
+            amount = self.outstanding if last else min(self.plan_amount, self.outstanding)
+            self.plan_paid += 1
+            self._pay(amount, _PLAN_COMPLETED)
+            if self.status == _OPEN:
+                self._schedule_instalment()
+        else:
+            self.plan_active = False
+            self.plans_broken += 1
+            self.last_outcome = _LO_BROKE
+
+    # ------------------------------------------------------------ end of day
+
+    def _ability(self) -> float:
+        """``bm.effective_ability`` today."""
+        since_payday = (self.day % 28 + 1 - self.payday) % 28
+        ab = self.ability + self.ability_growth * (self.days_in / 30.0) + (self.sc.behaviour.payday_ability_boost if since_payday < 5 else 0.0)
+        return min(max(ab, 0.0), 1.0)
+
+    def _baseline_intensity(self) -> float:
+        return self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.sc.behaviour.intensity_age_halflife_days)
+
+    def _close_day(self) -> None:
+        """Unprompted repayment, decay, the 7-day contact window, the horizon (``World._close_day``)."""
+        if self.status == _OPEN:
+            base = self._baseline_intensity()
+            lam = base + (self.intensity - base) * self.intensity_decay
+            self.intensity = lam
+            if self._u_day(Draw.SPONTANEOUS) < -math.expm1(-lam):
+                sp = self.sc.behaviour.spontaneous_payment
+                u = self._u_day(Draw.SPONTANEOUS_AMOUNT)
+                frac = min(1.0, (sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + self._ability()))
+                self._pay(self.outstanding if frac >= sp.full_at else self.outstanding * frac)
+        if self.fatigue:
+            self.fatigue = _f32(self.fatigue * self.fatigue_decay32)
+        slot = self.day % 7
+        old, new = self.ring[slot], self.today_channel
+        if old >= 0:
+            self.contacts_7d[old] -= 1
+        if new >= 0:
+            self.contacts_7d[new] += 1
+        self.ring[slot] = new
+        self.today_channel = -1
+        if self.status == _OPEN:
+            self.days_in += 1
+            self.disc *= self.delta
+            if self.days_in >= self.horizon:
+                face = self.outstanding
+                self.terminal_value += face * self.sc.debt_sale_price * self.disc
+                self.sold += face
+                self.outstanding = 0.0
+                self.status = _SOLD
+
+    def money_gap(self) -> float:
+        """``collected + forgiven + sold + outstanding - balance`` (should be ~0)."""
+        return self.collected + self.forgiven + self.sold + self.outstanding - self.balance
+
+
+def _validate(action: Any) -> tuple[int, int, int, int]:
+    """One action as four ints in range, or the ValueError ``policies.actions.validate`` gives."""
+    if type(action) is list and len(action) == 4:
+        ch, w, t, o = action
+        if type(ch) is int and type(w) is int and type(t) is int and type(o) is int and 0 <= ch < 7 and 0 <= w < 4 and 0 <= t < 4 and 0 <= o < 4:
+            return ch, w, t, o
+    if type(action) is np.ndarray and action.dtype.kind == "i" and action.size == 4:
+        ch, w, t, o = action.tolist()
+    else:
+        a = action if isinstance(action, np.ndarray) else np.asarray(action)
+        if a.size != 4:
+            raise ValueError(f"an action has 4 entries [channel, window, tone, offer], got shape {a.shape}")
+        if a.dtype.kind == "f":
+            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise ValueError("actions must be whole numbers [channel, window, tone, offer]")
+        elif a.dtype.kind not in "iub":
+            raise ValueError(f"actions must be integers, got dtype {a.dtype}")
+        ch, w, t, o = (int(v) for v in a.reshape(4).tolist())
+    for k, (v, n) in enumerate(zip((ch, w, t, o), ACTION_DIMS, strict=True)):
+        if not 0 <= v < n:
+            raise ValueError(f"action column {k} ({ACTION_COLUMNS[k]}) must be in 0..{n - 1}")
+    return ch, w, t, o
+
+
+assert REWARD_COMPONENTS == ("cash", "contact_cost", "complaint_penalty", "opt_out_penalty", "churn_penalty", "terminal_value")

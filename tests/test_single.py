@@ -1,0 +1,159 @@
+"""The one-debtor engine (sim.single) against the SimPy world it re-implements, debtor by debtor."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import sim  # noqa: F401  (registers the envs)
+from policies import compliance
+from sim import load_scenario
+from sim.callcentre import lone_call_start
+from sim.single import OneDebtor
+from sim.world import REWARD_COMPONENTS, World
+
+ODD_SHIFTS = (
+    "call_centre.shifts=[{start_hour: 9, end_hour: 17, share: 0.5}, {start_hour: 12, end_hour: 24, share: 0.3},"
+    " {start_hour: 17, end_hour: 21, share: 0.2}]"
+)
+CASES = {
+    "default": ("default", ()),
+    "telecom": ("telecom", ()),
+    "late_stage": ("late_stage", ()),
+    "uk_fca": ("default", ("compliance_profile=uk_fca",)),
+    # no hours: late calls and messages; two shifts on at once (two agents), one joining mid-window
+    "none_odd_shifts": ("default", ("compliance_profile=none", ODD_SHIFTS, "call_centre.agents=20000")),
+    # calls long enough to run past their window, into the night and into the next day's calls
+    "long_calls": ("default", ("compliance_profile=none", "call_centre.handle_time_min=400", "call_centre.no_answer_time_min=300")),
+    # promises and settlements due the day they are made (at once when made after 18:00)
+    "due_today": ("default", ("behaviour.promise_days.min=0", "behaviour.settlement_pay_days=0")),
+}
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, floats to 1e-12: both engines give the same bits here, but numpy's exp may differ from
+    libm's by an ulp on other CPUs. A dropped float32 rounding or a term out of order moves values
+    by 1e-8 or more, and a behaviour difference changes the discrete fields outright."""
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-9)  # type: ignore[arg-type]
+    return a == b
+
+
+def _random_action(rng: np.random.Generator, mask: list[bool]) -> list[int]:
+    if rng.random() < 0.1:  # sometimes anything, so blocked actions are compared too
+        return [int(rng.integers(0, 7)), int(rng.integers(0, 4)), int(rng.integers(0, 4)), int(rng.integers(0, 4))]
+    out, start = [], 0
+    for size in (7, 4, 4, 4):
+        allowed = [i for i in range(size) if mask[start + i]]
+        out.append(allowed[int(rng.integers(0, len(allowed)))])
+        start += size
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_debtor_engine_equals_the_world_of_one_slot(case):
+    scenario, overrides = CASES[case]
+    sc = load_scenario(scenario, list(overrides))
+    world, eng = World(sc, 1, 7, mode="episodic"), OneDebtor(sc, 7)
+    rng = np.random.default_rng(7)
+    seen = {"episodes": 0, "blocked": 0, "cash_days": 0, "terminated": 0, "truncated": 0, "calls": 0}
+    for day in range(1200):
+        row_w, row_e = world.views().row(0), eng.row()
+        assert row_w.keys() == row_e.keys()
+        diff = {k: (row_w[k], row_e[k]) for k in row_w if not _same(row_w[k], row_e[k])}
+        assert not diff, f"day {day}: views differ {diff}"
+        mask = compliance.action_mask_row(row_w, world.profile)
+        assert eng.mask() == mask
+        a = _random_action(rng, mask)
+        rw, re_ = world.step(np.array([a])), eng.step(np.array(a))
+        for k in REWARD_COMPONENTS:
+            assert _same(float(rw.components[k][0]), re_.components[k]), (day, k, float(rw.components[k][0]), re_.components[k])
+        assert _same(float(rw.reward[0]), re_.reward)
+        assert (bool(rw.terminated[0]), bool(rw.truncated[0]), bool(rw.blocked[0])) == (re_.terminated, re_.truncated, re_.blocked), day
+        assert _same(float(world.intensity[0]), eng.intensity) and _same(float(world.fatigue[0]), eng.fatigue), day
+        assert _same(float(world.collected[0]), eng.collected) and _same(float(world.forgiven[0]), eng.forgiven), day
+        assert int(world.calls_dropped[0]) == eng.calls_dropped, day
+        assert abs(eng.money_gap()) < 1e-6
+        seen["blocked"] += re_.blocked
+        seen["cash_days"] += re_.components["cash"] > 0
+        seen["calls"] += a[0] == 6 and not re_.blocked
+        if re_.terminated or re_.truncated:
+            seen["episodes"] += 1
+            seen["terminated"] += re_.terminated
+            seen["truncated"] += re_.truncated
+            world.refill(np.array([0]))
+            eng.next_debtor()
+            assert eng.debtor_id == int(world.debtor_id[0])
+    # the comparison covered the paths that matter, not just quiet days
+    assert seen["episodes"] >= 4 and seen["blocked"] >= 5 and seen["cash_days"] >= 2 and seen["calls"] >= 20, seen
+
+
+def test_debtor_env_runs_on_the_one_debtor_engine_with_the_worlds_rollout():
+    env = gym.make("collectrl/Debtor-v0", scenario="telecom")
+    obs, info = env.reset(seed=11)
+    sc = load_scenario("telecom")
+    world = World(sc, 1, 11, mode="episodic")
+    from policies.features import encode
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        np.testing.assert_allclose(obs, encode(world.views())[0], rtol=1e-6, atol=1e-7)
+        mask = env.unwrapped.action_masks()
+        np.testing.assert_array_equal(mask, world.action_mask()[0])
+        a = _random_action(rng, mask.tolist())
+        obs, r, term, trunc, info = env.step(np.array(a))
+        res = world.step(np.array([a]))
+        assert _same(r, float(res.reward[0])) and info["blocked"] == bool(res.blocked[0])
+        assert _same(info["outstanding_eur"], float(world.outstanding[0]))
+        if term or trunc:
+            obs, info = env.reset()
+            world.refill(np.array([0]))
+            assert info["debtor"] == int(world.debtor_id[0])
+
+
+def test_bad_actions_name_the_column_and_the_range():
+    eng = OneDebtor(load_scenario("default"), 0)
+    with pytest.raises(ValueError, match=r"column 2 \(tone\) must be in 0..3"):
+        eng.step([1, 0, 4, 0])
+    with pytest.raises(ValueError, match="whole numbers"):
+        eng.step(np.array([1.5, 0, 0, 0]))
+    with pytest.raises(ValueError, match="4 entries"):
+        eng.step(np.array([1, 0, 0]))
+    with pytest.raises(ValueError, match="integers"):
+        eng.step(np.array(["a", "b", "c", "d"]))
+    assert eng.day == 0  # nothing ran
+
+
+def test_stepping_a_finished_debtor_is_an_error():
+    eng = OneDebtor(load_scenario("default"), 0, horizon_days=3)
+    ends = [eng.step([0, 0, 0, 0]) for _ in range(3)]
+    assert ends[-1].truncated and not any(e.truncated for e in ends[:-1])
+    assert eng.sold > 0 and eng.outstanding == 0.0 and abs(eng.money_gap()) < 1e-9
+    with pytest.raises(RuntimeError, match="start the next debtor"):
+        eng.step([0, 0, 0, 0])
+    eng.next_debtor()
+    assert eng.debtor_id == 1 and eng.days_in == 0 and eng.step([0, 0, 0, 0]).truncated is False
+
+
+# a lone call: the first moment of its window with an agent on shift and free
+DAY_SHIFT = [0] * 9 + [1] * 8 + [0] * 7  # 09:00-17:00, one agent
+
+
+@pytest.mark.parametrize(
+    ("duty", "opens", "closes", "busy_until", "expected"),
+    [
+        (DAY_SHIFT, 8 * 60, 12 * 60, -math.inf, 9 * 60),  # the shift starts mid-window
+        (DAY_SHIFT, 12 * 60, 17 * 60, -math.inf, 12 * 60),  # on shift at the opening
+        (DAY_SHIFT, 17 * 60, 21 * 60, -math.inf, None),  # the shift ended at the opening
+        (DAY_SHIFT, 12 * 60, 17 * 60, 13 * 60 + 5.5, 13 * 60 + 5.5),  # the one agent is on an earlier call
+        (DAY_SHIFT, 12 * 60, 17 * 60, 17 * 60 + 1, None),  # ... until after the close
+        ([2] * 24, 12 * 60, 17 * 60, 13 * 60, 12 * 60),  # a second agent is free
+        ([0] * 12 + [1] + [0] * 11, 8 * 60, 12 * 60, -math.inf, None),  # the shift starts at the close
+        ([1] * 24, 1440 + 21 * 60, 1440 + 23 * 60, -math.inf, 1440 + 21 * 60),  # a later day
+    ],
+)
+def test_lone_call_start(duty, opens, closes, busy_until, expected):
+    assert lone_call_start(duty, opens, closes, busy_until) == expected
