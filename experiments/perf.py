@@ -15,7 +15,6 @@ import gymnasium as gym
 import numpy as np
 
 import policies
-from policies.schema import ACTION_DIMS
 from sim import load_scenario
 from sim.envs import DebtorBatchEnv, DebtorEnv
 from sim.runner import run_portfolio
@@ -107,27 +106,20 @@ def _random_masked(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
 
 class _RowSampler:
     """:func:`_random_masked` for one mask row, cheaply: the same distribution (each dimension
-    uniform over its allowed values), from uniforms drawn from ``rng`` in blocks. What CartPole's
-    ``action_space.sample()`` is to its benchmark; numpy on one row costs more than the step."""
+    uniform over its allowed values, independently), drawn from ``rng`` in bulk for each distinct
+    mask. What CartPole's ``action_space.sample()`` is to its benchmark; numpy on one row costs
+    more than the step being measured."""
 
-    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
-        self.rng, self.block = rng, block
-        self.u: list[float] = []
-        self.allowed: dict[bytes, list[list[int]]] = {}  # per mask: the allowed values of each dimension
+    def __init__(self, rng: np.random.Generator, bulk: int = 256) -> None:
+        self.rng, self.bulk = rng, bulk
+        self.drawn: dict[bytes, list[list[int]]] = {}  # per mask: actions drawn, not yet used
 
     def __call__(self, mask: np.ndarray) -> list[int]:
-        if len(self.u) < 4:
-            self.u = self.rng.random(self.block).tolist()
         key = mask.tobytes()
-        dims = self.allowed.get(key)
-        if dims is None:
-            m, dims, start = mask.tolist(), [], 0
-            for size in ACTION_DIMS:
-                dims.append([i for i in range(size) if m[start + i]])
-                start += size
-            self.allowed[key] = dims
-        u = self.u
-        return [d[int(u.pop() * len(d))] for d in dims]
+        todo = self.drawn.get(key)
+        if not todo:
+            todo = self.drawn[key] = _random_masked(self.rng, np.broadcast_to(mask, (self.bulk, mask.size))).tolist()
+        return todo.pop()
 
 
 def perf_env(

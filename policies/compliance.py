@@ -150,16 +150,24 @@ def check(actions: np.ndarray, v: ViewBatch, p: Profile) -> np.ndarray:
 
 
 _CALL, _PUSH, _LETTER = Channel.CALL - 1, Channel.PUSH - 1, Channel.LETTER - 1
+assert (_PUSH, _CALL, N_CONTACT_CHANNELS) == (2, 5, 6), "_channel_available_row spells out this channel order"
 
 
 def _channel_available_row(r: Mapping[str, Any], p: Profile) -> list[bool]:
-    ok = [f and not o for f, o in zip(r["on_file"], r["opted_out"], strict=True)]
-    ok[_PUSH] = ok[_PUSH] and r["app_user"]
-    if p.max_calls_7d is not None and r["contacts_7d"][_CALL] >= p.max_calls_7d:
-        ok[_CALL] = False
-    if p.call_cooloff_days > 0 and r["days_since_conversation"] < p.call_cooloff_days:
-        ok[_CALL] = False
-    return ok
+    on, out = r["on_file"], r["opted_out"]  # written out channel by channel: this runs once per decision
+    call = on[5] and not out[5]
+    if call and p.max_calls_7d is not None and r["contacts_7d"][_CALL] >= p.max_calls_7d:
+        call = False
+    if call and p.call_cooloff_days > 0 and r["days_since_conversation"] < p.call_cooloff_days:
+        call = False
+    return [
+        on[0] and not out[0],
+        on[1] and not out[1],
+        on[2] and not out[2] and r["app_user"],
+        on[3] and not out[3],
+        on[4] and not out[4],
+        call,
+    ]
 
 
 def action_mask_row(r: Mapping[str, Any], p: Profile) -> list[bool]:

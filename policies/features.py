@@ -133,7 +133,7 @@ def encode_row(r: Mapping[str, Any]) -> list[float]:
     bal = float(r["balance_eur"])
     out = r["outstanding_eur"]
     paid, total = r["plan_instalments_paid"], r["plan_instalments_total"]
-    dsr = r["days_since_response"]
+    dsc, dsr, dsv = r["days_since_contact"], r["days_since_response"], r["days_since_conversation"]
     dow, dom = r["day_of_week"], r["day_of_month"]
     return [
         math.log1p(bal) / 10.0,
@@ -147,11 +147,11 @@ def encode_row(r: Mapping[str, Any]) -> list[float]:
         float(r["app_user"]),
         *map(float, r["on_file"]),
         *map(float, r["opted_out"]),
-        *(c / 7.0 for c in r["contacts_7d"]),
+        *[c / 7.0 for c in r["contacts_7d"]],
         r["contacts_total"] / 30.0,
-        min(r["days_since_contact"], _DAYS_CAP) / _DAYS_CAP,
-        min(dsr, _DAYS_CAP) / _DAYS_CAP,
-        min(r["days_since_conversation"], _DAYS_CAP) / _DAYS_CAP,
+        (dsc if dsc < _DAYS_CAP else _DAYS_CAP) / _DAYS_CAP,
+        (dsr if dsr < _DAYS_CAP else _DAYS_CAP) / _DAYS_CAP,
+        (dsv if dsv < _DAYS_CAP else _DAYS_CAP) / _DAYS_CAP,
         float(dsr >= NEVER_DAYS),
         r["responses_total"] / 10.0,
         float(r["promise_active"]),
@@ -168,3 +168,8 @@ def encode_row(r: Mapping[str, Any]) -> list[float]:
         _DOM_SIN[dom],
         _DOM_COS[dom],
     ]
+
+
+def encode_row_f32(r: Mapping[str, Any]) -> np.ndarray:
+    """:func:`encode_row` as a float32 array of shape (N_FEATURES,)."""
+    return np.array(encode_row(r), dtype=np.float32)

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row
+from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row_f32
 from policies.schema import ACTION_DIMS
 from sim.config import Scenario, load_scenario
 from sim.single import OneDebtor
@@ -110,6 +110,7 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = _obs_space((N_FEATURES,))
         self.feature_names = FEATURE_NAMES
         self._debtor: OneDebtor | None = None
+        self._masks: dict[tuple[bool, ...], np.ndarray] = {}
 
     @property
     def debtor(self) -> OneDebtor:
@@ -119,7 +120,7 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._debtor
 
     def _observe(self) -> np.ndarray:
-        return np.array(encode_row(self.debtor.row()), dtype=np.float32)
+        return encode_row_f32(self.debtor.row())
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
@@ -131,18 +132,26 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._observe(), {"debtor": self._debtor.debtor_id}
 
     def action_masks(self) -> np.ndarray:
-        return np.array(self.debtor.mask(), dtype=bool)
+        d = self._debtor
+        if d is None:
+            raise RuntimeError("call reset() first")
+        m = tuple(d.mask())
+        arr = self._masks.get(m)
+        if arr is None:  # a debtor meets a handful of distinct masks; each is made once, read-only
+            arr = self._masks[m] = np.array(m, dtype=bool)
+            arr.flags.writeable = False
+        return arr
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        d = self.debtor
-        if d.status != _OPEN:
-            raise RuntimeError("the episode is over; call reset()")
+        d = self._debtor
+        if d is None or d.status != _OPEN:
+            raise RuntimeError("call reset() first" if d is None else "the episode is over; call reset()")
         res = d.step(action)
-        info: dict[str, Any] = dict(res.components)
+        info: dict[str, Any] = res.components  # a new dict every step
         info["blocked"] = res.blocked
         info["outstanding_eur"] = d.outstanding
         info["collected_eur"] = d.collected
-        return self._observe(), res.reward, res.terminated, res.truncated, info
+        return encode_row_f32(d.row()), res.reward, res.terminated, res.truncated, info
 
 
 class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):

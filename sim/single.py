@@ -31,7 +31,7 @@ import numpy as np
 
 from policies import compliance
 from policies.actions import ACTION_COLUMNS
-from policies.hashing import mix
+from policies.hashing import GOLDEN, mix, to_unit
 from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
 from sim import behaviour as bm
 from sim.callcentre import lone_call_start
@@ -43,6 +43,7 @@ from sim.world import REWARD_COMPONENTS, Status, on_duty_by_hour
 __all__ = ["OneDebtor", "StepResult"]
 
 _PACK = struct.Struct("f")
+_pack_f32, _unpack_f32 = _PACK.pack, _PACK.unpack
 
 
 def _f32(x: float) -> float:
@@ -64,6 +65,9 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64, _M1, _M2 = (1 << 64) - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _UNIT = 1.0 / 9007199254740992.0
 _DAY_CHUNK = 256  # days whose draw keys are made at once
+_SPONT_RUN = 64  # days of spontaneous-payment draws made at once for a debtor
+_ORDINAL_RUN = 32  # contacts' draws made at once for a debtor
+_RUN_DELIVER, _RUN_NOTICE, _RUN_COMPLAINT, _RUN_OPT_OUT, _RUN_ENGAGE = range(5)
 
 
 def _unit(z: int) -> float:
@@ -74,10 +78,15 @@ def _unit(z: int) -> float:
     return ((z ^ (z >> 31)) >> 11) * _UNIT
 
 
-def _draw_keys(key: int, days: np.ndarray, purpose: int, channel: int = 0) -> list[int]:
-    """The key ``sim.rng.uniforms`` mixes a debtor id with, for each of ``days`` (vectorised)."""
+def _draw_keys(key: int, days: np.ndarray, purpose: int, channel: int = 0) -> np.ndarray:
+    """The keys ``sim.rng.uniforms`` mixes a debtor id with, for each of ``days`` (uint64)."""
     z = (days.astype(np.uint64) << np.uint64(24)) ^ np.uint64((purpose << 8) ^ channel ^ 0x5DEECE66D)
-    return mix(mix(z) ^ np.uint64(key)).tolist()  # type: ignore[no-any-return]
+    return mix(mix(z) ^ np.uint64(key))
+
+
+def _units(z: np.ndarray) -> list[float]:
+    """``to_unit(mix(z))`` as Python floats: a run of draws made at once."""
+    return to_unit(mix(z)).tolist()  # type: ignore[no-any-return]
 
 
 _CONTACT_DAY = 0xFFFF  # contact luck is keyed by (debtor, contact ordinal), as in sim.world
@@ -149,6 +158,7 @@ class OneDebtor:
         self.outcome_coef = prm.outcome_coef.tolist()
         self.fatigue_decay32 = _f32(prm.fatigue_decay)
         self.intensity_decay = prm.intensity_decay
+        self.intensity_halflife = b.intensity_age_halflife_days
         self.delta = sc.daily_discount
         self.letter_delay = sc.channels.letter.delay_days
         # float32 copies of the Python coefficients numpy multiplies float32 traits by
@@ -162,13 +172,19 @@ class OneDebtor:
         self._on_duty = duty
         self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # with no call still going
         # the keys of the contact draws (keyed by contact, not day) and of the day-keyed draws
-        ck = lambda purpose, channel=0: _draw_keys(self.key, np.array([_CONTACT_DAY]), purpose, channel)[0]
+        ck = lambda purpose, channel=0: int(_draw_keys(self.key, np.array([_CONTACT_DAY]), purpose, channel)[0])
         self._k_deliver, self._k_notice, self._k_rpc = ck(Draw.DELIVER), ck(Draw.NOTICE), ck(Draw.NOTICE, _CALL + 1)
         self._k_handle, self._k_complaint, self._k_opt_out = ck(Draw.HANDLE), ck(Draw.COMPLAINT), ck(Draw.OPT_OUT)
         self._k_engage, self._k_disclose, self._k_outcome = ck(Draw.ENGAGE), ck(Draw.DISCLOSE), ck(Draw.OUTCOME)
         self._k_amount, self._k_promise_days = ck(Draw.AMOUNT), ck(Draw.PROMISE_DAYS)
         self._day_keys: dict[int, list[int]] = {}
         self._day_keys_from = 0
+        # draws made in runs per debtor: the contact draws most contacts make, by contact ordinal,
+        # and the daily spontaneous-payment draw, for the days from _spont_from on
+        self._run_keys = (self._k_deliver, self._k_notice, self._k_complaint, self._k_opt_out, self._k_engage)
+        self._runs: list[list[float]] = [[] for _ in self._run_keys]
+        self._spont: list[float] = []
+        self._spont_from = 0
 
     # ------------------------------------------------------------ randomness
 
@@ -181,8 +197,27 @@ class OneDebtor:
             if not self._day_keys_from <= day < self._day_keys_from + _DAY_CHUNK:
                 self._day_keys.clear()
                 self._day_keys_from = day
-            keys = self._day_keys[purpose] = _draw_keys(self.key, np.arange(self._day_keys_from, self._day_keys_from + _DAY_CHUNK), purpose)
+            days = np.arange(self._day_keys_from, self._day_keys_from + _DAY_CHUNK)
+            keys = self._day_keys[purpose] = _draw_keys(self.key, days, purpose).tolist()
         return _unit(self.debtor_id * _GOLDEN + keys[day - self._day_keys_from])
+
+    def _u_spontaneous(self) -> float:
+        """Today's spontaneous-payment draw (``_u_day(Draw.SPONTANEOUS)``), made in runs of days."""
+        i = self.day - self._spont_from
+        if not 0 <= i < len(self._spont):
+            self._spont_from, i = self.day, 0
+            keys = _draw_keys(self.key, np.arange(self.day, self.day + _SPONT_RUN), Draw.SPONTANEOUS)
+            self._spont = _units(np.uint64((self.debtor_id * _GOLDEN) & _MASK64) + keys)
+        return self._spont[i]
+
+    def _u_run(self, which: int, ordinal: int) -> float:
+        """The contact draw ``_run_keys[which]`` of the debtor's contact ``ordinal``, made in runs."""
+        run = self._runs[which]
+        if ordinal >= len(run):
+            upto = min(max(len(run), ordinal + 1) + _ORDINAL_RUN, 4096)
+            lucks = np.arange(len(run), upto, dtype=np.uint64) | np.uint64(self.debtor_id << 12)
+            run.extend(_units(lucks * GOLDEN + np.uint64(self._run_keys[which])))
+        return run[ordinal]
 
     # ------------------------------------------------------------ debtors
 
@@ -194,6 +229,8 @@ class OneDebtor:
         j = i % BLOCK
         self.debtor_id = i
         self.epoch += 1
+        self._runs = [[] for _ in self._run_keys]
+        self._spont = []
         self.ability = float(blk.ability[j])
         self.willingness = float(blk.willingness[j])
         self.distressed = bool(blk.distressed[j])
@@ -263,6 +300,7 @@ class OneDebtor:
         r = self._row
         if r is None:
             d = self.day
+            since_contact, since_response, since_conversation = d - self.last_contact, d - self.last_response, d - self.last_conversation
             r = self._row = {
                 "balance_eur": self.balance,
                 "outstanding_eur": self.outstanding,
@@ -273,15 +311,15 @@ class OneDebtor:
                 "behaviour_score": self.behaviour_score,
                 "app_user": self.app_user,
                 "on_file": self.on_file,
-                "opted_out": list(self.opted_out),
-                "contacts_7d": list(self.contacts_7d),
+                "opted_out": self.opted_out.copy(),
+                "contacts_7d": self.contacts_7d.copy(),
                 "contacts_total": self.contacts_total,
-                "days_since_contact": min(d - self.last_contact, NEVER_DAYS),
-                "days_since_response": min(d - self.last_response, NEVER_DAYS),
-                "days_since_conversation": min(d - self.last_conversation, NEVER_DAYS),
+                "days_since_contact": since_contact if since_contact < NEVER_DAYS else NEVER_DAYS,
+                "days_since_response": since_response if since_response < NEVER_DAYS else NEVER_DAYS,
+                "days_since_conversation": since_conversation if since_conversation < NEVER_DAYS else NEVER_DAYS,
                 "responses_total": self.responses,
                 "promise_active": self.promise_active,
-                "promise_due_in_days": max(self.promise_due - d, 0) if self.promise_active else 0,
+                "promise_due_in_days": (self.promise_due - d if self.promise_due > d else 0) if self.promise_active else 0,
                 "promises_broken": self.promises_broken,
                 "plan_active": self.plan_active,
                 "plan_instalments_paid": self.plan_paid,
@@ -302,13 +340,16 @@ class OneDebtor:
         if self.status != _OPEN:
             raise RuntimeError("this debtor's episode is over; start the next debtor first")
         a = _validate(action)
-        t0 = self.day * MINUTES_PER_DAY
-        self.now = float(t0)
+        day = self.day
+        t0 = day * MINUTES_PER_DAY
+        self.now = t0
         self.cash = self.contact_cost = self.complaint_penalty = self.opt_out_penalty = self.churn_penalty = self.terminal_value = 0.0
         blocked = False
         if a[0] != _WAIT:
-            blocked = compliance.check_row(a, self.row(), self.profile) != 0  # against the view the action was chosen on
-            if not blocked:
+            # checked against the view the action was chosen on
+            if compliance.check_row(a, self._row or self.row(), self.profile):
+                blocked = True
+            else:
                 self._execute(a, t0)
         self._row = self._mask = None
         ev = self._events
@@ -317,7 +358,7 @@ class OneDebtor:
         self._close_day()
         if ev and ev[0][0] < t0 + MINUTES_PER_DAY:
             self._run(t0 + MINUTES_PER_DAY)
-        self.day += 1
+        self.day = day + 1
         cash, cost, complaint, opt_out, churn, terminal = (
             self.cash,
             self.contact_cost,
@@ -326,10 +367,21 @@ class OneDebtor:
             self.churn_penalty,
             self.terminal_value,
         )
-        comps = dict(zip(REWARD_COMPONENTS, (cash, cost, complaint, opt_out, churn, terminal), strict=True))
-        reward = cash + cost + complaint + opt_out + churn + terminal  # the world's sum(), in this order
         st = self.status
-        return StepResult(reward, comps, st != _OPEN and st != _SOLD, st == _SOLD, blocked)
+        return StepResult(
+            cash + cost + complaint + opt_out + churn + terminal,  # the world's sum() over REWARD_COMPONENTS, in this order
+            {
+                "cash": cash,
+                "contact_cost": cost,
+                "complaint_penalty": complaint,
+                "opt_out_penalty": opt_out,
+                "churn_penalty": churn,
+                "terminal_value": terminal,
+            },
+            st != _OPEN and st != _SOLD,
+            st == _SOLD,
+            blocked,
+        )
 
     def _push(self, at: float, kind: int, payload: Any) -> None:
         self._seq += 1
@@ -342,10 +394,10 @@ class OneDebtor:
             self.now = at
             if kind == _ARRIVE:
                 if p[0] == self.epoch and self.status == _OPEN:
-                    self._arrive(*p[1:])
+                    self._arrive(p)
             elif kind == _CALL_DONE:
                 if p[0] == self.epoch and self.status == _OPEN:
-                    self._call_outcome(*p[1:])
+                    self._call_outcome(p)
             elif kind == _PROMISE_DUE:
                 if p == self.promise_serial and self.status == _OPEN and self.promise_active:
                     self._promise_due()
@@ -366,9 +418,14 @@ class OneDebtor:
         self._charge(self.cost[ch])
         if ch == _LETTER:
             self._push((self.day + self.letter_delay) * MINUTES_PER_DAY + _LETTER_MINUTE, _ARRIVE, (self.epoch, ch, 0, tone, offer, luck))
-        else:
-            at = t0 + WINDOW_HOURS[win][0] * 60 + _MESSAGE_DELAY_MIN
+            return
+        at = t0 + WINDOW_HOURS[win][0] * 60 + _MESSAGE_DELAY_MIN
+        ev = self._events
+        if ev and ev[0][0] <= at:
             self._push(at, _ARRIVE, (self.epoch, ch, win, tone, offer, luck))
+        else:  # the next event of the day whatever else happens: handled now, as the heap would
+            self.now = at
+            self._arrive((self.epoch, ch, win, tone, offer, luck))
 
     def _dial(self, win: int, tone: int, offer: int, luck: int, t0: int) -> None:
         rpc = _unit(luck * _GOLDEN + self._k_rpc) < self.call_reach[win]
@@ -391,17 +448,22 @@ class OneDebtor:
     def _charge(self, cost: float) -> None:
         self.contact_cost -= cost * self.disc
 
-    def _arrive(self, ch: int, win: int, tone: int, offer: int, luck: int) -> None:
+    def _arrive(self, p: tuple[int, int, int, int, int, int]) -> None:
         """A message or letter reaches the debtor's address: delivered? noticed? then the response."""
-        if not _unit(luck * _GOLDEN + self._k_deliver) < self.deliverability[ch]:
+        _, ch, win, tone, offer, luck = p
+        o = luck & 4095
+        run = self._runs[_RUN_DELIVER]
+        if not (run[o] if o < len(run) else self._u_run(_RUN_DELIVER, o)) < self.deliverability[ch]:
             return
-        self.fatigue = _f32(self.fatigue + self.fatigue_weight[ch])
-        if _unit(luck * _GOLDEN + self._k_notice) < self.p_notice[ch][win]:
+        self.fatigue = _unpack_f32(_pack_f32(self.fatigue + self.fatigue_weight[ch]))[0]  # _f32()
+        run = self._runs[_RUN_NOTICE]
+        if (run[o] if o < len(run) else self._u_run(_RUN_NOTICE, o)) < self.p_notice[ch][win]:
             self._respond(ch, win, tone, offer, luck)
         else:
             self.last_outcome = _LO_IGNORED
 
-    def _call_outcome(self, rpc: bool, win: int, tone: int, offer: int, luck: int) -> None:
+    def _call_outcome(self, p: tuple[int, bool, int, int, int, int]) -> None:
+        _, rpc, win, tone, offer, luck = p
         self._charge(self.cost[_CALL])
         self.fatigue = _f32(self.fatigue + self.fatigue_weight[_CALL])
         if rpc:
@@ -417,7 +479,7 @@ class OneDebtor:
         fat, distressed = self.fatigue, self.distressed
         z = _f32(self.complaint_base + _f32(self.fatigue_complaint32 * fat))
         z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
-        if _unit(luck * _GOLDEN + self._k_complaint) < 1.0 / (1.0 + math.exp(-z)):
+        if self._u_run(_RUN_COMPLAINT, luck & 4095) < 1.0 / (1.0 + math.exp(-z)):
             self.complaints += 1
             self.vulnerable = self.vulnerable or distressed
             self.last_outcome = _LO_COMPLAINED
@@ -425,7 +487,7 @@ class OneDebtor:
             return
         if ch != _LETTER:
             zo = _f32(self.opt_out_logit32 + _f32(self.fatigue_opt_out32 * fat))
-            if _below_sigmoid32(_unit(luck * _GOLDEN + self._k_opt_out), zo):
+            if _below_sigmoid32(self._u_run(_RUN_OPT_OUT, luck & 4095), zo):
                 self.opted_out[ch] = True
                 self.last_outcome = _LO_OPTED_OUT
                 self.opt_out_penalty -= rw.opt_out_penalty_eur * self.disc
@@ -440,7 +502,7 @@ class OneDebtor:
             + _f32(self.fatigue_engage32 * fat)
             + b.age_engage_per_30d * ((self.dpd_at_entry + self.days_in) / 30.0)
         )
-        if not _unit(luck * _GOLDEN + self._k_engage) < 1.0 / (1.0 + math.exp(-z)):
+        if not self._u_run(_RUN_ENGAGE, luck & 4095) < 1.0 / (1.0 + math.exp(-z)):
             self.last_outcome = _LO_IGNORED
             return
         self.responses += 1
@@ -581,21 +643,23 @@ class OneDebtor:
         return min(max(ab, 0.0), 1.0)
 
     def _baseline_intensity(self) -> float:
-        return self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.sc.behaviour.intensity_age_halflife_days)
+        return self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.intensity_halflife)
 
     def _close_day(self) -> None:
         """Unprompted repayment, decay, the 7-day contact window, the horizon (``World._close_day``)."""
         if self.status == _OPEN:
-            base = self._baseline_intensity()
+            base = self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.intensity_halflife)  # _baseline_intensity()
             lam = base + (self.intensity - base) * self.intensity_decay
             self.intensity = lam
-            if self._u_day(Draw.SPONTANEOUS) < -math.expm1(-lam):
+            i = self.day - self._spont_from
+            u = self._spont[i] if 0 <= i < len(self._spont) else self._u_spontaneous()
+            if u < -math.expm1(-lam):
                 sp = self.sc.behaviour.spontaneous_payment
                 u = self._u_day(Draw.SPONTANEOUS_AMOUNT)
                 frac = min(1.0, (sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + self._ability()))
                 self._pay(self.outstanding if frac >= sp.full_at else self.outstanding * frac)
         if self.fatigue:
-            self.fatigue = _f32(self.fatigue * self.fatigue_decay32)
+            self.fatigue = _unpack_f32(_pack_f32(self.fatigue * self.fatigue_decay32))[0]  # _f32()
         slot = self.day % 7
         old, new = self.ring[slot], self.today_channel
         if old >= 0:
