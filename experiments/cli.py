@@ -561,7 +561,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.what == "sim":
         result = perf.perf_sim(args.scenario, args.debtors or 200_000, args.days, args.seed)
     elif args.what == "env":
-        result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed, args.rounds or 5)
+        result = perf.perf_env(args.scenario, args.slots, args.seconds, args.seed, args.rounds or 9)
     elif args.what == "train":
         result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds or 8)
     elif args.what == "experiment":
@@ -721,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")
     pf.add_argument(
-        "--rounds", type=_positive_int, default=None, help="perf train / env: alternating rounds; the median ratio is reported (default 8 / 5)"
+        "--rounds", type=_positive_int, default=None, help="perf train / env: alternating rounds; the median ratio is reported (default 8 / 9)"
     )
     pf.add_argument("--scenario", default="default")
     pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")

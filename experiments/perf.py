@@ -110,7 +110,7 @@ class _RowSampler:
     mask. What CartPole's ``action_space.sample()`` is to its benchmark; numpy on one row costs
     more than the step being measured."""
 
-    def __init__(self, rng: np.random.Generator, bulk: int = 256) -> None:
+    def __init__(self, rng: np.random.Generator, bulk: int = 1024) -> None:
         self.rng, self.bulk = rng, bulk
         self.drawn: dict[bytes, list[list[int]]] = {}  # per mask: actions drawn, not yet used
 
@@ -123,7 +123,7 @@ class _RowSampler:
 
 
 def perf_env(
-    scenario: str = "default", n_slots: int = 16384, seconds: float = 4.0, seed: int = 0, rounds: int = 5, warm_up_days: int = 30
+    scenario: str = "default", n_slots: int = 16384, seconds: float = 4.0, seed: int = 0, rounds: int = 9, warm_up_days: int = 30
 ) -> dict[str, Any]:
     """Debtor-v0 steps/s and DebtorBatch-v0 debtor-steps/s with random allowed actions (the stress
     case), and the batched env under the static ladder's actions (a typical mix: mostly waiting),

@@ -31,7 +31,7 @@ import numpy as np
 
 from policies import compliance
 from policies.actions import ACTION_COLUMNS
-from policies.hashing import GOLDEN, mix, to_unit
+from policies.hashing import mix
 from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
 from sim import behaviour as bm
 from sim.callcentre import lone_call_start
@@ -64,10 +64,8 @@ def _below_sigmoid32(u: float, z: float) -> bool:
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64, _M1, _M2 = (1 << 64) - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _UNIT = 1.0 / 9007199254740992.0
-_DAY_CHUNK = 256  # days whose draw keys are made at once
-_SPONT_RUN = 64  # days of spontaneous-payment draws made at once for a debtor
-_ORDINAL_RUN = 32  # contacts' draws made at once for a debtor
-_RUN_DELIVER, _RUN_NOTICE, _RUN_COMPLAINT, _RUN_OPT_OUT, _RUN_ENGAGE = range(5)
+_DAY_CHUNK = 256  # days whose draw keys are made at once (for all debtors)
+_D_SPONTANEOUS = int(Draw.SPONTANEOUS)
 
 
 def _unit(z: int) -> float:
@@ -82,11 +80,6 @@ def _draw_keys(key: int, days: np.ndarray, purpose: int, channel: int = 0) -> np
     """The keys ``sim.rng.uniforms`` mixes a debtor id with, for each of ``days`` (uint64)."""
     z = (days.astype(np.uint64) << np.uint64(24)) ^ np.uint64((purpose << 8) ^ channel ^ 0x5DEECE66D)
     return mix(mix(z) ^ np.uint64(key))
-
-
-def _units(z: np.ndarray) -> list[float]:
-    """``to_unit(mix(z))`` as Python floats: a run of draws made at once."""
-    return to_unit(mix(z)).tolist()  # type: ignore[no-any-return]
 
 
 _CONTACT_DAY = 0xFFFF  # contact luck is keyed by (debtor, contact ordinal), as in sim.world
@@ -179,45 +172,21 @@ class OneDebtor:
         self._k_amount, self._k_promise_days = ck(Draw.AMOUNT), ck(Draw.PROMISE_DAYS)
         self._day_keys: dict[int, list[int]] = {}
         self._day_keys_from = 0
-        # draws made in runs per debtor: the contact draws most contacts make, by contact ordinal,
-        # and the daily spontaneous-payment draw, for the days from _spont_from on
-        self._run_keys = (self._k_deliver, self._k_notice, self._k_complaint, self._k_opt_out, self._k_engage)
-        self._runs: list[list[float]] = [[] for _ in self._run_keys]
-        self._spont: list[float] = []
-        self._spont_from = 0
 
     # ------------------------------------------------------------ randomness
 
     def _u_day(self, purpose: int) -> float:
         """The debtor's uniform for ``purpose`` today (``sim.rng.uniforms`` of one id); the keys of
         the day-keyed purposes are made for ``_DAY_CHUNK`` days at a time."""
-        day = self.day
+        i = self.day - self._day_keys_from
+        if not 0 <= i < _DAY_CHUNK:
+            self._day_keys.clear()
+            self._day_keys_from, i = self.day, 0
         keys = self._day_keys.get(purpose)
-        if keys is None or not self._day_keys_from <= day < self._day_keys_from + _DAY_CHUNK:
-            if not self._day_keys_from <= day < self._day_keys_from + _DAY_CHUNK:
-                self._day_keys.clear()
-                self._day_keys_from = day
+        if keys is None:
             days = np.arange(self._day_keys_from, self._day_keys_from + _DAY_CHUNK)
             keys = self._day_keys[purpose] = _draw_keys(self.key, days, purpose).tolist()
-        return _unit(self.debtor_id * _GOLDEN + keys[day - self._day_keys_from])
-
-    def _u_spontaneous(self) -> float:
-        """Today's spontaneous-payment draw (``_u_day(Draw.SPONTANEOUS)``), made in runs of days."""
-        i = self.day - self._spont_from
-        if not 0 <= i < len(self._spont):
-            self._spont_from, i = self.day, 0
-            keys = _draw_keys(self.key, np.arange(self.day, self.day + _SPONT_RUN), Draw.SPONTANEOUS)
-            self._spont = _units(np.uint64((self.debtor_id * _GOLDEN) & _MASK64) + keys)
-        return self._spont[i]
-
-    def _u_run(self, which: int, ordinal: int) -> float:
-        """The contact draw ``_run_keys[which]`` of the debtor's contact ``ordinal``, made in runs."""
-        run = self._runs[which]
-        if ordinal >= len(run):
-            upto = min(max(len(run), ordinal + 1) + _ORDINAL_RUN, 4096)
-            lucks = np.arange(len(run), upto, dtype=np.uint64) | np.uint64(self.debtor_id << 12)
-            run.extend(_units(lucks * GOLDEN + np.uint64(self._run_keys[which])))
-        return run[ordinal]
+        return _unit(self.debtor_id * _GOLDEN + keys[i])
 
     # ------------------------------------------------------------ debtors
 
@@ -229,8 +198,6 @@ class OneDebtor:
         j = i % BLOCK
         self.debtor_id = i
         self.epoch += 1
-        self._runs = [[] for _ in self._run_keys]
-        self._spont = []
         self.ability = float(blk.ability[j])
         self.willingness = float(blk.willingness[j])
         self.distressed = bool(blk.distressed[j])
@@ -451,13 +418,11 @@ class OneDebtor:
     def _arrive(self, p: tuple[int, int, int, int, int, int]) -> None:
         """A message or letter reaches the debtor's address: delivered? noticed? then the response."""
         _, ch, win, tone, offer, luck = p
-        o = luck & 4095
-        run = self._runs[_RUN_DELIVER]
-        if not (run[o] if o < len(run) else self._u_run(_RUN_DELIVER, o)) < self.deliverability[ch]:
+        z = luck * _GOLDEN
+        if not _unit(z + self._k_deliver) < self.deliverability[ch]:
             return
         self.fatigue = _unpack_f32(_pack_f32(self.fatigue + self.fatigue_weight[ch]))[0]  # _f32()
-        run = self._runs[_RUN_NOTICE]
-        if (run[o] if o < len(run) else self._u_run(_RUN_NOTICE, o)) < self.p_notice[ch][win]:
+        if _unit(z + self._k_notice) < self.p_notice[ch][win]:
             self._respond(ch, win, tone, offer, luck)
         else:
             self.last_outcome = _LO_IGNORED
@@ -479,7 +444,7 @@ class OneDebtor:
         fat, distressed = self.fatigue, self.distressed
         z = _f32(self.complaint_base + _f32(self.fatigue_complaint32 * fat))
         z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
-        if self._u_run(_RUN_COMPLAINT, luck & 4095) < 1.0 / (1.0 + math.exp(-z)):
+        if _unit(luck * _GOLDEN + self._k_complaint) < 1.0 / (1.0 + math.exp(-z)):
             self.complaints += 1
             self.vulnerable = self.vulnerable or distressed
             self.last_outcome = _LO_COMPLAINED
@@ -487,7 +452,7 @@ class OneDebtor:
             return
         if ch != _LETTER:
             zo = _f32(self.opt_out_logit32 + _f32(self.fatigue_opt_out32 * fat))
-            if _below_sigmoid32(self._u_run(_RUN_OPT_OUT, luck & 4095), zo):
+            if _below_sigmoid32(_unit(luck * _GOLDEN + self._k_opt_out), zo):
                 self.opted_out[ch] = True
                 self.last_outcome = _LO_OPTED_OUT
                 self.opt_out_penalty -= rw.opt_out_penalty_eur * self.disc
@@ -502,7 +467,7 @@ class OneDebtor:
             + _f32(self.fatigue_engage32 * fat)
             + b.age_engage_per_30d * ((self.dpd_at_entry + self.days_in) / 30.0)
         )
-        if not self._u_run(_RUN_ENGAGE, luck & 4095) < 1.0 / (1.0 + math.exp(-z)):
+        if not _unit(luck * _GOLDEN + self._k_engage) < 1.0 / (1.0 + math.exp(-z)):
             self.last_outcome = _LO_IGNORED
             return
         self.responses += 1
@@ -651,9 +616,7 @@ class OneDebtor:
             base = self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.intensity_halflife)  # _baseline_intensity()
             lam = base + (self.intensity - base) * self.intensity_decay
             self.intensity = lam
-            i = self.day - self._spont_from
-            u = self._spont[i] if 0 <= i < len(self._spont) else self._u_spontaneous()
-            if u < -math.expm1(-lam):
+            if self._u_day(_D_SPONTANEOUS) < -math.expm1(-lam):
                 sp = self.sc.behaviour.spontaneous_payment
                 u = self._u_day(Draw.SPONTANEOUS_AMOUNT)
                 frac = min(1.0, (sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + self._ability()))
