@@ -31,7 +31,7 @@ import numpy as np
 
 from policies import compliance
 from policies.actions import ACTION_COLUMNS
-from policies.hashing import mix
+from policies.hashing import GOLDEN, mix, to_unit
 from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
 from sim import behaviour as bm
 from sim.callcentre import lone_call_start
@@ -64,8 +64,14 @@ def _below_sigmoid32(u: float, z: float) -> bool:
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64, _M1, _M2 = (1 << 64) - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _UNIT = 1.0 / 9007199254740992.0
-_DAY_CHUNK = 256  # days whose draw keys are made at once (for all debtors)
+_DAY_CHUNK = 1024  # days whose draw keys are made at once (for all debtors)
 _D_SPONTANEOUS = int(Draw.SPONTANEOUS)
+# the draws nearly every day or contact makes are made per debtor at once, with numpy: these
+# contact draws for the first _ORDINALS contacts (more when needed), the spontaneous-payment
+# draw for every day up to the horizon
+_CONTACT_DRAWS = (Draw.DELIVER, Draw.NOTICE, Draw.COMPLAINT, Draw.OPT_OUT, Draw.ENGAGE)
+_DELIVER, _NOTICE, _COMPLAINT, _OPT_OUT, _ENGAGE = range(len(_CONTACT_DRAWS))
+_ORDINALS = 64
 
 
 def _unit(z: int) -> float:
@@ -166,12 +172,17 @@ class OneDebtor:
         self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # with no call still going
         # the keys of the contact draws (keyed by contact, not day) and of the day-keyed draws
         ck = lambda purpose, channel=0: int(_draw_keys(self.key, np.array([_CONTACT_DAY]), purpose, channel)[0])
-        self._k_deliver, self._k_notice, self._k_rpc = ck(Draw.DELIVER), ck(Draw.NOTICE), ck(Draw.NOTICE, _CALL + 1)
-        self._k_handle, self._k_complaint, self._k_opt_out = ck(Draw.HANDLE), ck(Draw.COMPLAINT), ck(Draw.OPT_OUT)
-        self._k_engage, self._k_disclose, self._k_outcome = ck(Draw.ENGAGE), ck(Draw.DISCLOSE), ck(Draw.OUTCOME)
+        self._k_rpc = ck(Draw.NOTICE, _CALL + 1)
+        self._k_handle, self._k_disclose, self._k_outcome = ck(Draw.HANDLE), ck(Draw.DISCLOSE), ck(Draw.OUTCOME)
         self._k_amount, self._k_promise_days = ck(Draw.AMOUNT), ck(Draw.PROMISE_DAYS)
         self._day_keys: dict[int, list[int]] = {}
         self._day_keys_from = 0
+        self._contact_keys = np.array([ck(p) for p in _CONTACT_DRAWS], dtype=np.uint64)[:, None]
+        self._spont_keys = np.zeros(0, dtype=np.uint64)  # the spontaneous draw's key of each day from 0 on
+        self._cd: list[list[float]] = []  # the debtor's contact draws, [_DELIVER..][ordinal]
+        self._cd_n = 0
+        self._spont: list[float] = []  # the debtor's spontaneous draws, from day _spont_from on
+        self._spont_from = 0
 
     # ------------------------------------------------------------ randomness
 
@@ -188,6 +199,25 @@ class OneDebtor:
             keys = self._day_keys[purpose] = _draw_keys(self.key, days, purpose).tolist()
         return _unit(self.debtor_id * _GOLDEN + keys[i])
 
+    def _contact_draws(self, ordinal: int) -> list[list[float]]:
+        """The debtor's contact draws for ordinals up to at least ``ordinal`` (``sim.rng.uniforms``
+        keyed by (debtor, ordinal), as the world draws them)."""
+        n = min(max(_ORDINALS, 2 * self._cd_n, ordinal + 1), 4096)
+        lucks = np.arange(n, dtype=np.uint64) | np.uint64(self.debtor_id << 12)
+        self._cd = to_unit(mix(lucks[None, :] * GOLDEN + self._contact_keys)).tolist()
+        self._cd_n = n
+        return self._cd
+
+    def _spontaneous_draws(self) -> list[float]:
+        """The debtor's spontaneous-payment draw of each day from today to its horizon."""
+        day, end = self.day, self.day + self.horizon
+        if len(self._spont_keys) < end:
+            days = np.arange(max(2 * len(self._spont_keys), end + _DAY_CHUNK))
+            self._spont_keys = _draw_keys(self.key, days, _D_SPONTANEOUS)
+        self._spont_from = day
+        self._spont = to_unit(mix(self._spont_keys[day:end] + np.uint64((self.debtor_id * _GOLDEN) & _MASK64))).tolist()
+        return self._spont
+
     # ------------------------------------------------------------ debtors
 
     def next_debtor(self) -> None:
@@ -198,6 +228,7 @@ class OneDebtor:
         j = i % BLOCK
         self.debtor_id = i
         self.epoch += 1
+        self._cd, self._cd_n, self._spont = [], 0, []
         self.ability = float(blk.ability[j])
         self.willingness = float(blk.willingness[j])
         self.distressed = bool(blk.distressed[j])
@@ -373,7 +404,8 @@ class OneDebtor:
 
     def _execute(self, a: tuple[int, int, int, int], t0: int) -> None:
         ch, win, tone, offer = a[0] - 1, a[1], a[2], a[3]
-        luck = (self.debtor_id << 12) | min(self.contacts_total, 4095)
+        n = self.contacts_total
+        luck = (self.debtor_id << 12) | (n if n < 4095 else 4095)
         self.today_channel = ch
         self.contacts_total += 1
         self.last_contact = self.day
@@ -418,11 +450,12 @@ class OneDebtor:
     def _arrive(self, p: tuple[int, int, int, int, int, int]) -> None:
         """A message or letter reaches the debtor's address: delivered? noticed? then the response."""
         _, ch, win, tone, offer, luck = p
-        z = luck * _GOLDEN
-        if not _unit(z + self._k_deliver) < self.deliverability[ch]:
+        o = luck & 4095
+        cd = self._cd if o < self._cd_n else self._contact_draws(o)
+        if not cd[_DELIVER][o] < self.deliverability[ch]:
             return
         self.fatigue = _unpack_f32(_pack_f32(self.fatigue + self.fatigue_weight[ch]))[0]  # _f32()
-        if _unit(z + self._k_notice) < self.p_notice[ch][win]:
+        if cd[_NOTICE][o] < self.p_notice[ch][win]:
             self._respond(ch, win, tone, offer, luck)
         else:
             self.last_outcome = _LO_IGNORED
@@ -444,7 +477,9 @@ class OneDebtor:
         fat, distressed = self.fatigue, self.distressed
         z = _f32(self.complaint_base + _f32(self.fatigue_complaint32 * fat))
         z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
-        if _unit(luck * _GOLDEN + self._k_complaint) < 1.0 / (1.0 + math.exp(-z)):
+        o = luck & 4095
+        cd = self._cd if o < self._cd_n else self._contact_draws(o)
+        if cd[_COMPLAINT][o] < 1.0 / (1.0 + math.exp(-z)):
             self.complaints += 1
             self.vulnerable = self.vulnerable or distressed
             self.last_outcome = _LO_COMPLAINED
@@ -452,7 +487,7 @@ class OneDebtor:
             return
         if ch != _LETTER:
             zo = _f32(self.opt_out_logit32 + _f32(self.fatigue_opt_out32 * fat))
-            if _below_sigmoid32(_unit(luck * _GOLDEN + self._k_opt_out), zo):
+            if _below_sigmoid32(cd[_OPT_OUT][o], zo):
                 self.opted_out[ch] = True
                 self.last_outcome = _LO_OPTED_OUT
                 self.opt_out_penalty -= rw.opt_out_penalty_eur * self.disc
@@ -467,7 +502,7 @@ class OneDebtor:
             + _f32(self.fatigue_engage32 * fat)
             + b.age_engage_per_30d * ((self.dpd_at_entry + self.days_in) / 30.0)
         )
-        if not _unit(luck * _GOLDEN + self._k_engage) < 1.0 / (1.0 + math.exp(-z)):
+        if not cd[_ENGAGE][o] < 1.0 / (1.0 + math.exp(-z)):
             self.last_outcome = _LO_IGNORED
             return
         self.responses += 1
@@ -616,7 +651,9 @@ class OneDebtor:
             base = self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.intensity_halflife)  # _baseline_intensity()
             lam = base + (self.intensity - base) * self.intensity_decay
             self.intensity = lam
-            if self._u_day(_D_SPONTANEOUS) < -math.expm1(-lam):
+            i = self.day - self._spont_from
+            u = self._spont[i] if 0 <= i < len(self._spont) else self._spontaneous_draws()[0]
+            if u < -math.expm1(-lam):
                 sp = self.sc.behaviour.spontaneous_payment
                 u = self._u_day(Draw.SPONTANEOUS_AMOUNT)
                 frac = min(1.0, (sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + self._ability()))
