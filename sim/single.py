@@ -8,7 +8,8 @@ instalment falling due), which costs tens of microseconds a day.
 
 It is the world's second implementation of the behaviour rules, held to the first one debtor by
 debtor: ``tests/test_single.py`` runs both on the same seeds and random actions and requires the
-same observations, rewards and episode ends, to the last bit. To that end every expression
+same views, masks, rewards, episode ends and latent state (they agree to the last bit on the
+machines we run; the test allows 1e-12 for an ulp of ``exp`` on other CPUs). To that end every expression
 follows the world's numpy arithmetic, including its dtypes: a latent trait stored as float32 and
 combined with a Python number is computed in float32 there (NEP 50), so it is rounded to float32
 here (:func:`_f32`), and the one float32 ``exp`` (the opt-out probability) is numpy's own. A change

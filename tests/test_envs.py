@@ -151,6 +151,26 @@ def test_perf_env_reports_median_ratios_of_alternating_rounds():
     assert abs(r["batched_debtor_steps_per_s"] / r["cartpole_steps_per_s"] - r["batched_ratio"]) < 0.01 + 1 / r["cartpole_steps_per_s"]
 
 
+def test_perf_env_row_sampler_draws_allowed_values_uniformly_per_dimension():
+    from experiments.perf import _RowSampler
+
+    mask = np.zeros(19, dtype=bool)
+    mask[[0, 2, 6]] = True  # channels: wait, email, call
+    mask[[7, 9]] = True  # windows: morning, evening
+    mask[11:15] = True  # every tone
+    mask[15] = True  # offer: none only
+    sample = _RowSampler(np.random.default_rng(3), bulk=512)
+    draws = np.array([sample(mask) for _ in range(3000)])  # several bulks
+    for k, allowed in enumerate(([0, 2, 6], [0, 2], [0, 1, 2, 3], [0])):
+        values, counts = np.unique(draws[:, k], return_counts=True)
+        assert values.tolist() == allowed, (k, values)
+        expected = len(draws) / len(allowed)
+        assert np.all(np.abs(counts - expected) < 0.12 * expected), (k, counts)
+    other = mask.copy()
+    other[6] = False  # a second mask gets its own draws, never a value it forbids
+    assert all(sample(other)[0] in (0, 2) for _ in range(600))
+
+
 def test_perf_sim_divides_by_the_cartpole_rate_measured_before_and_after_the_run():
     from experiments.perf import perf_sim
 

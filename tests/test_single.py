@@ -103,6 +103,7 @@ def test_debtor_env_runs_on_the_one_debtor_engine_with_the_worlds_rollout():
         np.testing.assert_allclose(obs, encode(world.views())[0], rtol=1e-6, atol=1e-7)
         mask = env.unwrapped.action_masks()
         np.testing.assert_array_equal(mask, world.action_mask()[0])
+        assert not mask.flags.writeable  # shared between calls: nobody may change it
         a = _random_action(rng, mask.tolist())
         obs, r, term, trunc, info = env.step(np.array(a))
         res = world.step(np.array([a]))
