@@ -180,20 +180,23 @@ class CallCentre:
         self._push(day_start + next_hour * 60, _ROSTER, None)
 
 
-def lone_call_start(on_duty_by_hour: Sequence[int], opens_at: float, closes_at: float, busy_until: float = -np.inf) -> float | None:
+def lone_call_start(on_duty_by_hour: Sequence[int], opens_at: float, closes_at: float, going_until: Sequence[float] = ()) -> float | None:
     """When a window's only call starts under the rules above, or None if it is dropped: the first
-    moment in ``[opens_at, closes_at)`` at which an agent is on shift and free. ``busy_until``: an
-    earlier call holds one agent until then (the one-debtor world has at most one call going).
+    moment in ``[opens_at, closes_at)`` at which an agent is on shift and free. ``going_until``: the
+    ends of earlier calls that may still hold agents (a one-debtor world dials one call a day, but
+    a call can last past the next day's window).
 
-    With one call, the queue has nothing to order: at a moment in hour ``h`` the roster keeps
-    ``capacity - on_duty[h]`` agents off duty, so a free agent exists when ``on_duty[h]`` exceeds
-    the number of calls still going. What can change that is an hour boundary or the earlier
-    call's end, so only those moments are tried."""
+    With one call in the window, the queue has nothing to order. At a moment in hour ``h`` the
+    roster keeps ``capacity - on_duty[h]`` agents off duty, taking them as they come free before
+    any session does, so a free agent exists exactly when ``on_duty[h]`` exceeds the number of
+    earlier calls still going. That can change only at an hour boundary or at an earlier call's
+    end, so only those moments are tried."""
+    ends = sorted(e for e in going_until if e > opens_at)
     t = opens_at
     while t < closes_at:
-        going = 1 if t < busy_until else 0
+        going = sum(1 for e in ends if e > t)
         if on_duty_by_hour[int(t // 60) % 24] > going:
             return t
         nxt = (t // 60 + 1) * 60
-        t = busy_until if t < busy_until < nxt else nxt
+        t = min([e for e in ends if t < e < nxt], default=nxt)
     return None

@@ -77,7 +77,9 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
     cash collected - contact costs - complaint and opt-out penalties - lost retention value if
     the customer churns on resolution + the debt-sale proceeds at the horizon. Each component is
     in ``info`` (``cash``, ``contact_cost``, ``complaint_penalty``, ``opt_out_penalty``,
-    ``churn_penalty``, ``terminal_value``).
+    ``churn_penalty``, ``terminal_value``), with ``blocked`` (today's action was not allowed),
+    ``calls_dropped`` (today's call found no agent on shift: 0 or 1), ``outstanding_eur`` and
+    ``collected_eur``.
 
     ## Starting State
     A new debtor sampled from the scenario's population (seeded: ``reset(seed=s)`` starts the
@@ -89,14 +91,16 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Arguments
     ``gym.make("collectrl/Debtor-v0", scenario="default", overrides=(), horizon_days=None)``.
-    The call centre of a single-debtor world is never congested; capacity effects live in
-    ``collectrl/DebtorBatch-v0`` and in the simulator.
+    The call centre is the scenario's scaled to one debtor: for the presets, one agent on the
+    largest shift (08:00-16:00), so a call in a window outside it is not made (it costs nothing,
+    counts as an attempt, and shows in ``info["calls_dropped"]``). Queueing for agents among many
+    debtors lives in ``collectrl/DebtorBatch-v0`` and in the simulator.
 
     ## Engine
     :class:`sim.single.OneDebtor`: the simulator's rules for one debtor in plain Python (tens of
     microseconds a day, where the batched SimPy world spends ~0.5 ms on a batch of one). It gives
-    the same observations, rewards and episode ends as ``World(scenario, 1, seed,
-    mode="episodic")``, to the last bit; ``tests/test_single.py`` checks it.
+    the observations, rewards and episode ends of ``World(scenario, 1, seed, mode="episodic")``;
+    ``tests/test_single.py`` compares the two day by day (on these machines, to the last bit).
 
     ## Version History
     * v0: initial version.
@@ -147,8 +151,10 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         d = self._debtor
         if d is None or d.status != _OPEN:
             raise RuntimeError("call reset() first" if d is None else "the episode is over; call reset()")
+        dropped = d.calls_dropped
         res = d.step(action)
         info: dict[str, Any] = res.components  # a new dict every step
+        info["calls_dropped"] = d.calls_dropped - dropped
         info["blocked"] = res.blocked
         info["outstanding_eur"] = d.outstanding
         info["collected_eur"] = d.collected

@@ -16,9 +16,11 @@ here (:func:`_f32`), and the one float32 ``exp`` (the opt-out probability) is nu
 to a rule in ``sim/world.py`` or ``sim/behaviour.py`` must be made here too; the parity test fails
 until it is.
 
-The call centre of a one-debtor world has one call a day at most, so its queueing rules reduce to
-"the call starts at the first moment of its window an agent is on shift and not still on an
-earlier call" (:func:`lone_call_start`).
+The call centre of a one-debtor world gets one call a day at most, so its queueing rules reduce to
+"the call starts at the first moment of its window at which an agent is on shift and not still on
+an earlier call" (:func:`sim.callcentre.lone_call_start`). Scaled to one debtor, the presets' call
+centre is one agent on the largest shift, so calls in windows outside it are not made (they are
+counted as dropped, as in the world).
 """
 
 from __future__ import annotations
@@ -52,11 +54,19 @@ def _f32(x: float) -> float:
     return _PACK.unpack(_PACK.pack(x))[0]
 
 
+def _sigmoid(z: float) -> float:
+    """``behaviour.sigmoid`` of one float64 logit (numpy's exp overflows to inf, giving 0)."""
+    try:
+        return 1.0 / (1.0 + math.exp(-z))
+    except OverflowError:
+        return 0.0
+
+
 def _below_sigmoid32(u: float, z: float) -> bool:
     """``u < sigmoid(z)`` with the sigmoid in float32 as numpy computes it (its float32 ``exp`` is its
     own SIMD routine, not libm's). The float64 value is within a few float32 ulps (< 1e-6 relative)
     of it, so numpy is asked only when ``u`` is that close."""
-    p = 1.0 / (1.0 + math.exp(-z))
+    p = _sigmoid(z)
     if abs(u - p) > 1e-5 * p:
         return u < p
     return bool(u < bm.sigmoid(np.array([z], dtype=np.float32))[0])
@@ -140,7 +150,7 @@ class OneDebtor:
         self._next_id = 0
         self._events: list[tuple[float, int, int, Any]] = []
         self._seq = 0
-        self._agent_free_at = -math.inf  # the end of the last call made (it may still be going on)
+        self._calls_going: list[float] = []  # ends of the calls made that may still be going on
         self.promise_serial = 0  # never reset: events of an earlier debtor's promises stay stale
         self.plan_serial = 0
         self.epoch = 0
@@ -170,7 +180,7 @@ class OneDebtor:
         self.jump_contact32 = _f32(b.intensity_jump_contact)
         duty = on_duty_by_hour(sc, 1)
         self._on_duty = duty
-        self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # with no call still going
+        self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # when no call is still going
         # the keys of the contact draws (keyed by contact, not day) and of the day-keyed draws
         ck = lambda purpose, channel=0: int(_draw_keys(self.key, np.array([_CONTACT_DAY]), purpose, channel)[0])
         self._k_rpc = ck(Draw.NOTICE, _CALL + 1)
@@ -288,14 +298,17 @@ class OneDebtor:
     # ------------------------------------------------------------ the view
 
     def mask(self) -> list[bool]:
-        """Today's 19 action-mask booleans (``policies.compliance.action_mask_row`` of :meth:`row`)."""
+        """Today's 19 action-mask booleans (``policies.compliance.action_mask_row`` of :meth:`row`);
+        kept for the day, so read it, do not change it."""
         m = self._mask
         if m is None:
             m = self._mask = compliance.action_mask_row(self.row(), self.profile)
         return m
 
     def row(self) -> dict[str, Any]:
-        """The debtor's observable view today, keyed by ``ViewBatch`` field (plain values)."""
+        """The debtor's observable view today, keyed by ``ViewBatch`` field (plain values, per-channel
+        fields as lists of 6, like ``ViewBatch.row``). Kept for the day: today's action is checked
+        against it, so read it, do not change it (its lists are copies of the engine's state)."""
         r = self._row
         if r is None:
             d = self.day
@@ -309,7 +322,7 @@ class OneDebtor:
                 "product": self.product,
                 "behaviour_score": self.behaviour_score,
                 "app_user": self.app_user,
-                "on_file": self.on_file,
+                "on_file": self.on_file.copy(),
                 "opted_out": self.opted_out.copy(),
                 "contacts_7d": self.contacts_7d.copy(),
                 "contacts_total": self.contacts_total,
@@ -432,17 +445,20 @@ class OneDebtor:
         cc = self.sc.call_centre
         mean = cc.handle_time_min if rpc else cc.no_answer_time_min
         handle = -mean * math.log1p(-_unit(luck * _GOLDEN + self._k_handle))
-        if self._agent_free_at > t0 + WINDOW_HOURS[win][0] * 60:  # an earlier call still holds an agent
-            s, e = WINDOW_HOURS[win]
-            start = lone_call_start(self._on_duty, t0 + s * 60, t0 + e * 60, self._agent_free_at)
+        s, e = WINDOW_HOURS[win]
+        going = self._calls_going
+        if going:
+            going = self._calls_going = [end for end in going if end > t0 + s * 60]
+        if going:  # earlier calls may still hold agents
+            start = lone_call_start(self._on_duty, t0 + s * 60, t0 + e * 60, going)
         else:
             start = self._call_start[win]
             start = None if start is None else t0 + start
         if start is None:
-            self.calls_dropped += 1  # no agent on shift in the window: the call is not made
+            self.calls_dropped += 1  # no agent on shift and free in the window: the call is not made
             return
         end = start + handle
-        self._agent_free_at = end
+        going.append(end)
         self._push(end, _CALL_DONE, (self.epoch, rpc, win, tone, offer, luck))
 
     def _charge(self, cost: float) -> None:
@@ -480,7 +496,7 @@ class OneDebtor:
         z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
         o = luck & 4095
         cd = self._cd if o < self._cd_n else self._contact_draws(o)
-        if cd[_COMPLAINT][o] < 1.0 / (1.0 + math.exp(-z)):
+        if cd[_COMPLAINT][o] < _sigmoid(z):
             self.complaints += 1
             self.vulnerable = self.vulnerable or distressed
             self.last_outcome = _LO_COMPLAINED
@@ -503,7 +519,7 @@ class OneDebtor:
             + _f32(self.fatigue_engage32 * fat)
             + b.age_engage_per_30d * ((self.dpd_at_entry + self.days_in) / 30.0)
         )
-        if not cd[_ENGAGE][o] < 1.0 / (1.0 + math.exp(-z)):
+        if not cd[_ENGAGE][o] < _sigmoid(z):
             self.last_outcome = _LO_IGNORED
             return
         self.responses += 1
@@ -574,7 +590,7 @@ class OneDebtor:
         c = self.sc.behaviour
         z = self.churn_base + c.churn_per_firm_contact * self.firm_contacts + c.churn_per_complaint * self.complaints
         z = z + c.churn_per_10_contacts * self.contacts_total / 10.0
-        if self._u_day(Draw.CHURN) < 1.0 / (1.0 + math.exp(-z)):
+        if self._u_day(Draw.CHURN) < _sigmoid(z):
             self.churned = True
             self.churn_penalty -= self.sc.reward.retention_value_eur * self.disc
 
@@ -608,7 +624,7 @@ class OneDebtor:
     def _promise_due(self) -> None:
         kind = self.promise_kind
         z = self._keep_logit(self.sc.behaviour.promise_keep_logit) + (0.5 if kind == 2 else 0.0)
-        kept = self._u_day(Draw.KEEP) < 1.0 / (1.0 + math.exp(-z))
+        kept = self._u_day(Draw.KEEP) < _sigmoid(z)
         self.promise_active = False
         if not kept:
             self.promises_broken += 1
@@ -623,7 +639,7 @@ class OneDebtor:
 
     def _instalment_due(self) -> None:
         z = self._keep_logit(self.sc.behaviour.instalment_pay_logit)
-        if self._u_day(Draw.KEEP) < 1.0 / (1.0 + math.exp(-z)):
+        if self._u_day(Draw.KEEP) < _sigmoid(z):
             last = self.plan_paid + 1 >= self.plan_total
             amount = self.outstanding if last else min(self.plan_amount, self.outstanding)
             self.plan_paid += 1
@@ -690,12 +706,12 @@ def _validate(action: Any) -> tuple[int, int, int, int]:
         ch, w, t, o = action
         if type(ch) is int and type(w) is int and type(t) is int and type(o) is int and 0 <= ch < 7 and 0 <= w < 4 and 0 <= t < 4 and 0 <= o < 4:
             return ch, w, t, o
-    if type(action) is np.ndarray and action.dtype.kind == "i" and action.size == 4:
-        ch, w, t, o = action.tolist()
+    a = action if type(action) is np.ndarray else np.asarray(action)
+    if a.shape != (4,) and a.shape != (1, 4):
+        raise ValueError(f"an action is 4 entries [channel, window, tone, offer] (shape (4,) or (1, 4)), got shape {a.shape}")
+    if a.dtype.kind == "i":
+        ch, w, t, o = a.reshape(4).tolist()
     else:
-        a = action if isinstance(action, np.ndarray) else np.asarray(action)
-        if a.size != 4:
-            raise ValueError(f"an action has 4 entries [channel, window, tone, offer], got shape {a.shape}")
         if a.dtype.kind == "f":
             if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
                 raise ValueError("actions must be whole numbers [channel, window, tone, offer]")

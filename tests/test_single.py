@@ -19,17 +19,39 @@ ODD_SHIFTS = (
     "call_centre.shifts=[{start_hour: 9, end_hour: 17, share: 0.5}, {start_hour: 12, end_hour: 24, share: 0.3},"
     " {start_hour: 17, end_hour: 21, share: 0.2}]"
 )
+NO_HOURS = "compliance_profile=none"
+LONG_CALLS = ("call_centre.handle_time_min=400", "call_centre.no_answer_time_min=300")
+DAY_LONG_CALLS = ("call_centre.handle_time_min=2000", "call_centre.no_answer_time_min=2000")
+# engaged contacts mostly end in commitments: promises, settlements and plans, due the same day
+COMMITMENTS = (
+    "behaviour.promise_days.min=0",
+    "behaviour.promise_days.max=0",
+    "behaviour.settlement_pay_days=0",
+    "behaviour.outcomes.promise.base=2.5",
+    "behaviour.outcomes.settlement.base=3.0",
+    "behaviour.outcomes.plan.base=2.5",
+    "behaviour.plan_instalments=2",
+    "channels.sms.engage_logit=2.0",
+    "channels.email.engage_logit=2.0",
+)
+# (scenario, overrides, horizon_days)
 CASES = {
-    "default": ("default", ()),
-    "telecom": ("telecom", ()),
-    "late_stage": ("late_stage", ()),
-    "uk_fca": ("default", ("compliance_profile=uk_fca",)),
+    "default": ("default", (), None),
+    "telecom": ("telecom", (), None),
+    "late_stage": ("late_stage", (), None),
+    "uk_fca": ("default", ("compliance_profile=uk_fca",), None),
     # no hours: late calls and messages; two shifts on at once (two agents), one joining mid-window
-    "none_odd_shifts": ("default", ("compliance_profile=none", ODD_SHIFTS, "call_centre.agents=20000")),
+    "none_odd_shifts": ("default", (NO_HOURS, ODD_SHIFTS, "call_centre.agents=20000"), None),
     # calls long enough to run past their window, into the night and into the next day's calls
-    "long_calls": ("default", ("compliance_profile=none", "call_centre.handle_time_min=400", "call_centre.no_answer_time_min=300")),
-    # promises and settlements due the day they are made (at once when made after 18:00)
-    "due_today": ("default", ("behaviour.promise_days.min=0", "behaviour.settlement_pay_days=0")),
+    "long_calls": ("default", (NO_HOURS, *LONG_CALLS), None),
+    # two agents and calls lasting more than a day: several calls going at once
+    "two_agents_day_long_calls": ("default", (NO_HOURS, ODD_SHIFTS, "call_centre.agents=20000", *DAY_LONG_CALLS), None),
+    # promises and settlements due the day they are made, at once when made after 18:00
+    "commitments_due_today": ("default", (NO_HOURS, *COMMITMENTS), None),
+    # debtors sold after 5 days with letters in the post and calls going: their events go stale
+    "stale_events": ("default", (NO_HOURS, *LONG_CALLS, "channels.letter.delay_days=6"), 5),
+    # a logit so low that exp(-z) overflows: numpy gives probability 0, so must the engine
+    "overflowing_logits": ("default", ("behaviour.opt_out_logit=-800", "channels.sms.engage_logit=-800"), None),
 }
 
 
@@ -55,11 +77,11 @@ def _random_action(rng: np.random.Generator, mask: list[bool]) -> list[int]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_one_debtor_engine_equals_the_world_of_one_slot(case):
-    scenario, overrides = CASES[case]
+    scenario, overrides, horizon = CASES[case]
     sc = load_scenario(scenario, list(overrides))
-    world, eng = World(sc, 1, 7, mode="episodic"), OneDebtor(sc, 7)
+    world, eng = World(sc, 1, 7, mode="episodic", horizon_days=horizon), OneDebtor(sc, 7, horizon_days=horizon)
     rng = np.random.default_rng(7)
-    seen = {"episodes": 0, "blocked": 0, "cash_days": 0, "terminated": 0, "truncated": 0, "calls": 0}
+    seen = {"episodes": 0, "blocked": 0, "cash_days": 0, "terminated": 0, "truncated": 0, "calls": 0, "stale": 0}
     for day in range(1200):
         row_w, row_e = world.views().row(0), eng.row()
         assert row_w.keys() == row_e.keys()
@@ -68,7 +90,9 @@ def test_one_debtor_engine_equals_the_world_of_one_slot(case):
         mask = compliance.action_mask_row(row_w, world.profile)
         assert eng.mask() == mask
         a = _random_action(rng, mask)
-        rw, re_ = world.step(np.array([a])), eng.step(np.array(a))
+        with np.errstate(over="ignore"):  # the overflowing case: numpy's exp gives inf, as it should
+            rw = world.step(np.array([a]))
+        re_ = eng.step(np.array(a))
         for k in REWARD_COMPONENTS:
             assert _same(float(rw.components[k][0]), re_.components[k]), (day, k, float(rw.components[k][0]), re_.components[k])
         assert _same(float(rw.reward[0]), re_.reward)
@@ -84,11 +108,19 @@ def test_one_debtor_engine_equals_the_world_of_one_slot(case):
             seen["episodes"] += 1
             seen["terminated"] += re_.terminated
             seen["truncated"] += re_.truncated
+            seen["stale"] += len(eng._events) > 0  # the next debtor starts with the last one's events pending
             world.refill(np.array([0]))
             eng.next_debtor()
             assert eng.debtor_id == int(world.debtor_id[0])
     # the comparison covered the paths that matter, not just quiet days
     assert seen["episodes"] >= 4 and seen["blocked"] >= 5 and seen["cash_days"] >= 2 and seen["calls"] >= 20, seen
+    seen["promises"], seen["plans"] = eng.promise_serial, eng.plan_serial
+    if case == "commitments_due_today":
+        assert seen["promises"] >= 20 and seen["plans"] >= 5 and seen["terminated"] >= 15, str(seen)
+    if case == "stale_events":
+        assert seen["stale"] >= 50, seen
+    if case == "two_agents_day_long_calls":
+        assert eng.calls_dropped >= 1 or seen["calls"] >= 100, seen
 
 
 def test_debtor_env_runs_on_the_one_debtor_engine_with_the_worlds_rollout():
@@ -123,9 +155,21 @@ def test_bad_actions_name_the_column_and_the_range():
         eng.step(np.array([1.5, 0, 0, 0]))
     with pytest.raises(ValueError, match="4 entries"):
         eng.step(np.array([1, 0, 0]))
+    with pytest.raises(ValueError, match="4 entries"):
+        eng.step(np.array([[1, 0], [0, 0]]))  # four numbers, not one action
     with pytest.raises(ValueError, match="integers"):
         eng.step(np.array(["a", "b", "c", "d"]))
     assert eng.day == 0  # nothing ran
+    assert eng.step(np.array([[0, 0, 0, 0]])).blocked is False  # one action with a batch axis is fine, as for the world
+
+
+def test_the_view_handed_out_is_not_the_engines_state():
+    eng = OneDebtor(load_scenario("default"), 0)
+    on_file = list(eng.on_file)
+    r = eng.row()
+    r["on_file"][:] = [False] * 6
+    r["opted_out"][0] = True
+    assert eng.on_file == on_file and eng.opted_out == [False] * 6
 
 
 def test_stepping_a_finished_debtor_is_an_error():
@@ -144,17 +188,22 @@ DAY_SHIFT = [0] * 9 + [1] * 8 + [0] * 7  # 09:00-17:00, one agent
 
 
 @pytest.mark.parametrize(
-    ("duty", "opens", "closes", "busy_until", "expected"),
+    ("duty", "opens", "closes", "going", "expected"),
     [
-        (DAY_SHIFT, 8 * 60, 12 * 60, -math.inf, 9 * 60),  # the shift starts mid-window
-        (DAY_SHIFT, 12 * 60, 17 * 60, -math.inf, 12 * 60),  # on shift at the opening
-        (DAY_SHIFT, 17 * 60, 21 * 60, -math.inf, None),  # the shift ended at the opening
-        (DAY_SHIFT, 12 * 60, 17 * 60, 13 * 60 + 5.5, 13 * 60 + 5.5),  # the one agent is on an earlier call
-        (DAY_SHIFT, 12 * 60, 17 * 60, 17 * 60 + 1, None),  # ... until after the close
-        ([2] * 24, 12 * 60, 17 * 60, 13 * 60, 12 * 60),  # a second agent is free
-        ([0] * 12 + [1] + [0] * 11, 8 * 60, 12 * 60, -math.inf, None),  # the shift starts at the close
-        ([1] * 24, 1440 + 21 * 60, 1440 + 23 * 60, -math.inf, 1440 + 21 * 60),  # a later day
+        (DAY_SHIFT, 8 * 60, 12 * 60, [], 9 * 60),  # the shift starts mid-window
+        (DAY_SHIFT, 12 * 60, 17 * 60, [], 12 * 60),  # on shift at the opening
+        (DAY_SHIFT, 17 * 60, 21 * 60, [], None),  # the shift ended at the opening
+        (DAY_SHIFT, 12 * 60, 17 * 60, [13 * 60 + 5.5], 13 * 60 + 5.5),  # the one agent is on an earlier call
+        (DAY_SHIFT, 12 * 60, 17 * 60, [17 * 60 + 1], None),  # ... until after the close
+        (DAY_SHIFT, 12 * 60, 17 * 60, [11 * 60], 12 * 60),  # a call that ended before the opening holds no one
+        ([2] * 24, 12 * 60, 17 * 60, [13 * 60], 12 * 60),  # a second agent is free
+        ([2] * 24, 12 * 60, 17 * 60, [14 * 60, 13 * 60 + 1], 13 * 60 + 1),  # both are on calls: the first to end
+        # two agents until 09:00, then one; both on calls until 09:30 and 10:00: the one freed at
+        # 09:30 goes off shift, so the call waits for the other
+        ([2] * 9 + [1] * 15, 8 * 60, 12 * 60, [9 * 60 + 30, 10 * 60], 10 * 60),
+        ([0] * 12 + [1] + [0] * 11, 8 * 60, 12 * 60, [], None),  # the shift starts at the close
+        ([1] * 24, 1440 + 21 * 60, 1440 + 23 * 60, [], 1440 + 21 * 60),  # a later day
     ],
 )
-def test_lone_call_start(duty, opens, closes, busy_until, expected):
-    assert lone_call_start(duty, opens, closes, busy_until) == expected
+def test_lone_call_start(duty, opens, closes, going, expected):
+    assert lone_call_start(duty, opens, closes, going) == expected
