@@ -189,7 +189,8 @@ class OneDebtor:
         self._day_keys: dict[int, list[int]] = {}
         self._day_keys_from = 0
         self._contact_keys = np.array([ck(p) for p in _CONTACT_DRAWS], dtype=np.uint64)[:, None]
-        self._spont_keys = np.zeros(0, dtype=np.uint64)  # the spontaneous draw's key of each day from 0 on
+        self._spont_keys = np.zeros(0, dtype=np.uint64)  # the spontaneous draw's key of each day from _spont_keys_from on
+        self._spont_keys_from = 0
         self._cd: list[list[float]] = []  # the debtor's contact draws, [_DELIVER..][ordinal]
         self._cd_n = 0
         self._spont: list[float] = []  # the debtor's spontaneous draws, from day _spont_from on
@@ -222,11 +223,12 @@ class OneDebtor:
     def _spontaneous_draws(self) -> list[float]:
         """The debtor's spontaneous-payment draw of each day from today to its horizon."""
         day, end = self.day, self.day + self.horizon
-        if len(self._spont_keys) < end:
-            days = np.arange(max(2 * len(self._spont_keys), end + _DAY_CHUNK))
-            self._spont_keys = _draw_keys(self.key, days, _D_SPONTANEOUS)
+        if not self._spont_keys_from <= day or end > self._spont_keys_from + len(self._spont_keys):
+            self._spont_keys_from = day  # the keys of the next few horizons, shared by the debtors starting in them
+            self._spont_keys = _draw_keys(self.key, np.arange(day, end + max(3 * self.horizon, _DAY_CHUNK)), _D_SPONTANEOUS)
+        keys = self._spont_keys[day - self._spont_keys_from : end - self._spont_keys_from]
         self._spont_from = day
-        self._spont = to_unit(mix(self._spont_keys[day:end] + np.uint64((self.debtor_id * _GOLDEN) & _MASK64))).tolist()
+        self._spont = to_unit(mix(keys + np.uint64((self.debtor_id * _GOLDEN) & _MASK64))).tolist()
         return self._spont
 
     # ------------------------------------------------------------ debtors

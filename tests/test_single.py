@@ -207,3 +207,15 @@ DAY_SHIFT = [0] * 9 + [1] * 8 + [0] * 7  # 09:00-17:00, one agent
 )
 def test_lone_call_start(duty, opens, closes, going, expected):
     assert lone_call_start(duty, opens, closes, going) == expected
+
+
+def test_a_long_stream_of_debtors_keeps_its_draw_tables_bounded():
+    eng = OneDebtor(load_scenario("default"), 5, horizon_days=30)
+    for _ in range(4000):  # at least 130 debtors: each is sold at 30 days if it has not paid
+        res = eng.step([0, 0, 0, 0])
+        if res.terminated or res.truncated:
+            eng.next_debtor()
+    assert eng.day == 4000 and eng.debtor_id >= 130
+    # the day-keyed tables cover a window of days around today, not every day since day 0
+    assert eng._spont_keys_from > 2000 and len(eng._spont_keys) <= 30 + 1024 + 90
+    assert eng._day_keys_from > 2000 or not eng._day_keys
