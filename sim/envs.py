@@ -58,9 +58,8 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
     | 3     | offer   | 0 none, 1 instalment plan, 2 settlement discount, 3 short deferral      |
 
     ``action_masks()`` returns the 19 booleans (7 + 4 + 4 + 4) allowed by the scenario's
-    compliance profile, in the layout sb3-contrib's ``MaskablePPO`` expects (a shared read-only
-    array: copy it to change it). A disallowed action is not executed: it is blocked, counted
-    (``info["blocked"]``) and the debtor is not contacted.
+    compliance profile, in the layout sb3-contrib's ``MaskablePPO`` expects. A disallowed action
+    is not executed: it is blocked, counted (``info["blocked"]``) and the debtor is not contacted.
 
     ## Observation Space
     ``Box(-1, inf, (58,), float32)``: the feature vector of :mod:`policies.features` (the same
@@ -142,10 +141,9 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() first")
         m = tuple(d.mask())
         arr = self._masks.get(m)
-        if arr is None:  # at most a few hundred distinct masks (channels x one tone); each made once, read-only
+        if arr is None:  # at most a few hundred distinct masks (channels x one tone); each made once
             arr = self._masks[m] = np.array(m, dtype=bool)
-            arr.flags.writeable = False
-        return arr
+        return arr.copy()  # the caller's own (torch warns on read-only arrays)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         d = self._debtor

@@ -135,8 +135,9 @@ def test_debtor_env_runs_on_the_one_debtor_engine_with_the_worlds_rollout():
         np.testing.assert_allclose(obs, encode(world.views())[0], rtol=1e-6, atol=1e-7)
         mask = env.unwrapped.action_masks()
         np.testing.assert_array_equal(mask, world.action_mask()[0])
-        assert not mask.flags.writeable  # shared between calls: nobody may change it
         a = _random_action(rng, mask.tolist())
+        mask[:] = False  # the caller's own array: changing it changes nothing in the env
+        np.testing.assert_array_equal(env.unwrapped.action_masks(), world.action_mask()[0])
         obs, r, term, trunc, info = env.step(np.array(a))
         res = world.step(np.array([a]))
         assert _same(r, float(res.reward[0])) and info["blocked"] == bool(res.blocked[0])
@@ -219,3 +220,24 @@ def test_a_long_stream_of_debtors_keeps_its_draw_tables_bounded():
     # the day-keyed tables cover a window of days around today, not every day since day 0
     assert eng._spont_keys_from > 2000 and len(eng._spont_keys) <= 30 + 1024 + 90
     assert eng._day_keys_from > 2000 or not eng._day_keys
+
+
+def test_maskable_ppo_learns_and_predicts_on_debtor_v0_without_warnings():
+    import warnings
+
+    from sb3_contrib import MaskablePPO
+
+    env = gym.make("collectrl/Debtor-v0")
+    obs, _ = env.reset(seed=0)
+    model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. torch on a read-only mask array
+        model.learn(128)
+        for _ in range(20):
+            mask = env.unwrapped.action_masks()
+            action, _ = model.predict(obs, action_masks=mask)
+            starts = (0, 7, 11, 15)
+            assert all(mask[s + int(v)] for s, v in zip(starts, action, strict=True))  # only allowed values
+            obs, _, term, trunc, _ = env.step(action)
+            if term or trunc:
+                obs, _ = env.reset()
