@@ -54,9 +54,12 @@ def stream_key(seed: int, stream: Stream) -> int:
     return (int(state[0]) << 32) | int(state[1])
 
 
+_SALT = 0x5DEECE66D
+
+
 def uniforms(key: int, ids: np.ndarray, day: int, purpose: int, channel: int = 0) -> np.ndarray:
     """Uniforms in [0, 1) for debtors ``ids`` (uint64) on ``day`` for ``purpose``; float64, same shape."""
-    k = mix_scalar(key ^ mix_scalar((day << 24) ^ (purpose << 8) ^ channel ^ 0x5DEECE66D))
+    k = mix_scalar(key ^ mix_scalar((day << 24) ^ (purpose << 8) ^ channel ^ _SALT))
     if ids.size <= _SCALAR_MAX and ids.ndim == 1:  # a few debtors: Python ints beat numpy's per-call cost
         return np.array([to_unit_scalar(mix_scalar(i * _GOLDEN + k)) for i in ids.tolist()], dtype=np.float64)
     z = ids.astype(np.uint64, copy=False) * GOLDEN + np.uint64(k)
@@ -65,6 +68,13 @@ def uniforms(key: int, ids: np.ndarray, day: int, purpose: int, channel: int = 0
 
 _SCALAR_MAX = 8
 _GOLDEN = int(GOLDEN)
+
+
+def draw_keys(key: int, days: np.ndarray, purpose: int, channel: int = 0) -> np.ndarray:
+    """The key :func:`uniforms` mixes each debtor id with, for each of ``days`` (uint64 array): a
+    debtor's uniform on day ``d`` is ``to_unit(mix(id * GOLDEN + draw_keys(...)[d]))``."""
+    z = (days.astype(np.uint64) << np.uint64(24)) ^ np.uint64((purpose << 8) ^ channel ^ _SALT)
+    return mix(mix(z) ^ np.uint64(key))
 
 
 def block_rng(seed: int, stream: Stream, block: int) -> np.random.Generator:

@@ -40,8 +40,19 @@ from sim import behaviour as bm
 from sim.callcentre import lone_call_start
 from sim.config import Scenario
 from sim.population import BLOCK, BlockCache
-from sim.rng import Draw, Stream, stream_key
-from sim.world import REWARD_COMPONENTS, Status, on_duty_by_hour
+from sim.rng import Draw, Stream, draw_keys, stream_key
+from sim.world import (
+    CONTACT_DAY,
+    INSTALMENT_MINUTE,
+    LETTER_MINUTE,
+    MAX_ORDINAL,
+    MESSAGE_READ_AFTER_MIN,
+    ORDINAL_BITS,
+    PROMISE_MINUTE,
+    REWARD_COMPONENTS,
+    Status,
+    on_duty_by_hour,
+)
 
 __all__ = ["OneDebtor", "StepResult"]
 
@@ -93,13 +104,6 @@ def _unit(z: int) -> float:
     return ((z ^ (z >> 31)) >> 11) * _UNIT
 
 
-def _draw_keys(key: int, days: np.ndarray, purpose: int, channel: int = 0) -> np.ndarray:
-    """The keys ``sim.rng.uniforms`` mixes a debtor id with, for each of ``days`` (uint64)."""
-    z = (days.astype(np.uint64) << np.uint64(24)) ^ np.uint64((purpose << 8) ^ channel ^ 0x5DEECE66D)
-    return mix(mix(z) ^ np.uint64(key))
-
-
-_CONTACT_DAY = 0xFFFF  # contact luck is keyed by (debtor, contact ordinal), as in sim.world
 _LETTER, _CALL = int(Channel.LETTER) - 1, int(Channel.CALL) - 1
 _WAIT, _FIRM, _EMPATHETIC, _LATE = int(Channel.WAIT), int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE)
 _OPEN, _SOLD = int(Status.OPEN), int(Status.SOLD)
@@ -115,8 +119,6 @@ _PROMISE_OUTCOME = (_LO_PROMISED, _LO_SETTLEMENT, _LO_PROMISED)  # by kind: prom
 _OFFERED = dict((out, off) for out, off in bm.OFFERED_OUTCOME)  # outcome -> the offer it needs
 # the day's events, in the heap as (minute, sequence, kind, payload)
 _ARRIVE, _CALL_DONE, _PROMISE_DUE, _INSTALMENT_DUE = 0, 1, 2, 3
-_MESSAGE_DELAY_MIN = 15  # electronic messages are read 15 minutes into their window (sim.world)
-_LETTER_MINUTE, _PROMISE_MINUTE, _INSTALMENT_MINUTE = 10 * 60, 18 * 60, 9 * 60
 
 
 class StepResult:
@@ -182,7 +184,7 @@ class OneDebtor:
         self._on_duty = duty
         self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # when no call is still going
         # the keys of the contact draws (keyed by contact, not day) and of the day-keyed draws
-        ck = lambda purpose, channel=0: int(_draw_keys(self.key, np.array([_CONTACT_DAY]), purpose, channel)[0])
+        ck = lambda purpose, channel=0: int(draw_keys(self.key, np.array([CONTACT_DAY]), purpose, channel)[0])
         self._k_rpc = ck(Draw.NOTICE, _CALL + 1)
         self._k_handle, self._k_disclose, self._k_outcome = ck(Draw.HANDLE), ck(Draw.DISCLOSE), ck(Draw.OUTCOME)
         self._k_amount, self._k_promise_days = ck(Draw.AMOUNT), ck(Draw.PROMISE_DAYS)
@@ -208,14 +210,14 @@ class OneDebtor:
         keys = self._day_keys.get(purpose)
         if keys is None:
             days = np.arange(self._day_keys_from, self._day_keys_from + _DAY_CHUNK)
-            keys = self._day_keys[purpose] = _draw_keys(self.key, days, purpose).tolist()
+            keys = self._day_keys[purpose] = draw_keys(self.key, days, purpose).tolist()
         return _unit(self.debtor_id * _GOLDEN + keys[i])
 
     def _contact_draws(self, ordinal: int) -> list[list[float]]:
         """The debtor's contact draws for ordinals up to at least ``ordinal`` (``sim.rng.uniforms``
         keyed by (debtor, ordinal), as the world draws them)."""
-        n = min(max(_ORDINALS, 2 * self._cd_n, ordinal + 1), 4096)
-        lucks = np.arange(n, dtype=np.uint64) | np.uint64(self.debtor_id << 12)
+        n = min(max(_ORDINALS, 2 * self._cd_n, ordinal + 1), MAX_ORDINAL + 1)
+        lucks = np.arange(n, dtype=np.uint64) | np.uint64(self.debtor_id << ORDINAL_BITS)
         self._cd = to_unit(mix(lucks[None, :] * GOLDEN + self._contact_keys)).tolist()
         self._cd_n = n
         return self._cd
@@ -225,7 +227,7 @@ class OneDebtor:
         day, end = self.day, self.day + self.horizon
         if not self._spont_keys_from <= day or end > self._spont_keys_from + len(self._spont_keys):
             self._spont_keys_from = day  # the keys of the next few horizons, shared by the debtors starting in them
-            self._spont_keys = _draw_keys(self.key, np.arange(day, end + max(3 * self.horizon, _DAY_CHUNK)), _D_SPONTANEOUS)
+            self._spont_keys = draw_keys(self.key, np.arange(day, end + max(3 * self.horizon, _DAY_CHUNK)), _D_SPONTANEOUS)
         keys = self._spont_keys[day - self._spont_keys_from : end - self._spont_keys_from]
         self._spont_from = day
         self._spont = to_unit(mix(keys + np.uint64((self.debtor_id * _GOLDEN) & _MASK64))).tolist()
@@ -421,7 +423,7 @@ class OneDebtor:
     def _execute(self, a: tuple[int, int, int, int], t0: int) -> None:
         ch, win, tone, offer = a[0] - 1, a[1], a[2], a[3]
         n = self.contacts_total
-        luck = (self.debtor_id << 12) | (n if n < 4095 else 4095)
+        luck = (self.debtor_id << ORDINAL_BITS) | (n if n < MAX_ORDINAL else MAX_ORDINAL)
         self.today_channel = ch
         self.contacts_total += 1
         self.last_contact = self.day
@@ -432,9 +434,9 @@ class OneDebtor:
             return
         self._charge(self.cost[ch])
         if ch == _LETTER:
-            self._push((self.day + self.letter_delay) * MINUTES_PER_DAY + _LETTER_MINUTE, _ARRIVE, (self.epoch, ch, 0, tone, offer, luck))
+            self._push((self.day + self.letter_delay) * MINUTES_PER_DAY + LETTER_MINUTE, _ARRIVE, (self.epoch, ch, 0, tone, offer, luck))
             return
-        at = t0 + WINDOW_HOURS[win][0] * 60 + _MESSAGE_DELAY_MIN
+        at = t0 + WINDOW_HOURS[win][0] * 60 + MESSAGE_READ_AFTER_MIN
         ev = self._events
         if ev and ev[0][0] <= at:
             self._push(at, _ARRIVE, (self.epoch, ch, win, tone, offer, luck))
@@ -469,7 +471,7 @@ class OneDebtor:
     def _arrive(self, p: tuple[int, int, int, int, int, int]) -> None:
         """A message or letter reaches the debtor's address: delivered? noticed? then the response."""
         _, ch, win, tone, offer, luck = p
-        o = luck & 4095
+        o = luck & MAX_ORDINAL
         cd = self._cd if o < self._cd_n else self._contact_draws(o)
         if not cd[_DELIVER][o] < self.deliverability[ch]:
             return
@@ -496,7 +498,7 @@ class OneDebtor:
         fat, distressed = self.fatigue, self.distressed
         z = _f32(self.complaint_base + _f32(self.fatigue_complaint32 * fat))
         z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
-        o = luck & 4095
+        o = luck & MAX_ORDINAL
         cd = self._cd if o < self._cd_n else self._contact_draws(o)
         if cd[_COMPLAINT][o] < _sigmoid(z):
             self.complaints += 1
@@ -603,7 +605,7 @@ class OneDebtor:
         self.promise_kind = kind
         self.promise_serial += 1
         self.last_outcome = _PROMISE_OUTCOME[kind]
-        self._push((self.day + days) * MINUTES_PER_DAY + _PROMISE_MINUTE, _PROMISE_DUE, self.promise_serial)
+        self._push((self.day + days) * MINUTES_PER_DAY + PROMISE_MINUTE, _PROMISE_DUE, self.promise_serial)
 
     def _plan(self) -> None:
         n = self.sc.behaviour.plan_instalments
@@ -617,7 +619,7 @@ class OneDebtor:
         self._schedule_instalment()
 
     def _schedule_instalment(self) -> None:
-        at = (self.day + self.sc.behaviour.plan_interval_days) * MINUTES_PER_DAY + _INSTALMENT_MINUTE
+        at = (self.day + self.sc.behaviour.plan_interval_days) * MINUTES_PER_DAY + INSTALMENT_MINUTE
         self._push(at, _INSTALMENT_DUE, self.plan_serial)
 
     def _keep_logit(self, base: float) -> float:

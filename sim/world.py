@@ -90,8 +90,15 @@ class Outcome(IntEnum):
 
 # Contact-response luck is keyed by (debtor, contact ordinal), not by day: the k-th contact of a debtor
 # draws the same luck under any policy, whatever day it happens on (stronger common random numbers).
-_CONTACT_DAY = 0xFFFF
-_ORDINAL_BITS = np.uint64(12)
+CONTACT_DAY = 0xFFFF
+ORDINAL_BITS = 12
+MAX_ORDINAL = (1 << ORDINAL_BITS) - 1  # contacts beyond it share its luck
+# when things happen within a day (minutes after midnight, local time)
+MESSAGE_READ_AFTER_MIN = 15  # an electronic message is read this long after its window opens
+LETTER_MINUTE = 10 * 60  # the morning post
+INSTALMENT_MINUTE = 9 * 60
+PROMISE_MINUTE = 18 * 60
+_ORDINAL_BITS = np.uint64(ORDINAL_BITS)
 _OPEN, _WAITING, _SOLD = int(Status.OPEN), int(Status.WAITING), int(Status.SOLD)
 _FIRM, _EMPATHETIC, _LATE, _WAIT = int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE), int(Channel.WAIT)
 _IGNORED, _LO_PAID, _LO_COMPLAINED = int(LastOutcome.IGNORED), int(LastOutcome.PAID), int(LastOutcome.COMPLAINED)
@@ -455,7 +462,7 @@ class World:
         d, t0 = self.day, self.day * MINUTES_PER_DAY
         ch = a[idx, 0] - 1
         win, tone, offer = a[idx, 1], a[idx, 2], a[idx, 3]
-        ordinal = np.minimum(self.contacts_total[idx], 4095).astype(np.uint64)
+        ordinal = np.minimum(self.contacts_total[idx], MAX_ORDINAL).astype(np.uint64)
         luck = (self.debtor_id[idx] << _ORDINAL_BITS) | ordinal
         self.contacts_today[idx, ch] += 1
         self.contacts_by_channel[idx, ch] += 1
@@ -484,9 +491,9 @@ class World:
             assert t is not None
             cw = win[calls]
             reach = t.deliverability[cidx, _CALL] * bm.p_notice(t.attention[cidx, _CALL], t.window_fit[cidx, cw], self.prm.window_sensitivity[_CALL])
-            rpc = uniforms(self.key, cluck, _CONTACT_DAY, _D_NOTICE, _CALL + 1) < reach
+            rpc = uniforms(self.key, cluck, CONTACT_DAY, _D_NOTICE, _CALL + 1) < reach
             mean = np.where(rpc, self.sc.call_centre.handle_time_min, self.sc.call_centre.no_answer_time_min)
-            handle = -mean * np.log1p(-uniforms(self.key, cluck, _CONTACT_DAY, _D_HANDLE))
+            handle = -mean * np.log1p(-uniforms(self.key, cluck, CONTACT_DAY, _D_HANDLE))
             for w in range(len(Window)):
                 s = cw == w
                 if s.any():
@@ -503,7 +510,7 @@ class World:
     ) -> Generator[simpy.Event, Any, None]:
         """Electronic messages go out at the start of their window and are read (or not) there."""
         start_h = WINDOW_HOURS[window][0]
-        yield self.env.timeout(max(0.0, self.day * MINUTES_PER_DAY + start_h * 60 + 15 - self.env.now))
+        yield self.env.timeout(max(0.0, self.day * MINUTES_PER_DAY + start_h * 60 + MESSAGE_READ_AFTER_MIN - self.env.now))
         ok = (self.epoch[slots] == epochs) & (self.status[slots] == _OPEN)
         self._arrive(slots[ok], ch[ok], np.full(int(ok.sum()), window), tone[ok], offer[ok], luck[ok])
 
@@ -511,7 +518,7 @@ class World:
         self, slots: np.ndarray, epochs: np.ndarray, tone: np.ndarray, offer: np.ndarray, luck: np.ndarray
     ) -> Generator[simpy.Event, Any, None]:
         """Letters arrive ``delay_days`` later, in the morning post."""
-        yield self.env.timeout((self.day + self.letter_delay) * MINUTES_PER_DAY + 10 * 60 - self.env.now)
+        yield self.env.timeout((self.day + self.letter_delay) * MINUTES_PER_DAY + LETTER_MINUTE - self.env.now)
         ok = (self.epoch[slots] == epochs) & (self.status[slots] == _OPEN)
         n = int(ok.sum())
         self._arrive(slots[ok], np.full(n, _LETTER), np.full(n, Window.MORNING), tone[ok], offer[ok], luck[ok])
@@ -524,7 +531,7 @@ class World:
         assert t is not None
         now = self.env.now
         ids = self.debtor_id[idx]
-        delivered = uniforms(self.key, luck, _CONTACT_DAY, _D_DELIVER, 0) < t.deliverability[idx, ch]
+        delivered = uniforms(self.key, luck, CONTACT_DAY, _D_DELIVER, 0) < t.deliverability[idx, ch]
         self.funnel["delivered"] += np.bincount(ch[delivered], minlength=N_CONTACT_CHANNELS)
         self.ledger.add(now, ids[delivered], Event.DELIVERED, ch[delivered] + 1)
         idx, ch, win, tone, offer, luck = idx[delivered], ch[delivered], win[delivered], tone[delivered], offer[delivered], luck[delivered]
@@ -532,7 +539,7 @@ class World:
         # with five messages of annoyance (the calibration of complaints and opt-outs assumes this)
         self.fatigue[idx] += self.prm.fatigue_weight[ch]
         p_notice = bm.p_notice(t.attention[idx, ch], t.window_fit[idx, win], self.prm.window_sensitivity[ch])
-        noticed = uniforms(self.key, luck, _CONTACT_DAY, _D_NOTICE, 0) < p_notice
+        noticed = uniforms(self.key, luck, CONTACT_DAY, _D_NOTICE, 0) < p_notice
         self._ignored(idx[~noticed])
         self._respond(idx[noticed], ch[noticed], win[noticed], tone[noticed], offer[noticed], luck[noticed])
 
@@ -579,8 +586,8 @@ class World:
         firm = tone == _FIRM
 
         z = bm.complaint_logit(self.sc, t.complaint_logit[idx], fat, firm, distressed, win == _LATE)
-        complain = uniforms(self.key, luck, _CONTACT_DAY, _D_COMPLAINT) < bm.sigmoid(z)
-        opt = ~complain & (ch != _LETTER) & (uniforms(self.key, luck, _CONTACT_DAY, _D_OPT_OUT) < bm.sigmoid(bm.opt_out_logit(self.sc, fat)))
+        complain = uniforms(self.key, luck, CONTACT_DAY, _D_COMPLAINT) < bm.sigmoid(z)
+        opt = ~complain & (ch != _LETTER) & (uniforms(self.key, luck, CONTACT_DAY, _D_OPT_OUT) < bm.sigmoid(bm.opt_out_logit(self.sc, fat)))
         if complain.any():
             c = idx[complain]
             self.complaints[c] += 1
@@ -611,7 +618,7 @@ class World:
         will = t.willingness[idx]
         dpd = t.dpd_at_entry[idx] + self.days_in[idx]
         z = bm.engage_logit(self.sc, self.prm, ch, tone, will, t.tone_effect[idx, tone], t.offer_effect[idx, offer], distressed, fat, dpd)
-        engaged = uniforms(self.key, luck, _CONTACT_DAY, _D_ENGAGE) < bm.sigmoid(z)
+        engaged = uniforms(self.key, luck, CONTACT_DAY, _D_ENGAGE) < bm.sigmoid(z)
         self._ignored(idx[~engaged])
         idx, ch, offer, ids, will, distressed, luck = (
             idx[engaged],
@@ -629,12 +636,12 @@ class World:
         self.responses[idx] += 1
         self.last_response[idx] = d
         self.intensity[idx] += b.intensity_jump_contact * (0.5 + will)
-        disclose = distressed & (uniforms(self.key, luck, _CONTACT_DAY, _D_DISCLOSE) < b.vulnerability_disclosure_prob)
+        disclose = distressed & (uniforms(self.key, luck, CONTACT_DAY, _D_DISCLOSE) < b.vulnerability_disclosure_prob)
         self.vulnerable[idx[disclose]] = True
 
         p = bm.outcome_probabilities(self.prm, self._ability(idx), will, self.outstanding[idx], offer, t.offer_effect[idx])
         cdf = np.cumsum(p, axis=1)
-        u = uniforms(self.key, luck, _CONTACT_DAY, _D_OUTCOME) * cdf[:, -1]
+        u = uniforms(self.key, luck, CONTACT_DAY, _D_OUTCOME) * cdf[:, -1]
         outcome = (u[:, None] > cdf).sum(axis=1)
         self._apply_outcomes(idx, outcome, ch, luck)
 
@@ -646,12 +653,12 @@ class World:
         sel = outcome == Outcome.PAY_PART
         if sel.any():
             lo, hi = b.part_payment_share.min / 100.0, b.part_payment_share.max / 100.0
-            share = lo + (hi - lo) * uniforms(self.key, luck[sel], _CONTACT_DAY, _D_AMOUNT)
+            share = lo + (hi - lo) * uniforms(self.key, luck[sel], CONTACT_DAY, _D_AMOUNT)
             self._pay(idx[sel], out_amt[sel] * share, ch[sel])
         sel = outcome == Outcome.PROMISE
         if sel.any():
             lo, hi = b.promise_days.min, b.promise_days.max
-            days = lo + np.floor((hi - lo + 1) * uniforms(self.key, luck[sel], _CONTACT_DAY, _D_PROMISE_DAYS)).astype(np.int32)
+            days = lo + np.floor((hi - lo + 1) * uniforms(self.key, luck[sel], CONTACT_DAY, _D_PROMISE_DAYS)).astype(np.int32)
             self._promise(idx[sel], out_amt[sel], days, 0)
         sel = outcome == Outcome.SETTLEMENT
         if sel.any():
@@ -714,7 +721,7 @@ class World:
         self.ledger.add(self.env.now, self.debtor_id[idx], Event.PROMISE, 0, amount, kind)
         for due in np.unique(days):
             s = idx[days == due]
-            self._at((self.day + int(due)) * MINUTES_PER_DAY + 18 * 60, s, self.promise_serial[s].copy(), self.promise_diary)
+            self._at((self.day + int(due)) * MINUTES_PER_DAY + PROMISE_MINUTE, s, self.promise_serial[s].copy(), self.promise_diary)
 
     def _plan(self, idx: np.ndarray) -> None:
         b = self.sc.behaviour
@@ -729,7 +736,7 @@ class World:
         self._schedule_instalment(idx)
 
     def _schedule_instalment(self, idx: np.ndarray) -> None:
-        at = (self.day + self.sc.behaviour.plan_interval_days) * MINUTES_PER_DAY + 9 * 60
+        at = (self.day + self.sc.behaviour.plan_interval_days) * MINUTES_PER_DAY + INSTALMENT_MINUTE
         self._at(at, idx, self.plan_serial[idx].copy(), self.instalment_schedule)
 
     def _at(self, at_min: float, slots: np.ndarray, serials: np.ndarray, handler: Callable[[np.ndarray, np.ndarray], None]) -> None:
