@@ -26,6 +26,15 @@ def mix_scalar(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def unit_scalar(z: int) -> float:
+    """``to_unit_scalar(mix_scalar(z))`` in one call: a uniform in [0, 1) from one Python int (the hot
+    path of the one-debtor engine's draws)."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
+
+
 def mix(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser of a uint64 array (in place; returns it)."""
     z ^= z >> _S30

@@ -114,7 +114,6 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = _obs_space((N_FEATURES,))
         self.feature_names = FEATURE_NAMES
         self._debtor: OneDebtor | None = None
-        self._masks: dict[tuple[bool, ...], np.ndarray] = {}
 
     @property
     def debtor(self) -> OneDebtor:
@@ -139,11 +138,7 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         d = self._debtor
         if d is None:
             raise RuntimeError("call reset() first")
-        m = tuple(d.mask())
-        arr = self._masks.get(m)
-        if arr is None:  # at most a few hundred distinct masks (channels x one tone); each made once
-            arr = self._masks[m] = np.array(m, dtype=bool)
-        return arr.copy()  # the caller's own (torch warns on read-only arrays)
+        return np.array(d.mask(), dtype=bool)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         d = self._debtor

@@ -16,7 +16,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from policies.hashing import GOLDEN, mix, mix_scalar, to_unit, to_unit_scalar
+from policies.hashing import GOLDEN, mix, mix_scalar, to_unit, unit_scalar
 
 BLOCK = 4096
 
@@ -61,7 +61,7 @@ def uniforms(key: int, ids: np.ndarray, day: int, purpose: int, channel: int = 0
     """Uniforms in [0, 1) for debtors ``ids`` (uint64) on ``day`` for ``purpose``; float64, same shape."""
     k = mix_scalar(key ^ mix_scalar((day << 24) ^ (purpose << 8) ^ channel ^ _SALT))
     if ids.size <= _SCALAR_MAX and ids.ndim == 1:  # a few debtors: Python ints beat numpy's per-call cost
-        return np.array([to_unit_scalar(mix_scalar(i * _GOLDEN + k)) for i in ids.tolist()], dtype=np.float64)
+        return np.array([unit_scalar(i * _GOLDEN + k) for i in ids.tolist()], dtype=np.float64)
     z = ids.astype(np.uint64, copy=False) * GOLDEN + np.uint64(k)
     return to_unit(mix(z))
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from policies import compliance
 from policies.actions import ACTION_COLUMNS
-from policies.hashing import GOLDEN, mix, to_unit
+from policies.hashing import GOLDEN, MASK64, mix, to_unit
+from policies.hashing import unit_scalar as _unit
 from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
 from sim import behaviour as bm
 from sim.callcentre import lone_call_start
@@ -83,9 +84,7 @@ def _below_sigmoid32(u: float, z: float) -> bool:
     return bool(u < bm.sigmoid(np.array([z], dtype=np.float32))[0])
 
 
-_GOLDEN = 0x9E3779B97F4A7C15
-_MASK64, _M1, _M2 = (1 << 64) - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-_UNIT = 1.0 / 9007199254740992.0
+_GOLDEN = int(GOLDEN)
 _DAY_CHUNK = 1024  # days whose draw keys are made at once (for all debtors)
 _D_SPONTANEOUS = int(Draw.SPONTANEOUS)
 # the draws nearly every day or contact makes are made per debtor at once, with numpy: these
@@ -94,14 +93,6 @@ _D_SPONTANEOUS = int(Draw.SPONTANEOUS)
 _CONTACT_DRAWS = (Draw.DELIVER, Draw.NOTICE, Draw.COMPLAINT, Draw.OPT_OUT, Draw.ENGAGE)
 _DELIVER, _NOTICE, _COMPLAINT, _OPT_OUT, _ENGAGE = range(len(_CONTACT_DRAWS))
 _ORDINALS = 64
-
-
-def _unit(z: int) -> float:
-    """``to_unit_scalar(mix_scalar(z))`` in one call (the hot path of every draw)."""
-    z &= _MASK64
-    z = ((z ^ (z >> 30)) * _M1) & _MASK64
-    z = ((z ^ (z >> 27)) * _M2) & _MASK64
-    return ((z ^ (z >> 31)) >> 11) * _UNIT
 
 
 _LETTER, _CALL = int(Channel.LETTER) - 1, int(Channel.CALL) - 1
@@ -191,8 +182,6 @@ class OneDebtor:
         self._day_keys: dict[int, list[int]] = {}
         self._day_keys_from = 0
         self._contact_keys = np.array([ck(p) for p in _CONTACT_DRAWS], dtype=np.uint64)[:, None]
-        self._spont_keys = np.zeros(0, dtype=np.uint64)  # the spontaneous draw's key of each day from _spont_keys_from on
-        self._spont_keys_from = 0
         self._cd: list[list[float]] = []  # the debtor's contact draws, [_DELIVER..][ordinal]
         self._cd_n = 0
         self._spont: list[float] = []  # the debtor's spontaneous draws, from day _spont_from on
@@ -224,13 +213,10 @@ class OneDebtor:
 
     def _spontaneous_draws(self) -> list[float]:
         """The debtor's spontaneous-payment draw of each day from today to its horizon."""
-        day, end = self.day, self.day + self.horizon
-        if not self._spont_keys_from <= day or end > self._spont_keys_from + len(self._spont_keys):
-            self._spont_keys_from = day  # the keys of the next few horizons, shared by the debtors starting in them
-            self._spont_keys = draw_keys(self.key, np.arange(day, end + max(3 * self.horizon, _DAY_CHUNK)), _D_SPONTANEOUS)
-        keys = self._spont_keys[day - self._spont_keys_from : end - self._spont_keys_from]
+        day = self.day
+        keys = draw_keys(self.key, np.arange(day, day + self.horizon), _D_SPONTANEOUS)
         self._spont_from = day
-        self._spont = to_unit(mix(keys + np.uint64((self.debtor_id * _GOLDEN) & _MASK64))).tolist()
+        self._spont = to_unit(mix(keys + np.uint64((self.debtor_id * _GOLDEN) & MASK64))).tolist()
         return self._spont
 
     # ------------------------------------------------------------ debtors
