@@ -655,7 +655,7 @@ class OneDebtor:
     def _close_day(self) -> None:
         """Unprompted repayment, decay, the 7-day contact window, the horizon (``World._close_day``)."""
         if self.status == _OPEN:
-            base = self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.intensity_halflife)  # _baseline_intensity()
+            base = self._baseline_intensity()
             lam = base + (self.intensity - base) * self.intensity_decay
             self.intensity = lam
             i = self.day - self._spont_from
