@@ -14,6 +14,7 @@ import numpy as np
 
 MINUTES_PER_DAY = 1440
 NEVER_DAYS = 9999  # "days since" value for something that never happened
+MONTH_DAYS = 28  # the simulated calendar's months: day_of_month runs 1..28, paydays fall on one of them
 
 
 class Channel(IntEnum):

@@ -1,34 +1,128 @@
-"""The behaviour model: pure functions of traits, state and parameters (no SimPy, no global RNG).
+"""The rulebook: every behaviour formula of the world, once.
 
-The SimPy world draws from these probabilities with its seeded uniforms; the oracle policy uses the
-same functions to compute expected values. Units: probabilities per contact or per day, money in
-EUR, time in days.
+Each rule is one function of traits, state and scenario parameters, callable on numpy arrays (a
+batch of debtors: :class:`sim.world.World`, the oracle) and on Python numbers (one debtor:
+:class:`sim.single.OneDebtor`), with the same numbers out: the functions use only arithmetic that
+numpy and Python compute alike in float64 (``+ - * /`` and comparisons), and route ``exp``,
+``where``, ``clip`` and ``max`` through the small helpers below, which pick numpy or :mod:`math`
+by the type of their argument. No rule is written anywhere else, and every constant a rule uses
+is a key of the scenario (``behaviour``, ``channels`` or the debtor's traits), so changing a rule
+is one function here and one key there.
+
+Units: probabilities per contact or per day, money in EUR, time in days; logits are log-odds.
+The funnel of a contact, in the order the world applies it:
+
+    delivered (a trait) -> noticed (:func:`p_notice`) -> complaint (:func:`complaint_logit`) or
+    opt-out (:func:`opt_out_logit`), else engaged (:func:`engage_logit`) -> an outcome
+    (:func:`outcome_probabilities`, :func:`draw_outcome`)
+
+and, over the days: promises and instalments kept or broken (:func:`promise_keep_logit`,
+:func:`instalment_keep_logit`), unprompted payments from a self-exciting intensity
+(:func:`baseline_intensity`, :func:`decayed_intensity`, :func:`contact_jump`,
+:func:`payment_jump`, :func:`p_spontaneous`, :func:`spontaneous_share`), fatigue that decays
+(:func:`decayed_fatigue`), liquidity that varies (:func:`effective_ability`) and churn on
+resolution (:func:`churn_logit`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from policies.schema import Offer, Tone, Window
-from sim.config import Scenario
+from policies.schema import MONTH_DAYS, Channel, Offer, Tone, Window
+from sim.config import Behaviour, Scenario, SpontaneousPayment
 
 CHANNEL_KEYS = ("sms", "email", "push", "messenger", "letter", "call")
-N_OUTCOMES = 7  # pay_full, pay_part, promise, plan, settlement, deferral, nothing (reference)
-OFFERED_OUTCOME = ((3, int(Offer.PLAN)), (4, int(Offer.SETTLEMENT)), (5, int(Offer.DEFERRAL)))
-_FIRM, _EMPATHETIC, _LATE = int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE)
+LETTER, CALL = int(Channel.LETTER) - 1, int(Channel.CALL) - 1  # contact-channel columns (no "wait")
+FIRM, EMPATHETIC, LATE = int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE)
+PAY_FULL, PAY_PART, PROMISE, PLAN, SETTLEMENT, DEFERRAL, NOTHING = range(7)
+N_OUTCOMES = 7  # the six of behaviour.outcomes, then "nothing" (the reference, logit 0)
+OFFERED_OUTCOME = ((PLAN, int(Offer.PLAN)), (SETTLEMENT, int(Offer.SETTLEMENT)), (DEFERRAL, int(Offer.DEFERRAL)))
+PROMISE_KIND, SETTLEMENT_KIND, DEFERRAL_KIND = 0, 1, 2  # what a promise is for
+LOG_BALANCE_REFERENCE_EUR = 1000.0  # outcomes' log_balance coefficients are per unit of ln(outstanding / this)
+
+Num = Any  # a Python number or a numpy array of them (the rules accept both)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+# ------------------------------------------------------------------ array-or-number helpers
+
+
+def _exp(x: Num) -> Num:
+    if type(x) is np.ndarray:
+        return np.exp(x)
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _expm1(x: Num) -> Num:
+    if type(x) is np.ndarray:
+        return np.expm1(x)
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return math.inf
+
+
+def _exp2(x: Num) -> Num:
+    if type(x) is np.ndarray:
+        return np.exp2(x)
+    try:
+        return math.exp2(x)
+    except OverflowError:
+        return math.inf
+
+
+def _clip(x: Num, lo: float, hi: float) -> Num:
+    if type(x) is np.ndarray:
+        return np.clip(x, lo, hi)
+    return lo if x < lo else (hi if x > hi else x)
+
+
+def _min(x: Num, hi: float) -> Num:
+    if type(x) is np.ndarray:
+        return np.minimum(x, hi)
+    return x if x < hi else hi
+
+
+def _max(x: Num, lo: float) -> Num:
+    if type(x) is np.ndarray:
+        return np.maximum(x, lo)
+    return x if x > lo else lo
+
+
+def _where(cond: Num, a: Num, b: Num) -> Num:
+    if type(cond) is np.ndarray:
+        return np.where(cond, a, b)
+    return a if cond else b
+
+
+def _max_of(xs: Sequence[Num]) -> Num:
+    if any(type(x) is np.ndarray for x in xs):
+        return np.maximum.reduce(np.broadcast_arrays(*xs))
+    return max(xs)
+
+
+def sigmoid(z: Num) -> Num:
+    """The logistic function; a logit whose exp overflows gives 0."""
+    return 1.0 / (1.0 + _exp(-z))
+
+
+# ------------------------------------------------------------------ parameters as arrays
 
 
 @dataclass(frozen=True)
 class Params:
-    """Per-channel and behaviour parameters of a scenario, as arrays (built once per world)."""
+    """Per-channel and outcome parameters of a scenario, as arrays indexed by contact channel
+    (built once per world; the one-debtor engine reads them as lists)."""
 
     cost_eur: np.ndarray  # (6,)
+    delivery_rate: np.ndarray  # (6,)
     engage_logit: np.ndarray  # (6,)
     fatigue_weight: np.ndarray  # (6,)
     window_sensitivity: np.ndarray  # (6,)
@@ -43,6 +137,7 @@ class Params:
         rows = [o.pay_full, o.pay_part, o.promise, o.plan, o.settlement, o.deferral]
         return cls(
             cost_eur=np.array([s.cost_eur for s in specs]),
+            delivery_rate=np.array([s.delivery_rate for s in specs]),
             engage_logit=np.array([s.engage_logit for s in specs]),
             fatigue_weight=np.array([s.fatigue_weight for s in specs]),
             window_sensitivity=np.array([s.window_sensitivity for s in specs]),
@@ -52,83 +147,190 @@ class Params:
         )
 
 
-def p_notice(attention: np.ndarray, window_fit: np.ndarray, window_sensitivity: np.ndarray) -> np.ndarray:
-    """Probability a delivered contact is noticed (opened, or answered by the right party)."""
+# ------------------------------------------------------------------ reaching the debtor
+
+
+def p_notice(attention: Num, window_fit: Num, window_sensitivity: Num) -> Num:
+    """Probability a delivered contact is noticed (a message opened, a call answered by the right
+    party): the debtor's attention to the channel, less where the window misses their habits."""
     return attention * (1.0 - window_sensitivity * (1.0 - window_fit))
 
 
-def effective_ability(sc: Scenario, ability: np.ndarray, growth: np.ndarray, days_in: np.ndarray, payday: np.ndarray, day: int) -> np.ndarray:
-    """Ability to pay today: liquidity recovers over time for the illiquid, and peaks after payday."""
-    since_payday = (day % 28 + 1 - payday) % 28
-    ab = ability + growth * (days_in / 30.0) + np.where(since_payday < 5, sc.behaviour.payday_ability_boost, 0.0)
-    return np.clip(ab, 0.0, 1.0)
-
-
-def complaint_logit(sc: Scenario, base: np.ndarray, fatigue: np.ndarray, firm: np.ndarray, distressed: np.ndarray, late: np.ndarray) -> np.ndarray:
-    b = sc.behaviour
+def complaint_logit(b: Behaviour, base: Num, fatigue: Num, firm: Num, distressed: Num, late: Num) -> Num:
+    """Log-odds that a noticed contact draws a complaint: tired debtors, a firm tone to the
+    distressed and contact after 21:00 complain more."""
     return base + b.fatigue_complaint * fatigue + b.firm_distressed_complaint * (firm & distressed) + b.late_window_complaint * late
 
 
-def opt_out_logit(sc: Scenario, fatigue: np.ndarray) -> np.ndarray:
-    return sc.behaviour.opt_out_logit + sc.behaviour.fatigue_opt_out * fatigue
+def opt_out_logit(b: Behaviour, fatigue: Num) -> Num:
+    """Log-odds that a noticed message (not a letter) makes the debtor opt out of its channel."""
+    return b.opt_out_logit + b.fatigue_opt_out * fatigue
 
 
 def engage_logit(
-    sc: Scenario,
-    prm: Params,
-    ch: np.ndarray,
-    tone: np.ndarray,
-    willingness: np.ndarray,
-    tone_effect_of_tone: np.ndarray,
-    offer_effect_of_offer: np.ndarray,
-    distressed: np.ndarray,
-    fatigue: np.ndarray,
-    dpd: np.ndarray,
-) -> np.ndarray:
-    """Log-odds that a noticed contact is engaged with (reply, conversation, click-through)."""
-    b = sc.behaviour
+    b: Behaviour, channel_logit: Num, willingness: Num, tone_effect: Num, offer_effect: Num, tone: Num, distressed: Num, fatigue: Num, dpd: Num
+) -> Num:
+    """Log-odds that a noticed contact is engaged with (a reply, a conversation, a click-through):
+    the channel's base, willingness, the debtor's reaction to the tone and (a share of) the offer,
+    tone x distress, fatigue and the age of the debt."""
     return (
-        prm.engage_logit[ch]
+        channel_logit
         + b.willingness_engage * (willingness - 0.5)
-        + tone_effect_of_tone
-        + 0.5 * offer_effect_of_offer
-        + b.firm_distressed_engage * ((tone == _FIRM) & distressed)
-        + b.empathetic_distressed_engage * ((tone == _EMPATHETIC) & distressed)
+        + tone_effect
+        + b.offer_engage_share * offer_effect
+        + b.firm_distressed_engage * ((tone == FIRM) & distressed)
+        + b.empathetic_distressed_engage * ((tone == EMPATHETIC) & distressed)
         + b.fatigue_engage * fatigue
         + b.age_engage_per_30d * (dpd / 30.0)
     )
 
 
+# ------------------------------------------------------------------ what an engaged contact brings
+
+
+def log_balance(outstanding: Num) -> Num:
+    """``ln(outstanding / 1000 EUR)``, at least ``ln(1 / 1000)``: the balance term of the outcome logits."""
+    if type(outstanding) is np.ndarray:
+        return np.log(np.maximum(outstanding, 1.0) / LOG_BALANCE_REFERENCE_EUR)
+    return math.log((outstanding if outstanding > 1.0 else 1.0) / LOG_BALANCE_REFERENCE_EUR)
+
+
 def outcome_probabilities(
-    prm: Params, ability: np.ndarray, willingness: np.ndarray, outstanding: np.ndarray, offer: np.ndarray, offer_effect: np.ndarray
-) -> np.ndarray:
-    """(N, 7) probabilities of the outcomes of an engaged contact; an outcome that needs an offer
-    (plan, settlement, deferral) is only possible when that offer is made. ``offer_effect`` is the
-    debtor's (N, 4) sensitivity to each offer."""
-    lb = np.log(np.maximum(outstanding, 1.0) / 1000.0)
-    c = prm.outcome_coef
-    logits = np.zeros((len(ability), N_OUTCOMES))
-    # term by term, in this order, not as a matrix product: BLAS kernels sum in an order (and with
-    # fused multiply-adds) that depends on the CPU, and the one-debtor engine (sim.single) computes
-    # these same sums in plain Python to the last bit
-    logits[:, :6] = c[:, 0] + ability[:, None] * c[:, 1] + willingness.astype(np.float64)[:, None] * c[:, 2] + lb[:, None] * c[:, 3]
-    rows = np.arange(len(ability))
+    coef: Sequence[Sequence[float]] | np.ndarray, ability: Num, willingness: Num, outstanding: Num, offer: Num, offer_effect: Num
+) -> list[Num]:
+    """The probabilities of the 7 outcomes of an engaged contact (pay in full, pay part, promise,
+    plan, settlement, deferral, nothing), as a list of 7 numbers or arrays. Multinomial logit with
+    "nothing" as the reference; an outcome that needs an offer (plan, settlement, deferral) is only
+    possible when that offer is made, and the debtor's sensitivity to it (``offer_effect``: 4
+    values per debtor, by offer; an (N, 4) array for a batch) shifts its logit."""
+    lb = log_balance(outstanding)
+    logits = [c[0] + ability * c[1] + willingness * c[2] + lb * c[3] for c in coef]
+    logits.append(0.0 * lb)  # "nothing", the reference
+    batch = type(offer_effect) is np.ndarray and offer_effect.ndim == 2
     for out, off in OFFERED_OUTCOME:
-        logits[:, out] = np.where(offer == off, logits[:, out] + offer_effect[rows, off], -np.inf)
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
+        shift = offer_effect[:, off] if batch else offer_effect[off]
+        logits[out] = _where(offer == off, logits[out] + shift, -math.inf)
+    top = _max_of(logits)
+    p = [_exp(x - top) for x in logits]
+    total = p[0]
+    for x in p[1:]:
+        total = total + x
+    return [x / total for x in p]
 
 
-def keep_logit(base: float, ability: np.ndarray, willingness: np.ndarray) -> np.ndarray:
-    """Log-odds that a promise (or an instalment) due today is paid."""
-    return base + 3.0 * (ability - 0.5) + 2.0 * (willingness - 0.5)
+def draw_outcome(p: Sequence[Num], u: Num) -> Num:
+    """The outcome (index into :func:`outcome_probabilities`) that uniform ``u`` picks by inverse cdf."""
+    acc = p[0]
+    k = (u > acc).astype(np.int64) if type(u) is np.ndarray else int(u > acc)
+    for x in p[1:-1]:
+        acc = acc + x
+        k = k + (u > acc)
+    return k
 
 
-def baseline_intensity(sc: Scenario, self_cure: np.ndarray, dpd: np.ndarray) -> np.ndarray:
+def part_payment_share(b: Behaviour, u: Num) -> Num:
+    """The share of the outstanding a part payment pays, for a uniform ``u``."""
+    lo, hi = b.part_payment_share.min / 100.0, b.part_payment_share.max / 100.0
+    return lo + (hi - lo) * u
+
+
+def promise_days(b: Behaviour, u: Num) -> Num:
+    """Days until a promise to pay falls due, for a uniform ``u``."""
+    lo, hi = b.promise_days.min, b.promise_days.max
+    if type(u) is np.ndarray:
+        return lo + np.floor((hi - lo + 1) * u).astype(np.int32)
+    return lo + math.floor((hi - lo + 1) * u)
+
+
+def settlement_amount(b: Behaviour, outstanding: Num) -> Num:
+    """What a settlement asks: the outstanding less the discount."""
+    return outstanding * (1 - b.settlement_discount)
+
+
+# ------------------------------------------------------------------ commitments
+
+
+def effective_ability(b: Behaviour, ability: Num, growth: Num, days_in: Num, payday: Num, day: int) -> Num:
+    """Ability to pay today: liquidity recovers over time for the illiquid (``growth`` per 30
+    days in collections), and is higher for ``payday_window_days`` days after payday."""
+    since_payday = (day % MONTH_DAYS + 1 - payday) % MONTH_DAYS
+    return _clip(ability + growth * (days_in / 30.0) + b.payday_ability_boost * (since_payday < b.payday_window_days), 0.0, 1.0)
+
+
+def keep_logit(b: Behaviour, base: float, ability: Num, willingness: Num) -> Num:
+    """Log-odds that a commitment due today (a promise, an instalment) is paid."""
+    return base + b.keep_ability * (ability - 0.5) + b.keep_willingness * (willingness - 0.5)
+
+
+def promise_keep_logit(b: Behaviour, ability: Num, willingness: Num, kind: Num) -> Num:
+    """Log-odds that a promise due today is kept; a deferral (kind 2), chosen by the debtor as a
+    date they can meet, is kept more often."""
+    return keep_logit(b, b.promise_keep_logit, ability, willingness) + b.deferral_keep_bonus * (kind == DEFERRAL_KIND)
+
+
+def instalment_keep_logit(b: Behaviour, ability: Num, willingness: Num) -> Num:
+    """Log-odds that a plan instalment due today is paid."""
+    return keep_logit(b, b.instalment_pay_logit, ability, willingness)
+
+
+def plan_instalment(b: Behaviour, outstanding: Num) -> Num:
+    """The amount of each instalment of a plan agreed on ``outstanding``."""
+    return outstanding / b.plan_instalments
+
+
+# ------------------------------------------------------------------ unprompted repayment (Chehrazi & Weber)
+
+
+def baseline_intensity(b: Behaviour, self_cure: Num, dpd: Num) -> Num:
     """Long-run daily intensity of unprompted repayment; halves every ``intensity_age_halflife_days`` of debt age."""
-    return self_cure * np.exp2(-dpd / sc.behaviour.intensity_age_halflife_days)
+    return self_cure * _exp2(-dpd / b.intensity_age_halflife_days)
 
 
-def churn_logit(sc: Scenario, base: np.ndarray, firm_contacts: np.ndarray, complaints: np.ndarray, contacts: np.ndarray) -> np.ndarray:
-    c = sc.behaviour
-    return base + c.churn_per_firm_contact * firm_contacts + c.churn_per_complaint * complaints + c.churn_per_10_contacts * contacts / 10.0
+def decayed_intensity(decay: float, baseline: Num, intensity: Num) -> Num:
+    """The intensity a day later: its excess over the baseline decays by ``decay`` (``Params.intensity_decay``)."""
+    return baseline + (intensity - baseline) * decay
+
+
+def contact_jump(b: Behaviour, willingness: Num) -> Num:
+    """The rise of the repayment intensity after an engaged contact: larger for the willing."""
+    return b.intensity_jump_contact * (b.intensity_jump_contact_base + willingness)
+
+
+def payment_jump(b: Behaviour, amount: Num, balance: Num) -> Num:
+    """The rise of the repayment intensity after a payment: larger the more of the balance it paid."""
+    fraction = amount / _max(balance, 1e-9)
+    return b.intensity_jump_payment * (b.intensity_jump_payment_base + fraction)
+
+
+def expected_unprompted(b: Behaviour, baseline: Num, intensity: Num, days: Num) -> Num:
+    """The expected number of unprompted payments over the next ``days`` days if nothing else
+    happens: the integral of the intensity, whose baseline halves every
+    ``intensity_age_halflife_days`` and whose excess over it decays at ``intensity_decay_per_day``
+    (used by the oracle to value what a contact adds beyond self-cure)."""
+    h = b.intensity_age_halflife_days
+    return baseline * h / math.log(2) * (1 - _exp2(-days / h)) + _max(intensity - baseline, 0.0) / b.intensity_decay_per_day
+
+
+def p_spontaneous(intensity: Num) -> Num:
+    """Probability of an unprompted payment today at daily intensity ``intensity``."""
+    return -_expm1(-intensity)
+
+
+def spontaneous_share(sp: SpontaneousPayment, u: Num, ability: Num) -> Num:
+    """The share of the outstanding an unprompted payment pays, for a uniform ``u`` (1 = all of it)."""
+    share = _min((sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + ability), 1.0)
+    return _where(share >= sp.full_at, 1.0, share)
+
+
+def decayed_fatigue(decay: float, fatigue: Num) -> Num:
+    """Fatigue a day later (``Params.fatigue_decay``: annoyance fades over ``fatigue_decay_days``)."""
+    return fatigue * decay
+
+
+# ------------------------------------------------------------------ on resolution
+
+
+def churn_logit(b: Behaviour, base: Num, firm_contacts: Num, complaints: Num, contacts: Num) -> Num:
+    """Log-odds that a customer whose debt is resolved leaves: firm contacts, complaints and
+    sheer contact volume push them away."""
+    return base + b.churn_per_firm_contact * firm_contacts + b.churn_per_complaint * complaints + b.churn_per_10_contacts * contacts / 10.0

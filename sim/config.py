@@ -150,6 +150,12 @@ class Population(_Frozen):
     app_user_share: float = Field(ge=0, le=1)
     on_file: PerChannel = Field(description="share of debtors with a usable address per channel (push = app users)")
     score_noise: float = Field(ge=0, le=5, description="sd of the noise on the behaviour score logit")
+    attention_concentration: float = Field(
+        default=12.0, gt=0, description="Beta concentration of a debtor's attention per channel around their archetype's mean"
+    )
+    window_habit_sigma: float = Field(default=0.35, ge=0, le=3, description="sd of the lognormal noise on a debtor's relative attention by window")
+    tone_effect_sd: float = Field(default=0.15, ge=0, le=3, description="sd of a debtor's reaction to each tone around their archetype's")
+    offer_effect_sd: float = Field(default=0.15, ge=0, le=3, description="sd of a debtor's sensitivity to each offer around their archetype's")
     ability_scale: float = Field(default=1.0, ge=0, le=2, description="multiplies every debtor's ability to pay (0.8 = a recession)")
     archetypes: dict[str, Archetype]
 
@@ -250,21 +256,32 @@ class Behaviour(_Frozen):
     firm_distressed_complaint: float
     empathetic_distressed_engage: float
     late_window_complaint: float = Field(description="complaint logit shift for contact after 21:00")
-    payday_ability_boost: float = Field(ge=0, le=1, description="ability added in the 5 days after payday")
+    payday_ability_boost: float = Field(ge=0, le=1, description="ability added in the days after payday")
+    payday_window_days: int = Field(default=5, ge=0, le=28, description="days after payday (payday included) when ability is boosted")
+    offer_engage_share: float = Field(default=0.5, description="share of a debtor's sensitivity to an offer that also shifts their engagement logit")
     vulnerability_disclosure_prob: float = Field(ge=0, le=1)
     outcomes: Outcomes
     part_payment_share: Range = Field(description="percent of the outstanding paid by a part payment")
     promise_days: Range
-    promise_keep_logit: float
+    promise_keep_logit: float = Field(description="keep logit of a promise for a debtor of ability and willingness 0.5")
+    keep_ability: float = Field(default=3.0, description="keep logit of promises and instalments per unit of ability above 0.5")
+    keep_willingness: float = Field(default=2.0, description="keep logit of promises and instalments per unit of willingness above 0.5")
+    deferral_keep_bonus: float = Field(default=0.5, description="extra keep logit of a deferral's promise (a date the debtor chose)")
     plan_instalments: int = Field(ge=2, le=24)
     plan_interval_days: int = Field(ge=7, le=31)
-    instalment_pay_logit: float
+    instalment_pay_logit: float = Field(description="keep logit of an instalment for a debtor of ability and willingness 0.5")
     settlement_discount: float = Field(ge=0, lt=1, description="share of the outstanding forgiven")
     settlement_pay_days: int = Field(ge=0, le=30)
     deferral_days: int = Field(ge=1, le=90)
     intensity_decay_per_day: float = Field(gt=0, description="Chehrazi-Weber decay rate kappa, per day")
-    intensity_jump_contact: float = Field(ge=0, description="intensity jump per engaged contact, per day")
-    intensity_jump_payment: float = Field(ge=0)
+    intensity_jump_contact: float = Field(
+        ge=0, description="intensity jump per engaged contact (per day) x (intensity_jump_contact_base + willingness)"
+    )
+    intensity_jump_contact_base: float = Field(default=0.5, ge=0, description="the part of a contact's intensity jump independent of willingness")
+    intensity_jump_payment: float = Field(
+        ge=0, description="intensity jump per payment (per day) x (intensity_jump_payment_base + share of balance paid)"
+    )
+    intensity_jump_payment_base: float = Field(default=1.0, ge=0, description="the part of a payment's intensity jump independent of its size")
     intensity_age_halflife_days: float = Field(gt=0, description="the baseline intensity halves over this debt age")
     churn_per_firm_contact: float
     churn_per_complaint: float

@@ -12,7 +12,7 @@ from policies.fileio import atomic_write
 
 
 class Event(IntEnum):
-    CONTACT = 0  # attempt executed (detail = tone * 4 + offer)
+    CONTACT = 0  # attempt executed (detail = (window * 4 + tone) * 4 + offer)
     DELIVERED = 1
     NOTICED = 2  # opened / right-party contact
     ENGAGED = 3

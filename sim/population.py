@@ -16,27 +16,27 @@ from sim.rng import BLOCK, Stream, block_rng
 _SMS, _EMAIL, _PUSH, _MSG, _LETTER, _CALL = (
     c - 1 for c in (Channel.SMS, Channel.EMAIL, Channel.PUSH, Channel.MESSENGER, Channel.LETTER, Channel.CALL)
 )
-ATTENTION_CONCENTRATION = 12.0  # Beta concentration of per-debtor attention around the archetype mean
 
 
 @dataclass
 class Debtors:
-    """A batch of sampled debtors (struct of arrays)."""
+    """A batch of sampled debtors (struct of arrays). The latent traits are float64, the precision
+    the rulebook computes in, so that one debtor's numbers and a batch's are the same."""
 
     # latent
     archetype: np.ndarray  # int8
-    ability: np.ndarray  # float32 0..1
-    willingness: np.ndarray  # float32 0..1
+    ability: np.ndarray  # float64 0..1
+    willingness: np.ndarray  # float64 0..1
     distressed: np.ndarray  # bool
-    deliverability: np.ndarray  # float32 (N, 6)
-    attention: np.ndarray  # float32 (N, 6)
-    window_fit: np.ndarray  # float32 (N, 4), max 1
-    tone_effect: np.ndarray  # float32 (N, 4)
-    offer_effect: np.ndarray  # float32 (N, 4)
-    self_cure: np.ndarray  # float32, per day
-    ability_growth: np.ndarray  # float32, per 30 days
-    complaint_logit: np.ndarray  # float32
-    churn_logit: np.ndarray  # float32
+    deliverability: np.ndarray  # float64 (N, 6)
+    attention: np.ndarray  # float64 (N, 6)
+    window_fit: np.ndarray  # float64 (N, 4), max 1
+    tone_effect: np.ndarray  # float64 (N, 4)
+    offer_effect: np.ndarray  # float64 (N, 4)
+    self_cure: np.ndarray  # float64, per day
+    ability_growth: np.ndarray  # float64, per 30 days
+    complaint_logit: np.ndarray  # float64
+    churn_logit: np.ndarray  # float64
     payday: np.ndarray  # int8, day of month 1..28
     # observable
     balance_eur: np.ndarray  # float64
@@ -82,7 +82,7 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
 
     att_mean = np.array([a.attention.as_tuple() for a in arche])[archetype]
     att_mean = np.clip(att_mean, 1e-3, 1 - 1e-3)
-    attention = rng.beta(att_mean * ATTENTION_CONCENTRATION, (1 - att_mean) * ATTENTION_CONCENTRATION)
+    attention = rng.beta(att_mean * pop.attention_concentration, (1 - att_mean) * pop.attention_concentration)
     digital_only = rng.random(n) < pop.digital_only_share
     # Digital-only debtors screen unknown callers and bin paper mail.
     attention[digital_only, _CALL] *= pop.digital_only_attention.call
@@ -93,11 +93,11 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
     )
 
     habit = np.array([a.window_habit.as_tuple() for a in arche])[archetype]
-    habit = habit * rng.lognormal(0.0, 0.35, size=(n, len(Window)))
+    habit = habit * rng.lognormal(0.0, pop.window_habit_sigma, size=(n, len(Window)))
     window_fit = habit / habit.max(axis=1, keepdims=True)
 
-    tone = np.array([a.tone_effect.as_tuple() for a in arche])[archetype] + rng.normal(0, 0.15, size=(n, 4))
-    offer = np.array([a.offer_effect.as_tuple() for a in arche])[archetype] + rng.normal(0, 0.15, size=(n, 4))
+    tone = np.array([a.tone_effect.as_tuple() for a in arche])[archetype] + rng.normal(0, pop.tone_effect_sd, size=(n, 4))
+    offer = np.array([a.offer_effect.as_tuple() for a in arche])[archetype] + rng.normal(0, pop.offer_effect_sd, size=(n, 4))
 
     b = pop.balance
     balance = np.clip(b.median_eur * rng.lognormal(0.0, b.sigma, size=n), b.min_eur, b.max_eur).round(2)
@@ -115,18 +115,18 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
 
     return Debtors(
         archetype=archetype,
-        ability=ability.astype(np.float32),
-        willingness=willingness.astype(np.float32),
+        ability=ability.astype(np.float64),
+        willingness=willingness.astype(np.float64),
         distressed=distressed,
-        deliverability=deliv.astype(np.float32),
-        attention=attention.astype(np.float32),
-        window_fit=window_fit.astype(np.float32),
-        tone_effect=tone.astype(np.float32),
-        offer_effect=offer.astype(np.float32),
-        self_cure=per_arch(lambda a: a.self_cure_per_day).astype(np.float32),
-        ability_growth=per_arch(lambda a: a.ability_growth_per_30d).astype(np.float32),
-        complaint_logit=per_arch(lambda a: a.complaint_logit).astype(np.float32),
-        churn_logit=per_arch(lambda a: a.churn_logit).astype(np.float32),
+        deliverability=deliv.astype(np.float64),
+        attention=attention.astype(np.float64),
+        window_fit=window_fit.astype(np.float64),
+        tone_effect=tone.astype(np.float64),
+        offer_effect=offer.astype(np.float64),
+        self_cure=per_arch(lambda a: a.self_cure_per_day).astype(np.float64),
+        ability_growth=per_arch(lambda a: a.ability_growth_per_30d).astype(np.float64),
+        complaint_logit=per_arch(lambda a: a.complaint_logit).astype(np.float64),
+        churn_logit=per_arch(lambda a: a.churn_logit).astype(np.float64),
         payday=rng.integers(1, 29, size=n).astype(np.int8),
         balance_eur=balance,
         dpd_at_entry=dpd.astype(np.int16),

@@ -2,19 +2,17 @@
 
 :class:`sim.world.World` is built for batches: a day costs ~100 numpy calls and a SimPy run
 whatever the number of debtors, so a world of one debtor spends ~0.5 ms a day on overhead. This
-engine runs the same rules for one debtor with Python numbers and a small heap of the day's events
+engine runs the world for one debtor with Python numbers and a small heap of the day's events
 (a message read at its window, a letter in the morning post, a call's outcome, a promise or an
 instalment falling due), which costs tens of microseconds a day.
 
-It is the world's second implementation of the behaviour rules, held to the first one debtor by
-debtor: ``tests/test_single.py`` runs both on the same seeds and random actions and requires the
-same views, masks, rewards, episode ends and latent state (they agree to the last bit on the
-machines we run; the test allows 1e-12 for an ulp of ``exp`` on other CPUs). To that end every expression
-follows the world's numpy arithmetic, including its dtypes: a latent trait stored as float32 and
-combined with a Python number is computed in float32 there (NEP 50), so it is rounded to float32
-here (:func:`_f32`), and the one float32 ``exp`` (the opt-out probability) is numpy's own. A change
-to a rule in ``sim/world.py`` or ``sim/behaviour.py`` must be made here too; the parity test fails
-until it is.
+The two engines differ in how they schedule, never in a rule: every formula is a call of the
+rulebook (:mod:`sim.behaviour`), the same function the world calls on its arrays, here on Python
+floats; the debtor's state has the columns of :class:`sim.state.DebtorState`, reset from the same
+declaration (only the 7-day contact ring is kept here as the channel contacted on each day).
+``tests/test_single.py`` runs both engines on the same seeds and random actions and requires the
+same views, masks, rewards, episode ends and every column of the state, day by day (they agree to
+the last bit on the machines we run; the test allows 1e-12 for an ulp of ``exp`` on other CPUs).
 
 The call centre of a one-debtor world gets one call a day at most, so its queueing rules reduce to
 "the call starts at the first moment of its window at which an agent is on shift and not still on
@@ -27,7 +25,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import struct
 from typing import Any
 
 import numpy as np
@@ -36,12 +33,13 @@ from policies import compliance
 from policies.actions import ACTION_COLUMNS
 from policies.hashing import GOLDEN, MASK64, mix, to_unit
 from policies.hashing import unit_scalar as _unit
-from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
-from sim import behaviour as bm
+from policies.schema import ACTION_DIMS, MINUTES_PER_DAY, MONTH_DAYS, NEVER_DAYS, WINDOW_HOURS, Channel, LastOutcome, Tone, Window
+from sim import behaviour as rules
 from sim.callcentre import lone_call_start
 from sim.config import Scenario
 from sim.population import BLOCK, BlockCache
 from sim.rng import Draw, Stream, draw_keys, stream_key
+from sim.state import CLEARED_BELOW_EUR, REWARD_COMPONENTS, DebtorState, Status
 from sim.world import (
     CONTACT_DAY,
     INSTALMENT_MINUTE,
@@ -50,39 +48,10 @@ from sim.world import (
     MESSAGE_READ_AFTER_MIN,
     ORDINAL_BITS,
     PROMISE_MINUTE,
-    REWARD_COMPONENTS,
-    Status,
     on_duty_by_hour,
 )
 
 __all__ = ["OneDebtor", "StepResult"]
-
-_PACK = struct.Struct("f")
-_pack_f32, _unpack_f32 = _PACK.pack, _PACK.unpack
-
-
-def _f32(x: float) -> float:
-    """``x`` rounded to float32, as numpy stores (and computes) float32 values."""
-    return _PACK.unpack(_PACK.pack(x))[0]
-
-
-def _sigmoid(z: float) -> float:
-    """``behaviour.sigmoid`` of one float64 logit (numpy's exp overflows to inf, giving 0)."""
-    try:
-        return 1.0 / (1.0 + math.exp(-z))
-    except OverflowError:
-        return 0.0
-
-
-def _below_sigmoid32(u: float, z: float) -> bool:
-    """``u < sigmoid(z)`` with the sigmoid in float32 as numpy computes it (its float32 ``exp`` is its
-    own SIMD routine, not libm's). The float64 value is within a few float32 ulps (< 1e-6 relative)
-    of it, so numpy is asked only when ``u`` is that close."""
-    p = _sigmoid(z)
-    if abs(u - p) > 1e-5 * p:
-        return u < p
-    return bool(u < bm.sigmoid(np.array([z], dtype=np.float32))[0])
-
 
 _GOLDEN = int(GOLDEN)
 _DAY_CHUNK = 1024  # days whose draw keys are made at once (for all debtors)
@@ -94,9 +63,8 @@ _CONTACT_DRAWS = (Draw.DELIVER, Draw.NOTICE, Draw.COMPLAINT, Draw.OPT_OUT, Draw.
 _DELIVER, _NOTICE, _COMPLAINT, _OPT_OUT, _ENGAGE = range(len(_CONTACT_DRAWS))
 _ORDINALS = 64
 
-
-_LETTER, _CALL = int(Channel.LETTER) - 1, int(Channel.CALL) - 1
-_WAIT, _FIRM, _EMPATHETIC, _LATE = int(Channel.WAIT), int(Tone.FIRM), int(Tone.EMPATHETIC), int(Window.LATE)
+_LETTER, _CALL = rules.LETTER, rules.CALL
+_WAIT, _FIRM, _LATE = int(Channel.WAIT), int(Tone.FIRM), int(Window.LATE)
 _OPEN, _SOLD = int(Status.OPEN), int(Status.SOLD)
 _PAID, _SETTLED, _PLAN_COMPLETED = int(Status.PAID), int(Status.SETTLED), int(Status.PLAN_COMPLETED)
 _LO_IGNORED, _LO_PAID, _LO_PROMISED, _LO_PLAN = int(LastOutcome.IGNORED), int(LastOutcome.PAID), int(LastOutcome.PROMISED), int(LastOutcome.PLAN)
@@ -107,9 +75,13 @@ _LO_SETTLEMENT, _LO_COMPLAINED, _LO_OPTED_OUT, _LO_BROKE = (
     int(LastOutcome.BROKE_PROMISE),
 )
 _PROMISE_OUTCOME = (_LO_PROMISED, _LO_SETTLEMENT, _LO_PROMISED)  # by kind: promise, settlement, deferral
-_OFFERED = dict((out, off) for out, off in bm.OFFERED_OUTCOME)  # outcome -> the offer it needs
 # the day's events, in the heap as (minute, sequence, kind, payload)
 _ARRIVE, _CALL_DONE, _PROMISE_DUE, _INSTALMENT_DUE = 0, 1, 2, 3
+# the state's columns, reset from their declaration when a debtor starts: (name, initial value,
+# per-channel); the ring of the last 7 days is kept in this engine's own form (the channel
+# contacted on each day), and the epoch and serials are never reset
+_RESET = tuple((name, c.initial, c.shape == (6,)) for name, c in DebtorState.columns() if c.reset and len(c.shape) <= 1)
+_KEPT = tuple(name for name, c in DebtorState.columns() if not c.reset)
 
 
 class StepResult:
@@ -127,12 +99,70 @@ class OneDebtor:
 
     ``OneDebtor(sc, seed)`` starts debtor 0 on day 0, as ``World(sc, 1, seed, mode="episodic")``
     does; :meth:`step` runs one day; :meth:`next_debtor` starts the next debtor today (the world's
-    ``refill``). :meth:`row` is the debtor's observable view as plain values (``ViewBatch.row``).
+    ``refill``). :meth:`row` is the debtor's observable view as plain values (``ViewBatch.row``),
+    :meth:`snapshot` its state as the world's columns.
     """
+
+    # the state's columns (sim.state.DebtorState, set from its declaration in next_debtor), as
+    # Python numbers and lists of 6 per channel; typed here for the type checker
+    debtor_id: int
+    epoch: int
+    status: int
+    entry_day: int
+    days_in: int
+    balance: float
+    outstanding: float
+    collected: float
+    forgiven: float
+    sold: float
+    disc: float
+    on_file: list[bool]
+    opted_out: list[bool]
+    contacts_7d: list[int]
+    contacts_by_channel: list[int]
+    contacts_total: int
+    last_contact: int
+    last_response: int
+    last_conversation: int
+    responses: int
+    promise_active: bool
+    promise_due: int
+    promise_amount: float
+    promise_kind: int
+    promise_serial: int
+    promises_broken: int
+    plan_active: bool
+    plan_paid: int
+    plan_total: int
+    plan_amount: float
+    plan_serial: int
+    plans_broken: int
+    complaints: int
+    vulnerable: bool
+    last_outcome: int
+    firm_contacts: int
+    fatigue: float
+    intensity: float
+    cost_eur: float
+    net_value: float
+    first_payment_day: int
+    rpc: int
+    calls_made: int
+    calls_dropped: int
+    blocked_count: int
+    opt_outs: int
+    churned: bool
+    resolved_day: int
+    cash: float
+    contact_cost: float
+    complaint_penalty: float
+    opt_out_penalty: float
+    churn_penalty: float
+    terminal_value: float
 
     def __init__(self, scenario: Scenario, seed: int = 0, horizon_days: int | None = None) -> None:
         sc = scenario
-        self.sc, self.seed = sc, int(seed)
+        self.sc, self.b, self.seed = sc, sc.behaviour, int(seed)
         self.horizon = int(horizon_days or sc.horizon_days)
         self.profile = compliance.get_profile(sc.compliance_profile)
         self.key = stream_key(self.seed, Stream.BEHAVIOUR)
@@ -144,33 +174,24 @@ class OneDebtor:
         self._events: list[tuple[float, int, int, Any]] = []
         self._seq = 0
         self._calls_going: list[float] = []  # ends of the calls made that may still be going on
-        self.promise_serial = 0  # never reset: events of an earlier debtor's promises stay stale
-        self.plan_serial = 0
-        self.epoch = 0
+        for name in _KEPT:  # never reset: events of an earlier debtor's promises stay stale
+            setattr(self, name, 0)
         self._row: dict[str, Any] | None = None
         self._mask: list[bool] | None = None
         self.next_debtor()
 
     def _constants(self) -> None:
-        sc, b = self.sc, self.sc.behaviour
-        prm = bm.Params.of(sc)
+        sc = self.sc
+        prm = rules.Params.of(sc)
         self.cost = prm.cost_eur.tolist()
         self.engage_base = prm.engage_logit.tolist()
         self.fatigue_weight = prm.fatigue_weight.tolist()
         self.window_sensitivity = prm.window_sensitivity.tolist()
         self.outcome_coef = prm.outcome_coef.tolist()
-        self.fatigue_decay32 = _f32(prm.fatigue_decay)
+        self.fatigue_decay = prm.fatigue_decay
         self.intensity_decay = prm.intensity_decay
-        self.intensity_halflife = b.intensity_age_halflife_days
         self.delta = sc.daily_discount
         self.letter_delay = sc.channels.letter.delay_days
-        # float32 copies of the Python coefficients numpy multiplies float32 traits by
-        self.fatigue_complaint32 = _f32(b.fatigue_complaint)
-        self.fatigue_opt_out32 = _f32(b.fatigue_opt_out)
-        self.opt_out_logit32 = _f32(b.opt_out_logit)
-        self.willingness_engage32 = _f32(b.willingness_engage)
-        self.fatigue_engage32 = _f32(b.fatigue_engage)
-        self.jump_contact32 = _f32(b.intensity_jump_contact)
         duty = on_duty_by_hour(sc, 1)
         self._on_duty = duty
         self._call_start = [lone_call_start(duty, s * 60, e * 60) for s, e in WINDOW_HOURS]  # when no call is still going
@@ -227,9 +248,8 @@ class OneDebtor:
         self._next_id += 1
         blk = self._blocks.get(i // BLOCK)
         j = i % BLOCK
-        self.debtor_id = i
-        self.epoch += 1
         self._cd, self._cd_n, self._spont = [], 0, []
+        # latent traits
         self.ability = float(blk.ability[j])
         self.willingness = float(blk.willingness[j])
         self.distressed = bool(blk.distressed[j])
@@ -243,47 +263,38 @@ class OneDebtor:
         self.complaint_base = float(blk.complaint_logit[j])
         self.churn_base = float(blk.churn_logit[j])
         self.payday = int(blk.payday[j])
-        self.balance = float(blk.balance_eur[j])
         self.dpd_at_entry = int(blk.dpd_at_entry[j])
         self.product = int(blk.product[j])
         self.behaviour_score = float(blk.behaviour_score[j])
         self.app_user = bool(blk.app_user[j])
-        self.on_file = blk.on_file[j].tolist()
-
+        # the state, from its declaration
+        for name, initial, per_channel in _RESET:
+            setattr(self, name, [initial] * 6 if per_channel else initial)
+        self.epoch += 1
+        self.debtor_id = i
         self.status = _OPEN
-        self.days_in = 0
-        self.outstanding = self.balance
-        self.collected = self.forgiven = self.sold = 0.0
-        self.disc = 1.0
-        self.opted_out = [False] * 6
+        self.entry_day = self.day
+        self.balance = self.outstanding = float(blk.balance_eur[j])
+        self.on_file = blk.on_file[j].tolist()
         self.ring = [-1] * 7  # the channel contacted on each of the last 7 days (-1: none)
-        self.contacts_7d = [0] * 6
         self.today_channel = -1
-        self.contacts_total = 0
-        self.last_contact = self.last_response = self.last_conversation = -NEVER_DAYS
-        self.responses = 0
-        self.promise_active, self.promise_due, self.promise_amount, self.promise_kind = False, 0, 0.0, 0
-        self.promises_broken = 0
-        self.plan_active, self.plan_paid, self.plan_total, self.plan_amount = False, 0, 0, 0.0
-        self.plans_broken = 0
-        self.complaints = 0
-        self.vulnerable = False
-        self.last_outcome = 0
-        self.firm_contacts = 0
-        self.fatigue = 0.0  # float32 in the world
-        self.churned = False
-        self.calls_dropped = 0
         self.intensity = self._baseline_intensity()
         self._row = self._mask = None
-        # the debtor's constant terms, rounded as the world's float32 arithmetic rounds them
-        miss = [_f32(1.0 - f) for f in self.window_fit]
-        self.p_notice = [[att * (1.0 - ws * m) for m in miss] for att, ws in zip(self.attention, self.window_sensitivity, strict=True)]
+        # the debtor's rules that depend on nothing else: the chance to notice each channel in
+        # each window, to answer a call, and the intensity an engaged contact adds
+        b = self.b
+        habits = zip(self.attention, self.window_sensitivity, strict=True)
+        self.p_notice = [[rules.p_notice(att, fit, ws) for fit in self.window_fit] for att, ws in habits]
         self.call_reach = [self.deliverability[_CALL] * p for p in self.p_notice[_CALL]]
-        will_centred = _f32(self.willingness - 0.5)
-        self.engage_willingness = _f32(self.willingness_engage32 * will_centred)
-        self.engage_offer = [_f32(0.5 * x) for x in self.offer_effect]
-        self.keep_willingness = _f32(2.0 * will_centred)
-        self.jump_engaged = _f32(self.jump_contact32 * _f32(0.5 + self.willingness))
+        self.jump_engaged = rules.contact_jump(b, self.willingness)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The debtor's state as the world's columns (``DebtorState.snapshot`` of one slot): numbers,
+        lists of 6 per channel, the ring as 7 lists of 6 contact counts."""
+        out = {name: getattr(self, name) for name, _ in DebtorState.columns() if name not in ("ring", "contacts_today")}
+        out["ring"] = [[int(ch == c) for c in range(6)] for ch in self.ring]
+        out["contacts_today"] = [int(self.today_channel == c) for c in range(6)]
+        return out
 
     # ------------------------------------------------------------ the view
 
@@ -297,8 +308,9 @@ class OneDebtor:
 
     def row(self) -> dict[str, Any]:
         """The debtor's observable view today, keyed by ``ViewBatch`` field (plain values, per-channel
-        fields as lists of 6, like ``ViewBatch.row``). Kept for the day: today's action is checked
-        against it, so read it, do not change it (its lists are copies of the engine's state)."""
+        fields as lists of 6, like ``ViewBatch.row``; ``sim.state.views`` for the world). Kept for
+        the day: today's action is checked against it, so read it, do not change it (its lists are
+        copies of the engine's state)."""
         r = self._row
         if r is None:
             d = self.day
@@ -331,7 +343,7 @@ class OneDebtor:
                 "vulnerable": self.vulnerable,
                 "last_outcome": self.last_outcome,
                 "day_of_week": d % 7,
-                "day_of_month": d % 28 + 1,
+                "day_of_month": d % MONTH_DAYS + 1,
             }
         return r
 
@@ -351,6 +363,7 @@ class OneDebtor:
             # checked against the view the action was chosen on
             if compliance.check_row(a, self._row or self.row(), self.profile):
                 blocked = True
+                self.blocked_count += 1
             else:
                 self._execute(a, t0)
         self._row = self._mask = None
@@ -369,9 +382,11 @@ class OneDebtor:
             self.churn_penalty,
             self.terminal_value,
         )
+        reward = cash + cost + complaint + opt_out + churn + terminal  # the world's sum() over REWARD_COMPONENTS, in this order
+        self.net_value += reward
         st = self.status
         return StepResult(
-            cash + cost + complaint + opt_out + churn + terminal,  # the world's sum() over REWARD_COMPONENTS, in this order
+            reward,
             {
                 "cash": cash,
                 "contact_cost": cost,
@@ -398,7 +413,7 @@ class OneDebtor:
                 if p[0] == self.epoch and self.status == _OPEN:
                     self._arrive(p)
             elif kind == _CALL_DONE:
-                if p[0] == self.epoch and self.status == _OPEN:
+                if p[0] == self.epoch:
                     self._call_outcome(p)
             elif kind == _PROMISE_DUE:
                 if p == self.promise_serial and self.status == _OPEN and self.promise_active:
@@ -411,6 +426,7 @@ class OneDebtor:
         n = self.contacts_total
         luck = (self.debtor_id << ORDINAL_BITS) | (n if n < MAX_ORDINAL else MAX_ORDINAL)
         self.today_channel = ch
+        self.contacts_by_channel[ch] += 1
         self.contacts_total += 1
         self.last_contact = self.day
         if tone == _FIRM:
@@ -452,6 +468,7 @@ class OneDebtor:
         self._push(end, _CALL_DONE, (self.epoch, rpc, win, tone, offer, luck))
 
     def _charge(self, cost: float) -> None:
+        self.cost_eur += cost
         self.contact_cost -= cost * self.disc
 
     def _arrive(self, p: tuple[int, int, int, int, int, int]) -> None:
@@ -461,7 +478,7 @@ class OneDebtor:
         cd = self._cd if o < self._cd_n else self._contact_draws(o)
         if not cd[_DELIVER][o] < self.deliverability[ch]:
             return
-        self.fatigue = _unpack_f32(_pack_f32(self.fatigue + self.fatigue_weight[ch]))[0]  # _f32()
+        self.fatigue += self.fatigue_weight[ch]
         if cd[_NOTICE][o] < self.p_notice[ch][win]:
             self._respond(ch, win, tone, offer, luck)
         else:
@@ -469,9 +486,13 @@ class OneDebtor:
 
     def _call_outcome(self, p: tuple[int, bool, int, int, int, int]) -> None:
         _, rpc, win, tone, offer, luck = p
+        if self.status != _OPEN:  # the debtor resolved while the call was queued: not made, not dropped
+            return
+        self.calls_made += 1
         self._charge(self.cost[_CALL])
-        self.fatigue = _f32(self.fatigue + self.fatigue_weight[_CALL])
+        self.fatigue += self.fatigue_weight[_CALL]
         if rpc:
+            self.rpc += 1
             self.last_conversation = self.day
             self._charge(self.sc.call_centre.conversation_cost_eur)
             self._respond(_CALL, win, tone, offer, luck)
@@ -480,36 +501,27 @@ class OneDebtor:
 
     def _respond(self, ch: int, win: int, tone: int, offer: int, luck: int) -> None:
         """A noticed contact: complaint or opt-out, else engagement and an outcome."""
-        b, rw = self.sc.behaviour, self.sc.reward
+        b, rw = self.b, self.sc.reward
         fat, distressed = self.fatigue, self.distressed
-        z = _f32(self.complaint_base + _f32(self.fatigue_complaint32 * fat))
-        z = z + (b.firm_distressed_complaint if tone == _FIRM and distressed else 0.0) + (b.late_window_complaint if win == _LATE else 0.0)
         o = luck & MAX_ORDINAL
         cd = self._cd if o < self._cd_n else self._contact_draws(o)
-        if cd[_COMPLAINT][o] < _sigmoid(z):
+        if cd[_COMPLAINT][o] < rules.sigmoid(rules.complaint_logit(b, self.complaint_base, fat, tone == _FIRM, distressed, win == _LATE)):
             self.complaints += 1
             self.vulnerable = self.vulnerable or distressed
             self.last_outcome = _LO_COMPLAINED
             self.complaint_penalty -= rw.complaint_penalty_eur * self.disc
             return
-        if ch != _LETTER:
-            zo = _f32(self.opt_out_logit32 + _f32(self.fatigue_opt_out32 * fat))
-            if _below_sigmoid32(cd[_OPT_OUT][o], zo):
-                self.opted_out[ch] = True
-                self.last_outcome = _LO_OPTED_OUT
-                self.opt_out_penalty -= rw.opt_out_penalty_eur * self.disc
-                return
-        z = (
-            self.engage_base[ch]
-            + self.engage_willingness
-            + self.tone_effect[tone]
-            + self.engage_offer[offer]
-            + (b.firm_distressed_engage if tone == _FIRM and distressed else 0.0)
-            + (b.empathetic_distressed_engage if tone == _EMPATHETIC and distressed else 0.0)
-            + _f32(self.fatigue_engage32 * fat)
-            + b.age_engage_per_30d * ((self.dpd_at_entry + self.days_in) / 30.0)
+        if ch != _LETTER and cd[_OPT_OUT][o] < rules.sigmoid(rules.opt_out_logit(b, fat)):
+            self.opted_out[ch] = True
+            self.opt_outs += 1
+            self.last_outcome = _LO_OPTED_OUT
+            self.opt_out_penalty -= rw.opt_out_penalty_eur * self.disc
+            return
+        dpd = self.dpd_at_entry + self.days_in
+        z = rules.engage_logit(
+            b, self.engage_base[ch], self.willingness, self.tone_effect[tone], self.offer_effect[offer], tone, distressed, fat, dpd
         )
-        if not cd[_ENGAGE][o] < _sigmoid(z):
+        if not cd[_ENGAGE][o] < rules.sigmoid(z):
             self.last_outcome = _LO_IGNORED
             return
         self.responses += 1
@@ -517,70 +529,50 @@ class OneDebtor:
         self.intensity += self.jump_engaged
         if distressed and _unit(luck * _GOLDEN + self._k_disclose) < b.vulnerability_disclosure_prob:
             self.vulnerable = True
-        self._outcome(self._outcome_of(offer, luck), luck)
-
-    def _outcome_of(self, offer: int, luck: int) -> int:
-        """``bm.outcome_probabilities`` and the world's inverse-cdf draw, for one debtor."""
-        ab, will = self._ability(), self.willingness
-        lb = math.log(max(self.outstanding, 1.0) / 1000.0)
-        logits = [c0 + ab * c1 + will * c2 + lb * c3 for c0, c1, c2, c3 in self.outcome_coef]
-        logits.append(0.0)  # "nothing", the reference
-        for out, off in _OFFERED.items():
-            logits[out] = logits[out] + self.offer_effect[off] if offer == off else -math.inf
-        top = max(logits)
-        p = [math.exp(x - top) for x in logits]
-        total = 0.0
-        for x in p:
-            total += x
-        acc, cdf = 0.0, []
-        for x in p:
-            acc += x / total
-            cdf.append(acc)
-        u = _unit(luck * _GOLDEN + self._k_outcome) * cdf[-1]
-        return sum(u > c for c in cdf)
+        p = rules.outcome_probabilities(self.outcome_coef, self._ability(), self.willingness, self.outstanding, offer, self.offer_effect)
+        self._outcome(rules.draw_outcome(p, _unit(luck * _GOLDEN + self._k_outcome)), luck)
 
     def _outcome(self, outcome: int, luck: int) -> None:
-        b = self.sc.behaviour
-        out = self.outstanding
-        if outcome == 0:  # pay in full
-            self._pay(out)
-        elif outcome == 1:  # pay part
-            lo, hi = b.part_payment_share.min / 100.0, b.part_payment_share.max / 100.0
-            self._pay(out * (lo + (hi - lo) * _unit(luck * _GOLDEN + self._k_amount)))
-        elif outcome == 2:  # promise
-            lo, hi = b.promise_days.min, b.promise_days.max
-            self._promise(out, lo + math.floor((hi - lo + 1) * _unit(luck * _GOLDEN + self._k_promise_days)), 0)
-        elif outcome == 3:  # instalment plan
+        b = self.b
+        owed = self.outstanding
+        if outcome == rules.PAY_FULL:
+            self._pay(owed)
+        elif outcome == rules.PAY_PART:
+            self._pay(owed * rules.part_payment_share(b, _unit(luck * _GOLDEN + self._k_amount)))
+        elif outcome == rules.PROMISE:
+            self._promise(owed, rules.promise_days(b, _unit(luck * _GOLDEN + self._k_promise_days)), rules.PROMISE_KIND)
+        elif outcome == rules.PLAN:
             self._plan()
-        elif outcome == 4:  # settlement
-            self._promise(out * (1 - b.settlement_discount), b.settlement_pay_days, 1)
-        elif outcome == 5:  # deferral
-            self._promise(out, b.deferral_days, 2)
+        elif outcome == rules.SETTLEMENT:
+            self._promise(rules.settlement_amount(b, owed), b.settlement_pay_days, rules.SETTLEMENT_KIND)
+        elif outcome == rules.DEFERRAL:
+            self._promise(owed, b.deferral_days, rules.DEFERRAL_KIND)
         else:
             self.last_outcome = _LO_IGNORED
 
-    # ------------------------------------------------------------ money and commitments
+    # ------------------------------------------------------------ money and commitments (sim.state's transitions)
 
     def _pay(self, amount: float, clear_status: int = _PAID) -> None:
         amount = min(amount, self.outstanding)
         self.collected += amount
         self.outstanding -= amount
         self.cash += amount * self.disc
-        self.intensity += self.sc.behaviour.intensity_jump_payment * (1 + amount / max(self.balance, 1e-9))
+        if self.first_payment_day < 0:
+            self.first_payment_day = self.days_in
+        self.intensity += rules.payment_jump(self.b, amount, self.balance)
         self.last_outcome = _LO_PAID
         self.last_response = self.day
-        if self.outstanding < 0.005:
+        if self.outstanding < CLEARED_BELOW_EUR:
             self.collected += self.outstanding  # sub-cent rounding
             self.outstanding = 0.0
             self._resolve(clear_status)
 
     def _resolve(self, status: int) -> None:
         self.status = status
+        self.resolved_day = self.days_in
         self.promise_active = self.plan_active = False
-        c = self.sc.behaviour
-        z = self.churn_base + c.churn_per_firm_contact * self.firm_contacts + c.churn_per_complaint * self.complaints
-        z = z + c.churn_per_10_contacts * self.contacts_total / 10.0
-        if self._u_day(Draw.CHURN) < _sigmoid(z):
+        z = rules.churn_logit(self.b, self.churn_base, self.firm_contacts, self.complaints, self.contacts_total)
+        if self._u_day(Draw.CHURN) < rules.sigmoid(z):
             self.churned = True
             self.churn_penalty -= self.sc.reward.retention_value_eur * self.disc
 
@@ -594,32 +586,28 @@ class OneDebtor:
         self._push((self.day + days) * MINUTES_PER_DAY + PROMISE_MINUTE, _PROMISE_DUE, self.promise_serial)
 
     def _plan(self) -> None:
-        n = self.sc.behaviour.plan_instalments
+        b = self.b
         self.plan_active = True
         self.plan_paid = 0
-        self.plan_total = n
-        self.plan_amount = self.outstanding / n
+        self.plan_total = b.plan_instalments
+        self.plan_amount = rules.plan_instalment(b, self.outstanding)
         self.plan_serial += 1
         self.promise_active = False
         self.last_outcome = _LO_PLAN
         self._schedule_instalment()
 
     def _schedule_instalment(self) -> None:
-        at = (self.day + self.sc.behaviour.plan_interval_days) * MINUTES_PER_DAY + INSTALMENT_MINUTE
+        at = (self.day + self.b.plan_interval_days) * MINUTES_PER_DAY + INSTALMENT_MINUTE
         self._push(at, _INSTALMENT_DUE, self.plan_serial)
-
-    def _keep_logit(self, base: float) -> float:
-        return base + 3.0 * (self._ability() - 0.5) + self.keep_willingness
 
     def _promise_due(self) -> None:
         kind = self.promise_kind
-        z = self._keep_logit(self.sc.behaviour.promise_keep_logit) + (0.5 if kind == 2 else 0.0)
-        kept = self._u_day(Draw.KEEP) < _sigmoid(z)
+        kept = self._u_day(Draw.KEEP) < rules.sigmoid(rules.promise_keep_logit(self.b, self._ability(), self.willingness, kind))
         self.promise_active = False
         if not kept:
             self.promises_broken += 1
             self.last_outcome = _LO_BROKE
-        elif kind == 1:  # a settlement: the discount is forgiven, the rest paid
+        elif kind == rules.SETTLEMENT_KIND:  # the discount is forgiven, the rest paid
             forgive = self.outstanding - min(self.promise_amount, self.outstanding)
             self.forgiven += forgive
             self.outstanding -= forgive
@@ -628,8 +616,7 @@ class OneDebtor:
             self._pay(self.promise_amount)
 
     def _instalment_due(self) -> None:
-        z = self._keep_logit(self.sc.behaviour.instalment_pay_logit)
-        if self._u_day(Draw.KEEP) < _sigmoid(z):
+        if self._u_day(Draw.KEEP) < rules.sigmoid(rules.instalment_keep_logit(self.b, self._ability(), self.willingness)):
             last = self.plan_paid + 1 >= self.plan_total
             amount = self.outstanding if last else min(self.plan_amount, self.outstanding)
             self.plan_paid += 1
@@ -644,29 +631,21 @@ class OneDebtor:
     # ------------------------------------------------------------ end of day
 
     def _ability(self) -> float:
-        """``bm.effective_ability`` today."""
-        since_payday = (self.day % 28 + 1 - self.payday) % 28
-        ab = self.ability + self.ability_growth * (self.days_in / 30.0) + (self.sc.behaviour.payday_ability_boost if since_payday < 5 else 0.0)
-        return min(max(ab, 0.0), 1.0)
+        return rules.effective_ability(self.b, self.ability, self.ability_growth, self.days_in, self.payday, self.day)  # type: ignore[no-any-return]
 
     def _baseline_intensity(self) -> float:
-        return self.self_cure * math.exp2(-(self.dpd_at_entry + self.days_in) / self.intensity_halflife)
+        return rules.baseline_intensity(self.b, self.self_cure, self.dpd_at_entry + self.days_in)  # type: ignore[no-any-return]
 
     def _close_day(self) -> None:
         """Unprompted repayment, decay, the 7-day contact window, the horizon (``World._close_day``)."""
         if self.status == _OPEN:
-            base = self._baseline_intensity()
-            lam = base + (self.intensity - base) * self.intensity_decay
-            self.intensity = lam
+            lam = self.intensity = rules.decayed_intensity(self.intensity_decay, self._baseline_intensity(), self.intensity)
             i = self.day - self._spont_from
             u = self._spont[i] if 0 <= i < len(self._spont) else self._spontaneous_draws()[0]
-            if u < -math.expm1(-lam):
-                sp = self.sc.behaviour.spontaneous_payment
-                u = self._u_day(Draw.SPONTANEOUS_AMOUNT)
-                frac = min(1.0, (sp.min_share + (1.0 - sp.min_share) * u) * (sp.ability_offset + self._ability()))
-                self._pay(self.outstanding if frac >= sp.full_at else self.outstanding * frac)
-        if self.fatigue:
-            self.fatigue = _unpack_f32(_pack_f32(self.fatigue * self.fatigue_decay32))[0]  # _f32()
+            if u < rules.p_spontaneous(lam):
+                share = rules.spontaneous_share(self.b.spontaneous_payment, self._u_day(Draw.SPONTANEOUS_AMOUNT), self._ability())
+                self._pay(self.outstanding * share)
+        self.fatigue = rules.decayed_fatigue(self.fatigue_decay, self.fatigue)
         slot = self.day % 7
         old, new = self.ring[slot], self.today_channel
         if old >= 0:
@@ -684,6 +663,7 @@ class OneDebtor:
                 self.sold += face
                 self.outstanding = 0.0
                 self.status = _SOLD
+                self.resolved_day = self.days_in
 
     def money_gap(self) -> float:
         """``collected + forgiven + sold + outstanding - balance`` (should be ~0)."""
