@@ -247,32 +247,32 @@ class SpontaneousPayment(_Frozen):
 class Behaviour(_Frozen):
     willingness_engage: float = Field(description="engagement logit per unit of willingness")
     age_engage_per_30d: float = Field(description="engagement logit change per 30 days past due")
-    fatigue_decay_days: float = Field(gt=0)
+    fatigue_decay_days: float = Field(gt=0, description="fatigue fades by a factor e per this many days")
     fatigue_engage: float = Field(description="engagement logit change per unit of fatigue")
-    fatigue_complaint: float
-    fatigue_opt_out: float
-    opt_out_logit: float
+    fatigue_complaint: float = Field(description="complaint logit per unit of fatigue")
+    fatigue_opt_out: float = Field(description="opt-out logit per unit of fatigue")
+    opt_out_logit: float = Field(description="opt-out logit of a noticed message to a rested debtor")
     firm_distressed_engage: float = Field(description="extra engagement logit of firm tone on the distressed")
-    firm_distressed_complaint: float
-    empathetic_distressed_engage: float
+    firm_distressed_complaint: float = Field(description="extra complaint logit of firm tone on the distressed")
+    empathetic_distressed_engage: float = Field(description="extra engagement logit of empathetic tone on the distressed")
     late_window_complaint: float = Field(description="complaint logit shift for contact after 21:00")
     payday_ability_boost: float = Field(ge=0, le=1, description="ability added in the days after payday")
     payday_window_days: int = Field(default=5, ge=0, le=28, description="days after payday (payday included) when ability is boosted")
     offer_engage_share: float = Field(default=0.5, description="share of a debtor's sensitivity to an offer that also shifts their engagement logit")
-    vulnerability_disclosure_prob: float = Field(ge=0, le=1)
-    outcomes: Outcomes
+    vulnerability_disclosure_prob: float = Field(ge=0, le=1, description="chance a distressed debtor who engages discloses it")
+    outcomes: Outcomes = Field(description="multinomial-logit coefficients of what an engaged debtor does")
     part_payment_share: Range = Field(description="percent of the outstanding paid by a part payment")
-    promise_days: Range
+    promise_days: Range = Field(description="days until a promise to pay falls due (uniform)")
     promise_keep_logit: float = Field(description="keep logit of a promise for a debtor of ability and willingness 0.5")
     keep_ability: float = Field(default=3.0, description="keep logit of promises and instalments per unit of ability above 0.5")
     keep_willingness: float = Field(default=2.0, description="keep logit of promises and instalments per unit of willingness above 0.5")
     deferral_keep_bonus: float = Field(default=0.5, description="extra keep logit of a deferral's promise (a date the debtor chose)")
-    plan_instalments: int = Field(ge=2, le=24)
-    plan_interval_days: int = Field(ge=7, le=31)
+    plan_instalments: int = Field(ge=2, le=24, description="instalments of a plan")
+    plan_interval_days: int = Field(ge=7, le=31, description="days between instalments")
     instalment_pay_logit: float = Field(description="keep logit of an instalment for a debtor of ability and willingness 0.5")
     settlement_discount: float = Field(ge=0, lt=1, description="share of the outstanding forgiven")
-    settlement_pay_days: int = Field(ge=0, le=30)
-    deferral_days: int = Field(ge=1, le=90)
+    settlement_pay_days: int = Field(ge=0, le=30, description="days to pay an agreed settlement")
+    deferral_days: int = Field(ge=1, le=90, description="days a deferral postpones the payment")
     intensity_decay_per_day: float = Field(gt=0, description="Chehrazi-Weber decay rate kappa, per day")
     intensity_jump_contact: float = Field(
         ge=0, description="intensity jump per engaged contact (per day) x (intensity_jump_contact_base + willingness)"
@@ -283,9 +283,9 @@ class Behaviour(_Frozen):
     )
     intensity_jump_payment_base: float = Field(default=1.0, ge=0, description="the part of a payment's intensity jump independent of its size")
     intensity_age_halflife_days: float = Field(gt=0, description="the baseline intensity halves over this debt age")
-    churn_per_firm_contact: float
-    churn_per_complaint: float
-    churn_per_10_contacts: float
+    churn_per_firm_contact: float = Field(description="churn logit per firm-tone contact")
+    churn_per_complaint: float = Field(description="churn logit per complaint")
+    churn_per_10_contacts: float = Field(description="churn logit per 10 contacts of any kind")
     spontaneous_payment: SpontaneousPayment = Field(
         default_factory=lambda: SpontaneousPayment(), description="the size of a payment nobody prompted (self-cure)"
     )

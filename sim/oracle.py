@@ -32,13 +32,14 @@ from __future__ import annotations
 import numpy as np
 
 from policies.base import register
-from policies.schema import N_CONTACT_CHANNELS, Tone, ViewBatch, Window
+from policies.schema import ACTION_DIMS, N_CONTACT_CHANNELS, Tone, ViewBatch, Window
 from sim import behaviour as rules
 from sim.world import World
 
 _LETTER, _CALL, _FIRM = rules.LETTER, rules.CALL, int(Tone.FIRM)
 _TIMED_WINDOWS = (int(Window.MORNING), int(Window.AFTERNOON), int(Window.EVENING))
-_MASK_WINDOW, _MASK_TONE, _MASK_OFFER = 7, 11, 15  # where the window, tone and offer columns start in the 19-column mask
+# where the window, tone and offer columns start in the compliance mask (channel, window, tone, offer)
+_MASK_WINDOW, _MASK_TONE, _MASK_OFFER = (sum(ACTION_DIMS[:k]) for k in (1, 2, 3))
 
 
 class Oracle:
@@ -120,8 +121,8 @@ class Oracle:
                     conversation = sc.call_centre.conversation_cost_eur * p_reach[:, c] if c == _CALL else 0.0
                     cost = prm.cost_eur[c] + conversation + (firm_churn if tone == _FIRM else 0.0)
                     ev[:, c, tone, o] = p_reach[:, c] * value - cost
-        tone_ok = m[:, _MASK_TONE : _MASK_TONE + 4]
-        offer_ok = m[:, _MASK_OFFER : _MASK_OFFER + 4]
+        tone_ok = m[:, _MASK_TONE:_MASK_OFFER]
+        offer_ok = m[:, _MASK_OFFER:]
         allowed = m[:, 1:_MASK_WINDOW, None, None] & tone_ok[:, None, :, None] & offer_ok[:, None, None, :]
         ev[~allowed] = -np.inf
         flat = ev.reshape(k, -1)

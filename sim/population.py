@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from policies.schema import N_CONTACT_CHANNELS, PRODUCT_NAMES, Channel, Window
+from policies.schema import MONTH_DAYS, N_CONTACT_CHANNELS, PRODUCT_NAMES, Channel, Window
 from sim.config import ARCHETYPES, Scenario
 from sim.rng import BLOCK, Stream, block_rng
 
@@ -115,19 +115,19 @@ def sample_block(sc: Scenario, seed: int, block: int) -> Debtors:
 
     return Debtors(
         archetype=archetype,
-        ability=ability.astype(np.float64),
-        willingness=willingness.astype(np.float64),
+        ability=ability,
+        willingness=willingness,
         distressed=distressed,
-        deliverability=deliv.astype(np.float64),
-        attention=attention.astype(np.float64),
-        window_fit=window_fit.astype(np.float64),
-        tone_effect=tone.astype(np.float64),
-        offer_effect=offer.astype(np.float64),
-        self_cure=per_arch(lambda a: a.self_cure_per_day).astype(np.float64),
-        ability_growth=per_arch(lambda a: a.ability_growth_per_30d).astype(np.float64),
-        complaint_logit=per_arch(lambda a: a.complaint_logit).astype(np.float64),
-        churn_logit=per_arch(lambda a: a.churn_logit).astype(np.float64),
-        payday=rng.integers(1, 29, size=n).astype(np.int8),
+        deliverability=deliv,
+        attention=attention,
+        window_fit=window_fit,
+        tone_effect=tone,
+        offer_effect=offer,
+        self_cure=per_arch(lambda a: a.self_cure_per_day),
+        ability_growth=per_arch(lambda a: a.ability_growth_per_30d),
+        complaint_logit=per_arch(lambda a: a.complaint_logit),
+        churn_logit=per_arch(lambda a: a.churn_logit),
+        payday=rng.integers(1, MONTH_DAYS + 1, size=n).astype(np.int8),
         balance_eur=balance,
         dpd_at_entry=dpd.astype(np.int16),
         product=product.astype(np.int8),

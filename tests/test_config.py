@@ -98,3 +98,23 @@ def test_null_in_a_child_scenario_removes_the_inherited_key(tmp_path):
     broken.write_text("extends: default\nname: broken\nhorizon_days: null\n")
     with pytest.raises(ConfigError, match="horizon_days"):
         load_scenario(str(broken))
+
+
+def test_the_readme_lists_every_behaviour_key_and_every_one_is_described():
+    from pathlib import Path
+
+    from sim.config import Behaviour
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Behaviour keys") : readme.index("### Calibration")]
+    missing = [k for k in Behaviour.model_fields if f"`{k}" not in section]
+    assert not missing, f"behaviour keys missing from the README's table: {missing}"
+    undescribed = [k for k, f in Behaviour.model_fields.items() if not f.description]
+    assert not undescribed, undescribed
+    # default.yaml sets every key, each with a comment or under a commented block
+    sc = load_scenario("default")
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "scenarios" / "default.yaml").read_text())
+    assert set(raw["behaviour"]) == set(Behaviour.model_fields), set(Behaviour.model_fields) ^ set(raw["behaviour"])
+    assert sc.behaviour.deferral_keep_bonus == 0.5
