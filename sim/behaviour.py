@@ -102,12 +102,6 @@ def _where(cond: Num, a: Num, b: Num) -> Num:
     return a if cond else b
 
 
-def _max_of(xs: Sequence[Num]) -> Num:
-    if any(type(x) is np.ndarray for x in xs):
-        return np.maximum.reduce(np.broadcast_arrays(*xs))
-    return max(xs)
-
-
 def sigmoid(z: Num) -> Num:
     """The logistic function; a logit whose exp overflows gives 0."""
     return 1.0 / (1.0 + _exp(-z))
@@ -195,6 +189,11 @@ def log_balance(outstanding: Num) -> Num:
     return math.log((outstanding if outstanding > 1.0 else 1.0) / LOG_BALANCE_REFERENCE_EUR)
 
 
+def _outcome_logit(coef: Sequence[float], ability: Num, willingness: Num, log_balance: Num) -> Num:
+    """One outcome's logit relative to "nothing": base + ability + willingness + balance terms."""
+    return coef[0] + ability * coef[1] + willingness * coef[2] + log_balance * coef[3]
+
+
 def outcome_probabilities(
     coef: Sequence[Sequence[float]] | np.ndarray, ability: Num, willingness: Num, outstanding: Num, offer: Num, offer_effect: Num
 ) -> list[Num]:
@@ -204,18 +203,24 @@ def outcome_probabilities(
     possible when that offer is made, and the debtor's sensitivity to it (``offer_effect``: 4
     values per debtor, by offer; an (N, 4) array for a batch) shifts its logit."""
     lb = log_balance(outstanding)
-    logits = [c[0] + ability * c[1] + willingness * c[2] + lb * c[3] for c in coef]
-    logits.append(0.0 * lb)  # "nothing", the reference
-    batch = type(offer_effect) is np.ndarray and offer_effect.ndim == 2
+    if type(offer_effect) is np.ndarray and offer_effect.ndim == 2:  # a batch: one row per debtor, one column per outcome
+        logits = np.zeros((len(lb), N_OUTCOMES))
+        for k, c in enumerate(coef):
+            logits[:, k] = _outcome_logit(c, ability, willingness, lb)
+        for out, off in OFFERED_OUTCOME:
+            logits[:, out] = np.where(offer == off, logits[:, out] + offer_effect[:, off], -np.inf)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return list((p / p.sum(axis=1, keepdims=True)).T)
+    z = [_outcome_logit(c, ability, willingness, lb) for c in coef]
+    z.append(0.0)  # "nothing", the reference
     for out, off in OFFERED_OUTCOME:
-        shift = offer_effect[:, off] if batch else offer_effect[off]
-        logits[out] = _where(offer == off, logits[out] + shift, -math.inf)
-    top = _max_of(logits)
-    p = [_exp(x - top) for x in logits]
-    total = p[0]
-    for x in p[1:]:
+        z[out] = z[out] + offer_effect[off] if offer == off else -math.inf
+    top = max(z)
+    e = [_exp(x - top) for x in z]
+    total = e[0]
+    for x in e[1:]:
         total = total + x
-    return [x / total for x in p]
+    return [x / total for x in e]
 
 
 def draw_outcome(p: Sequence[Num], u: Num) -> Num:

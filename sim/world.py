@@ -295,7 +295,8 @@ class World:
         s.last_contact[idx] = d
         s.firm_contacts[idx] += (tone == _FIRM).astype(np.int16)
         self.funnel["sent"] += np.bincount(ch, minlength=N_CONTACT_CHANNELS)
-        self.ledger.add(t0, s.debtor_id[idx], Event.CONTACT, ch + 1, 0.0, (win * 4 + tone) * 4 + offer)
+        if self.ledger.enabled:
+            self.ledger.add(t0, s.debtor_id[idx], Event.CONTACT, ch + 1, 0.0, (win * 4 + tone) * 4 + offer)
         not_call = ch != _CALL
         self._charge(idx[not_call], self.prm.cost_eur[ch[not_call]])
         epochs = s.epoch[idx]
