@@ -119,6 +119,8 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
         "debtors": args.debtors,
         "days": args.days or sc.horizon_days,
         "seed": args.seed,
+        "overrides": list(args.set or []),
+        "simulated_days": world.day,
         "compliance_profile": sc.compliance_profile,
         "kpis": kpis,
         "blocked_by_reason": blocked_by_reason(world),
@@ -126,12 +128,14 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.out is not None:
         from experiments.plots import recovery_curves
+        from sim.history import write_run_accounts
 
         out = Path(args.out)
         world.ledger.write_parquet(out / "events.parquet")
+        write_run_accounts(world, out)
         recovery_curves({args.policy: recovery_curve(world)}, out / "recovery.png", f"{sc.name}: cumulative recovery ({args.debtors:,} debtors)")
         write_json(out / "kpis.json", result)
-        result["files"] = [str(out / f) for f in ("events.parquet", "recovery.png", "kpis.json")]
+        result["files"] = [str(out / f) for f in ("events.parquet", "accounts.parquet", "truth.parquet", "recovery.png", "kpis.json")]
     return result
 
 
@@ -578,6 +582,31 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ history
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from experiments.history import HistoryUsageError, export_run
+    from sim.history import validate
+
+    if args.action == "export":
+        if not args.out:
+            raise UsageError("history export needs --out DIR (the history folder to write)")
+        try:
+            h = export_run(args.source, args.out, args.format)
+        except HistoryUsageError as e:
+            raise UsageError(str(e)) from None
+        counts = ", ".join(f"{len(t['account_id']):,} {name}" for name, t in h.tables().items())
+        print(f"wrote {args.out}: {counts} over {h.days} days ({args.format})")
+        return 0
+    report, _ = validate(args.source)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(report.format())
+    return 0 if report.ok else EXIT_BAD_INPUT
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -708,6 +737,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_calibrate)
+
+    hs = sub.add_parser("history", help="a portfolio's history: export a simulated run into the history format, or validate a folder")
+    hs.add_argument("action", choices=("export", "validate"))
+    hs.add_argument("source", help="export: a run folder of `collectrl simulate --out` (or its events.parquet); validate: a history folder")
+    hs.add_argument("--out", default=None, help="export: the history folder to write")
+    hs.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="export: the tables' file format")
+    hs.add_argument("--json", action="store_true", help="validate: print the report as JSON")
+    hs.set_defaults(func=cmd_history)
 
     pl = sub.add_parser("policies", help="list the registered policies with their versions")
     pl.set_defaults(func=cmd_policies)

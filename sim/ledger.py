@@ -12,11 +12,14 @@ from policies.fileio import atomic_write
 
 
 class Event(IntEnum):
-    CONTACT = 0  # attempt executed (detail = (window * 4 + tone) * 4 + offer)
-    DELIVERED = 1
-    NOTICED = 2  # opened / right-party contact
-    ENGAGED = 3
-    PAYMENT = 4  # amount in EUR
+    """What happened. ``contact`` is the debtor's contact ordinal (0 for their first contact) on
+    the contact's own events and everything it led to, -1 on events no contact caused."""
+
+    CONTACT = 0  # attempt executed; detail = (window * 4 + tone) * 4 + offer; amount = cost charged now (not for calls)
+    DELIVERED = 1  # reached the address; for a call: the call was made, amount = its cost
+    NOTICED = 2  # opened / right-party contact; for a call: amount = the conversation's cost
+    ENGAGED = 3  # detail = the outcome (sim.behaviour: PAY_FULL .. NOTHING)
+    PAYMENT = 4  # amount in EUR; detail = PaymentKind
     PROMISE = 5  # amount promised; detail 1 = settlement, 2 = deferral
     PROMISE_KEPT = 6
     PROMISE_BROKEN = 7
@@ -27,14 +30,26 @@ class Event(IntEnum):
     OPT_OUT = 12
     BLOCKED = 13  # detail = policies.compliance.Block
     CALL_DROPPED = 14  # over call-centre capacity
-    RESOLVED = 15  # detail = sim.world.Status
+    RESOLVED = 15  # detail = sim.state.Status
     SOLD = 16  # amount = face value sold
     CHURNED = 17
     FORGIVEN = 18  # settlement discount, amount in EUR
 
 
+class PaymentKind(IntEnum):
+    """What a payment paid (the detail of a PAYMENT event)."""
+
+    CONTACT = 0  # paid in full or in part on a contact
+    UNPROMPTED = 1
+    PROMISE = 2  # a promise (or a deferral) kept
+    INSTALMENT = 3
+    SETTLEMENT = 4
+
+
 EVENT_NAMES: tuple[str, ...] = tuple(e.name.lower() for e in Event)
-COLUMNS = ("time_min", "debtor", "event", "channel", "amount_eur", "detail")
+PAYMENT_KIND_NAMES: tuple[str, ...] = tuple(k.name.lower() for k in PaymentKind)
+COLUMNS = ("time_min", "debtor", "event", "channel", "amount_eur", "detail", "contact")
+_DTYPES = (np.float64, np.int64, np.int8, np.int8, np.float64, np.int8, np.int16)
 
 
 class Ledger:
@@ -56,6 +71,7 @@ class Ledger:
         channel: int | np.ndarray = 0,
         amount: float | np.ndarray = 0.0,
         detail: int | np.ndarray = 0,
+        contact: int | np.ndarray = -1,
     ) -> None:
         if not self.enabled:
             return
@@ -64,20 +80,20 @@ class Ledger:
             return
         self._chunks.append(
             (
-                np.full(n, time_min, dtype=np.float32),
+                np.full(n, time_min, dtype=np.float64),
                 np.asarray(debtor, dtype=np.int64),
                 np.full(n, int(event), dtype=np.int8),
                 np.broadcast_to(np.asarray(channel, dtype=np.int8), (n,)).copy(),
-                np.broadcast_to(np.asarray(amount, dtype=np.float32), (n,)).copy(),
+                np.broadcast_to(np.asarray(amount, dtype=np.float64), (n,)).copy(),
                 np.broadcast_to(np.asarray(detail, dtype=np.int8), (n,)).copy(),
+                np.broadcast_to(np.asarray(contact, dtype=np.int16), (n,)).copy(),
             )
         )
         self._n += n
 
     def columns(self) -> dict[str, np.ndarray]:
         if not self._chunks:
-            empty = (np.float32, np.int64, np.int8, np.int8, np.float32, np.int8)
-            return {c: np.empty(0, dtype=t) for c, t in zip(COLUMNS, empty, strict=True)}
+            return {c: np.empty(0, dtype=t) for c, t in zip(COLUMNS, _DTYPES, strict=True)}
         cols = {c: np.concatenate([ch[i] for ch in self._chunks]) for i, c in enumerate(COLUMNS)}
         order = np.argsort(cols["time_min"], kind="stable")
         return {c: v[order] for c, v in cols.items()}
@@ -104,6 +120,23 @@ class Ledger:
                 "channel": cols["channel"],
                 "amount_eur": cols["amount_eur"],
                 "detail": cols["detail"],
+                "contact": cols["contact"],
             }
         )
         return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def read_parquet(path: str | Path) -> dict[str, np.ndarray]:
+    """The columns of a ledger written by :meth:`Ledger.write_parquet` (events as ``Event`` codes)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: not an event ledger of this collectrl (missing columns {missing}); write it again with `collectrl simulate --out`")
+    names = table.column("event").combine_chunks()
+    codes = {name: i for i, name in enumerate(EVENT_NAMES)}
+    events = np.array([codes[n] for n in names.dictionary.to_pylist()], dtype=np.int8)[names.indices.to_numpy(zero_copy_only=False)]
+    out = {c: table.column(c).to_numpy() for c in COLUMNS if c != "event"}
+    out["event"] = events
+    return out

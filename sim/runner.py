@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from policies.base import Policy
 from sim.config import Scenario
+from sim.population import Debtors
 from sim.world import World
 
 ProgressFn = Callable[[int, int], None]  # (days done, days in all)
@@ -25,13 +26,15 @@ def run_portfolio(
     record_events: bool = False,
     progress: ProgressFn | None = None,
     max_days: int | None = None,
+    population: Debtors | None = None,
 ) -> World:
     """Simulate ``debtors`` debtors of scenario ``sc`` under ``policy``; returns the finished world.
 
     The policy is reset with ``seed``; the world's randomness comes from ``seed`` too, so two
-    policies run with the same seed face the same debtors and the same luck.
+    policies run with the same seed face the same debtors and the same luck. ``population``:
+    the debtors as given (``sim.world.World``) instead of sampled.
     """
-    world = World(sc, debtors, seed, mode="portfolio", horizon_days=horizon_days, record_events=record_events)
+    world = World(sc, debtors, seed, mode="portfolio", horizon_days=horizon_days, record_events=record_events, population=population)
     policy.reset(seed)
     days = total_days(sc, horizon_days) if max_days is None else max_days
     for day in range(days):

@@ -44,7 +44,7 @@ from sim import behaviour as rules
 from sim import state as transitions
 from sim.callcentre import CallCentre
 from sim.config import Scenario
-from sim.ledger import Event, Ledger
+from sim.ledger import Event, Ledger, PaymentKind
 from sim.population import BlockCache, Debtors, sample
 from sim.rng import Draw, Stream, stream_key, uniforms
 from sim.state import REWARD_COMPONENTS, DebtorState, Status
@@ -121,6 +121,8 @@ class World:
     ``mode="portfolio"``: slot ``i`` is debtor ``i``, entering on its cohort day; nothing is refilled.
     ``mode="episodic"``: every slot starts a debtor at once; :meth:`refill` puts the next debtor
     into a finished slot (used by the Gymnasium envs).
+    ``population``: the portfolio's debtors as given (e.g. the accounts of a history, with latent
+    traits drawn for them) instead of sampled from the scenario; debtor ``i`` has id ``i``.
     """
 
     def __init__(
@@ -132,11 +134,14 @@ class World:
         mode: str = "portfolio",
         horizon_days: int | None = None,
         record_events: bool = False,
+        population: Debtors | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError("n_slots must be >= 1")
         if mode not in ("portfolio", "episodic"):
             raise ValueError("mode must be 'portfolio' or 'episodic'")
+        if population is not None and (mode != "portfolio" or len(population) != n_slots):
+            raise ValueError("a given population is a portfolio: mode='portfolio' and one debtor per slot")
         self.sc = scenario
         self.b = scenario.behaviour
         self.n = n_slots
@@ -168,7 +173,7 @@ class World:
         self.call_centre = CallCentre(self.on_duty_by_hour.tolist(), MINUTES_PER_DAY)
         # the first debtors
         self._blocks = BlockCache(scenario, self.seed)
-        d = sample(scenario, self.seed, 0, n_slots, self._blocks)
+        d = population if population is not None else sample(scenario, self.seed, 0, n_slots, self._blocks)
         self.traits: Debtors = d
         entry = d.entry_offset.astype(np.int32) if mode == "portfolio" else np.zeros(n_slots, dtype=np.int32)
         self._install(np.arange(n_slots), d, entry, np.arange(n_slots, dtype=np.uint64))
@@ -295,10 +300,11 @@ class World:
         s.last_contact[idx] = d
         s.firm_contacts[idx] += (tone == _FIRM).astype(np.int16)
         self.funnel["sent"] += np.bincount(ch, minlength=N_CONTACT_CHANNELS)
-        if self.ledger.enabled:
-            self.ledger.add(t0, s.debtor_id[idx], Event.CONTACT, ch + 1, 0.0, (win * 4 + tone) * 4 + offer)
         not_call = ch != _CALL
         self._charge(idx[not_call], self.prm.cost_eur[ch[not_call]])
+        if self.ledger.enabled:
+            cost = np.where(not_call, self.prm.cost_eur[ch], 0.0)
+            self.ledger.add(t0, s.debtor_id[idx], Event.CONTACT, ch + 1, cost, (win * 4 + tone) * 4 + offer, ordinal)
         epochs = s.epoch[idx]
         for w in range(len(Window)):
             sel = (win == w) & not_call & (ch != _LETTER)
@@ -374,19 +380,20 @@ class World:
         if len(idx):
             s.calls_made[idx] += 1
             self._charge(idx, self.prm.cost_eur[_CALL])
+            self.ledger.add(now, s.debtor_id[idx], Event.DELIVERED, Channel.CALL, self.prm.cost_eur[_CALL], 0, luck & MAX_ORDINAL)
             self.funnel["delivered"][_CALL] += len(idx)
             s.fatigue[idx] += self.prm.fatigue_weight[_CALL]
             r = idx[rpc]
             s.rpc[r] += 1
             s.last_conversation[r] = self.day
             self._charge(r, self.sc.call_centre.conversation_cost_eur)
-            self.ledger.add(now, s.debtor_id[idx], Event.DELIVERED, Channel.CALL)
             s.last_outcome[idx[~rpc]] = _IGNORED
             n = len(r)
             self._respond(r, np.full(n, _CALL), np.full(n, window), tone[rpc], offer[rpc], luck[rpc])
-        drop = slots[~was_made & ok]
+        dropped = ~was_made & ok
+        drop = slots[dropped]
         s.calls_dropped[drop] += 1
-        self.ledger.add(now, s.debtor_id[drop], Event.CALL_DROPPED, Channel.CALL)
+        self.ledger.add(now, s.debtor_id[drop], Event.CALL_DROPPED, Channel.CALL, 0.0, 0, payload[-1][dropped] & MAX_ORDINAL)
 
     def _at(self, at_min: float, slots: np.ndarray, serials: np.ndarray, handler: Callable[[np.ndarray, np.ndarray], None]) -> None:
         """Call ``handler(slots, serials)`` at ``at_min``. Everything due to the same handler at the
@@ -424,9 +431,9 @@ class World:
         st = k[settling]
         if len(st):
             self.ledger.add(now, s.debtor_id[st], Event.FORGIVEN, 0, transitions.settle(s, st))
-            self._pay(st, s.promise_amount[st], 0, Status.SETTLED)
+            self._pay(st, s.promise_amount[st], PaymentKind.SETTLEMENT, clear_status=Status.SETTLED)
         p = k[~settling]
-        self._pay(p, s.promise_amount[p])
+        self._pay(p, s.promise_amount[p], PaymentKind.PROMISE)
         gone = idx[~kept]
         transitions.broken(s, gone, s.promises_broken)
         self.ledger.add(now, s.debtor_id[gone], Event.PROMISE_BROKEN)
@@ -445,7 +452,7 @@ class World:
         amount = np.where(last, s.outstanding[p], np.minimum(s.plan_amount[p], s.outstanding[p]))
         s.plan_paid[p] += 1
         self.ledger.add(now, s.debtor_id[p], Event.INSTALMENT_PAID, 0, amount)
-        self._pay(p, amount, 0, Status.PLAN_COMPLETED)
+        self._pay(p, amount, PaymentKind.INSTALMENT, clear_status=Status.PLAN_COMPLETED)
         going = p[s.status[p] == _OPEN]
         if len(going):
             self._schedule_instalment(going)
@@ -465,7 +472,7 @@ class World:
         ids = s.debtor_id[idx]
         delivered = uniforms(self.key, luck, CONTACT_DAY, _D_DELIVER, 0) < t.deliverability[idx, ch]
         self.funnel["delivered"] += np.bincount(ch[delivered], minlength=N_CONTACT_CHANNELS)
-        self.ledger.add(now, ids[delivered], Event.DELIVERED, ch[delivered] + 1)
+        self.ledger.add(now, ids[delivered], Event.DELIVERED, ch[delivered] + 1, 0.0, 0, luck[delivered] & MAX_ORDINAL)
         idx, ch, win, tone, offer, luck = idx[delivered], ch[delivered], win[delivered], tone[delivered], offer[delivered], luck[delivered]
         # fatigue counts the contact being received: a debtor judges the fifth message of the week
         # with five messages of annoyance (the calibration of complaints and opt-outs assumes this)
@@ -483,7 +490,9 @@ class World:
         now = self.env.now
         ids = s.debtor_id[idx]
         self.funnel["noticed"] += np.bincount(ch, minlength=N_CONTACT_CHANNELS)
-        self.ledger.add(now, ids, Event.NOTICED, ch + 1)
+        if self.ledger.enabled:
+            conversation = np.where(ch == _CALL, self.sc.call_centre.conversation_cost_eur, 0.0)
+            self.ledger.add(now, ids, Event.NOTICED, ch + 1, conversation, 0, luck & MAX_ORDINAL)
         fat, distressed = s.fatigue[idx], t.distressed[idx]
 
         z = rules.complaint_logit(b, t.complaint_logit[idx], fat, tone == _FIRM, distressed, win == _LATE)
@@ -495,14 +504,14 @@ class World:
             s.vulnerable[c] |= distressed[complain]
             s.last_outcome[c] = _COMPLAINED
             s.complaint_penalty[c] -= rw.complaint_penalty_eur * s.disc[c]
-            self.ledger.add(now, ids[complain], Event.COMPLAINT, ch[complain] + 1)
+            self.ledger.add(now, ids[complain], Event.COMPLAINT, ch[complain] + 1, 0.0, 0, luck[complain] & MAX_ORDINAL)
         if opt.any():
             o = idx[opt]
             s.opted_out[o, ch[opt]] = True
             s.opt_outs[o] += 1
             s.last_outcome[o] = _OPTED_OUT
             s.opt_out_penalty[o] -= rw.opt_out_penalty_eur * s.disc[o]
-            self.ledger.add(now, ids[opt], Event.OPT_OUT, ch[opt] + 1)
+            self.ledger.add(now, ids[opt], Event.OPT_OUT, ch[opt] + 1, 0.0, 0, luck[opt] & MAX_ORDINAL)
         rest = ~(complain | opt)
         idx, ch, tone, offer, ids, fat, distressed, luck = (x[rest] for x in (idx, ch, tone, offer, ids, fat, distressed, luck))
         if len(idx) == 0:
@@ -516,7 +525,6 @@ class World:
         if len(idx) == 0:
             return
         self.funnel["engaged"] += np.bincount(ch, minlength=N_CONTACT_CHANNELS)
-        self.ledger.add(now, ids, Event.ENGAGED, ch + 1)
         s.responses[idx] += 1
         s.last_response[idx] = self.day
         s.intensity[idx] += rules.contact_jump(b, will)
@@ -525,38 +533,52 @@ class World:
 
         p = rules.outcome_probabilities(self.prm.outcome_coef, self._ability(idx), will, s.outstanding[idx], offer, t.offer_effect[idx])
         outcome = rules.draw_outcome(p, uniforms(self.key, luck, CONTACT_DAY, _D_OUTCOME))
+        self.ledger.add(now, ids, Event.ENGAGED, ch + 1, 0.0, outcome, luck & MAX_ORDINAL)
         self._outcomes(idx, outcome, ch, luck)
 
     def _outcomes(self, idx: np.ndarray, outcome: np.ndarray, ch: np.ndarray, luck: np.ndarray) -> None:
         """What the engaged debtors do: pay, promise, take a plan, a settlement or a deferral, or nothing."""
         s, b = self.state, self.b
         owed = s.outstanding[idx]
+        contact = luck & MAX_ORDINAL
         sel = outcome == Outcome.PAY_FULL
-        self._pay(idx[sel], owed[sel], ch[sel])
+        self._pay(idx[sel], owed[sel], PaymentKind.CONTACT, ch[sel] + 1, contact[sel])
         sel = outcome == Outcome.PAY_PART
         if sel.any():
-            self._pay(idx[sel], owed[sel] * rules.part_payment_share(b, uniforms(self.key, luck[sel], CONTACT_DAY, _D_AMOUNT)), ch[sel])
+            share = rules.part_payment_share(b, uniforms(self.key, luck[sel], CONTACT_DAY, _D_AMOUNT))
+            self._pay(idx[sel], owed[sel] * share, PaymentKind.CONTACT, ch[sel] + 1, contact[sel])
         sel = outcome == Outcome.PROMISE
         if sel.any():
             days = rules.promise_days(b, uniforms(self.key, luck[sel], CONTACT_DAY, _D_PROMISE_DAYS))
-            self._promise(idx[sel], owed[sel], days, rules.PROMISE_KIND)
+            self._promise(idx[sel], owed[sel], days, rules.PROMISE_KIND, contact[sel])
         sel = outcome == Outcome.SETTLEMENT
         if sel.any():
-            self._promise(idx[sel], rules.settlement_amount(b, owed[sel]), np.full(int(sel.sum()), b.settlement_pay_days), rules.SETTLEMENT_KIND)
+            days = np.full(int(sel.sum()), b.settlement_pay_days)
+            self._promise(idx[sel], rules.settlement_amount(b, owed[sel]), days, rules.SETTLEMENT_KIND, contact[sel])
         sel = outcome == Outcome.DEFERRAL
         if sel.any():
-            self._promise(idx[sel], owed[sel], np.full(int(sel.sum()), b.deferral_days), rules.DEFERRAL_KIND)
+            self._promise(idx[sel], owed[sel], np.full(int(sel.sum()), b.deferral_days), rules.DEFERRAL_KIND, contact[sel])
         sel = outcome == Outcome.PLAN
         if sel.any():
             p = idx[sel]
             transitions.plan(s, b, p)
-            self.ledger.add(self.env.now, s.debtor_id[p], Event.PLAN, 0, s.plan_amount[p], b.plan_instalments)
+            self.ledger.add(self.env.now, s.debtor_id[p], Event.PLAN, 0, s.plan_amount[p], b.plan_instalments, contact[sel])
             self._schedule_instalment(p)
         s.last_outcome[idx[outcome == Outcome.NOTHING]] = _IGNORED
 
     # ------------------------------------------------------- money and commitments
 
-    def _pay(self, idx: np.ndarray, amount: np.ndarray, ch: np.ndarray | int = 0, clear_status: Status = Status.PAID) -> None:
+    def _pay(
+        self,
+        idx: np.ndarray,
+        amount: np.ndarray,
+        kind: PaymentKind,
+        ch: np.ndarray | int = 0,
+        contact: np.ndarray | int = -1,
+        clear_status: Status = Status.PAID,
+    ) -> None:
+        """Slots ``idx`` pay ``amount`` (``kind``: what the payment is for; ``ch`` and ``contact``: the
+        contact it was made on, if any)."""
         if len(idx) == 0:
             return
         s = self.state
@@ -564,7 +586,7 @@ class World:
         h = self.horizon + 1
         self.payers_by_day += np.bincount(s.days_in[paid.first], minlength=h)[:h]
         self.recovery_by_day += np.bincount(s.days_in[idx], weights=paid.amount, minlength=h)[:h]
-        self.ledger.add(self.env.now, s.debtor_id[idx], Event.PAYMENT, ch, paid.amount)
+        self.ledger.add(self.env.now, s.debtor_id[idx], Event.PAYMENT, ch, paid.amount, int(kind), contact)
         if len(paid.cleared):
             self._resolve(paid.cleared, clear_status)
 
@@ -575,10 +597,10 @@ class World:
         churned = transitions.resolve(s, self.b, idx, status, self.traits, churn_u, self.sc.reward.retention_value_eur)
         self.ledger.add(self.env.now, s.debtor_id[churned], Event.CHURNED)
 
-    def _promise(self, idx: np.ndarray, amount: np.ndarray, days: np.ndarray, kind: int) -> None:
+    def _promise(self, idx: np.ndarray, amount: np.ndarray, days: np.ndarray, kind: int, contact: np.ndarray | int = -1) -> None:
         s = self.state
         transitions.promise(s, idx, amount, days, kind, self.day)
-        self.ledger.add(self.env.now, s.debtor_id[idx], Event.PROMISE, 0, amount, kind)
+        self.ledger.add(self.env.now, s.debtor_id[idx], Event.PROMISE, 0, amount, kind, contact)
         for due in np.unique(days):
             p = idx[days == due]
             self._at((self.day + int(due)) * MINUTES_PER_DAY + PROMISE_MINUTE, p, s.promise_serial[p].copy(), self.promise_diary)
@@ -610,7 +632,7 @@ class World:
                 p = idx[pays]
                 u = uniforms(self.key, ids[pays], self.day, _D_SPONTANEOUS_AMOUNT)
                 share = rules.spontaneous_share(self.b.spontaneous_payment, u, self._ability(p))
-                self._pay(p, s.outstanding[p] * share)
+                self._pay(p, s.outstanding[p] * share, PaymentKind.UNPROMPTED)
         sold = transitions.close_day(s, self.day, self._delta, self.horizon, was_open, self.prm.fatigue_decay, self.sc.debt_sale_price)
         if len(sold):
             self.ledger.add(self.env.now, s.debtor_id[sold], Event.SOLD, 0, s.sold[sold])

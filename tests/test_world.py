@@ -303,3 +303,16 @@ def test_promises_fall_due_once_at_18_on_their_day_however_many_days_they_were_m
     for d in np.concatenate([first, second]).tolist():
         assert when[d] == (6 if d in replaced else 5) * MINUTES_PER_DAY + 18 * 60
     assert not w.promise_active[:30].any()
+
+
+def test_a_given_population_is_simulated_as_given():
+    from sim.world import World
+
+    sc = load_scenario("default")
+    d = sample(sc, 9, 0, 200)
+    d.balance_eur[:] = 777.0
+    d.entry_offset[:] = 3
+    w = World(sc, 200, 1, population=d)
+    assert (w.balance == 777.0).all() and (w.entry_day == 3).all()
+    with pytest.raises(ValueError, match="one debtor per slot"):
+        World(sc, 100, 1, population=d)
