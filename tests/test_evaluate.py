@@ -10,8 +10,8 @@ import pytest
 
 import policies
 import sim  # noqa: F401
-from experiments.cli import main
 from experiments import stats
+from experiments.cli import main
 from experiments.evaluate import evaluate
 from policies.rules import StaticLadder
 from policies.schema import Channel, Window
