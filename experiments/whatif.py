@@ -172,8 +172,14 @@ def load_spec(path: str | Path) -> Spec:
         raise ConfigError("\n".join(lines)) from None
     import policies as _policies
 
-    for entry in spec.entries:  # a registered id, or an existing run / artifact directory
+    for label, entry in zip(spec.policy_labels, spec.entries, strict=True):  # a registered id, an existing directory, or a valid training
         if isinstance(entry, TrainPolicy):
+            from agents.train import load_train_config
+
+            try:
+                load_train_config(entry.train.algo, entry.train.overrides)
+            except ConfigError as e:
+                raise ConfigError(f"{p}: policies: {label}: {e}") from None
             continue
         pol = entry.policy
         if pol not in _policies.registered() and not Path(pol).is_dir():
@@ -244,23 +250,35 @@ def trained_run(out: Path, variant: str, label: str, timesteps: int | None = Non
     return None
 
 
-def train_variants(spec: Spec, out: Path, log: Callable[[str], None] = lambda _m: None) -> None:
-    """Train each ``train:`` learner once per variant (reused when the experiment runs again)."""
+def train_one(spec_json: str, out: str, variant: str, label: str) -> str:
+    """Train the learner ``label`` on ``variant`` (in a worker process); returns its run directory."""
     from agents.train import train
 
-    for label, tp in spec.trainers():
-        for v in spec.variants:
-            if trained_run(out, v, label, tp.train.timesteps) is None:
-                log(f"training {label} ({tp.train.algo}) on variant {v} for {tp.train.timesteps:,} debtor-days")
-                train(
-                    spec.scenario,
-                    tp.train.algo,
-                    tp.train.timesteps,
-                    0,
-                    out / "train" / f"{v}__{label}",
-                    variant_overrides(spec, v),
-                    list(tp.train.overrides),
-                )
+    spec = Spec.model_validate_json(spec_json)
+    tp = spec.entry(label)
+    assert isinstance(tp, TrainPolicy)
+    dest = Path(out) / "train" / f"{variant}__{label}"
+    run = train(spec.scenario, tp.train.algo, tp.train.timesteps, 0, dest, variant_overrides(spec, variant), list(tp.train.overrides))
+    return str(run.root)
+
+
+def train_variants(spec: Spec, out: Path, workers: int = 1, log: Callable[[str], None] = lambda _m: None) -> None:
+    """Train each ``train:`` learner once per variant (reused when the experiment runs again).
+
+    Each training uses one core (its torch threads are 1), so ``workers`` of them run side by side."""
+    todo = [(v, label) for label, tp in spec.trainers() for v in spec.variants if trained_run(out, v, label, tp.train.timesteps) is None]
+    for v, label in todo:
+        tp = spec.entry(label)
+        assert isinstance(tp, TrainPolicy)
+        log(f"training {label} ({tp.train.algo}) on variant {v} for {tp.train.timesteps:,} debtor-days")
+    spec_json = spec.model_dump_json()
+    if workers <= 1 or len(todo) <= 1:
+        for v, label in todo:
+            train_one(spec_json, str(out), v, label)
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        for f in [pool.submit(train_one, spec_json, str(out), v, label) for v, label in todo]:
+            f.result()  # a training that fails stops the experiment before the grid, with its error
 
 
 def policy_source(spec: Spec, cell: Cell, out: Path) -> str | None:
@@ -336,7 +354,7 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "spec.json", lambda p: p.write_text(spec.model_dump_json(indent=2)))
     (out / "cells").mkdir(exist_ok=True)
-    train_variants(spec, out)
+    train_variants(spec, out, workers)
     todo = [c for c in cells(spec) if not cell_is_current(spec, c, out)]
     total = len(cells(spec))
     done = total - len(todo)

@@ -57,6 +57,7 @@ def test_example_specs_validate_and_resolve_relative_values():
         ({"policies": [{"policy": "static_ladder", "label": "the ladder"}]}, "label 'the ladder' is not valid"),
         ({"policies": [{"policy": "static_ladder", "lable": "x"}]}, "policies.0.named.lable: Extra inputs"),
         ({"variants": {"base": {}, "sms x3": {}}}, "variant name 'sms x3' is not valid"),
+        ({"policies": [{"train": {"algo": "ppo", "timesteps": 9, "overrides": ["n_slotz=3"]}}]}, "policies: ppo: .*unknown key 'n_slotz'"),
     ],
 )
 def test_bad_specs_name_the_key(tmp_path, change, message):
@@ -337,3 +338,26 @@ def test_cells_are_keyed_by_label_and_rerun_when_the_label_means_another_policy(
     assert run_experiment(moved, out, workers=1)["ran"] == 1
     write_report(out)
     assert "| `base` | `champion` |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["regulation_f_cost", "call_centre_capacity"])
+def test_the_examples_retrain_a_learner_per_variant_end_to_end_at_a_tiny_budget(tmp_path, name):
+    from experiments.whatif import TrainPolicy
+
+    spec = load_spec(name)
+    learners = [e for e in spec.entries if isinstance(e, TrainPolicy)]
+    assert [e.label for e in learners] == ["learner"] and learners[0].train.timesteps >= 1_000_000
+    quick = ["n_slots=16", "eval_debtors=50", "eval_every_steps=256"]
+    tiny = TrainPolicy.model_validate({"train": {"algo": "maskable_ppo", "timesteps": 512, "overrides": quick}, "label": "learner"})
+    small = spec.model_copy(update={"debtors": 200, "seeds": 1, "policies": [*(e for e in spec.entries if e not in learners), tiny]})
+    out = tmp_path / name
+    r = run_experiment(small, out, workers=2)
+    assert not r["failed"] and r["ran"] == len(spec.variants) * len(spec.policies)
+    assert sorted(d.name for d in (out / "train").iterdir()) == sorted(f"{v}__learner" for v in spec.variants)
+    files = write_report(out)
+    assert "tornado.png" in {f.name for f in files}  # both examples change one lever per variant
+    html_text = (out / "report.html").read_text()
+    page = parse_report(html_text)
+    assert "`" not in "".join(page.text_outside_code) and len(page.images) == len([f for f in files if f.suffix == ".png"])
+    assert any(row[1] == "learner" for row in page.tables[1][1:])  # the learner has its deltas
+    assert "<code>learner</code> = maskable_ppo retrained on each variant for 512 debtor-days" in html_text  # the footnote
