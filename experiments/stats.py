@@ -155,6 +155,15 @@ class Interval:
             out["p_value"] = self.p_value
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Interval:
+        """The inverse of ``as_dict`` (null bounds, as JSON writes NaN, become NaN)."""
+
+        def num(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
+        return cls(num(d["mean"]), num(d["ci_low"]), num(d["ci_high"]), int(d.get("replicates", 0)), str(d.get("method", "")), d.get("p_value"))
+
 
 NAN_INTERVAL = Interval(float("nan"), float("nan"), float("nan"))
 

@@ -110,3 +110,6 @@ def test_words_and_formats():
     assert stats.format_interval(Interval(1236.4, float("nan"), float("nan")), ",.2f") == "1,236.40"
     assert Interval(1.0, 0.5, 1.5).half_width == 0.5 and Interval(-1, -2, -0.1).significant and not Interval(0.1, -0.1, 0.3).significant
     assert stats.format_p(3e-320) == "< 1e-300" and stats.format_p(0.0123) == "0.012"
+    iv = Interval(2.5, 2.0, 3.0, 20, "paired batch means, t", 0.001)
+    assert Interval.from_dict(iv.as_dict()) == iv
+    assert math.isnan(Interval.from_dict({"mean": 1.0, "ci_low": None, "ci_high": None}).low)  # as JSON writes NaN
