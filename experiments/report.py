@@ -194,7 +194,7 @@ def figures(ev: Evaluation, out: Path) -> list[str]:
         ax.errorbar(x.mean, 100 * y.mean, xerr=_err(x), yerr=_err(y, 100), fmt="o", capsize=4, color=colors[p], label=p)
     ax.set(xlabel="contact cost per debtor (EUR)", ylabel="recovery by amount (%)", title=f"{ev.scenario}: cost vs recovery (95 % CI)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the plot, never over it
     save(fig, "cost_vs_recovery.png")
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
@@ -204,7 +204,7 @@ def figures(ev: Evaluation, out: Path) -> list[str]:
         ax.bar(names, vals, bottom=bottom, label=c, color=plt.get_cmap("Set2")(i))
         bottom += vals
     ax.set(ylabel="contacts per debtor", title=f"{ev.scenario}: channel mix")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the plot, never over it
     ax.tick_params(axis="x", labelrotation=20)
     save(fig, "channel_mix.png")
 
