@@ -271,20 +271,26 @@ def _seeds(text: str) -> list[int]:
 
 def run_evaluation(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from experiments.evaluate import evaluate
+    from experiments.labels import assign_labels
 
     sc = load_scenario(args.scenario, args.set or [])
     specs = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not specs:
         raise UsageError("--policies is empty; give registered policy ids (or run directories) separated by commas")
-    # a run directory is shown by its name (scenario__algo__seed__time)
-    by_name = {(Path(p).name if Path(p).is_dir() else p): p for p in [*specs, args.champion]}
-    ids = [Path(p).name if Path(p).is_dir() else p for p in specs]
+    # a run or artifact directory is shown by a short label (its algorithm and time), the path in a footnote
+    refs = list(dict.fromkeys([*specs, args.champion]))
+    try:
+        by_name = dict(zip(assign_labels(refs), refs, strict=True))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    label_of = {ref: label for label, ref in by_name.items()}
     for spec in by_name.values():
         _policy(spec)
     update, close = _progress(f"evaluate {sc.name}", not args.no_progress)
     try:
-        champion = Path(args.champion).name if Path(args.champion).is_dir() else args.champion
-        return evaluate(sc, ids, args.debtors, args.seeds, champion, update, make=lambda name: _policy(by_name.get(name, name)))
+        ids, champion = [label_of[p] for p in specs], label_of[args.champion]
+        sources = {label: ref for label, ref in by_name.items() if label != ref}
+        return evaluate(sc, ids, args.debtors, args.seeds, champion, update, make=lambda name: _policy(by_name.get(name, name)), sources=sources)
     finally:
         close()
 

@@ -16,8 +16,13 @@ def load_run_policy(run_dir: str | Path):  # type: ignore[no-untyped-def]
     cfg_path, model_path = root / "config.yaml", root / "best" / "model.zip"
     if not cfg_path.exists() or not model_path.exists():
         raise ConfigError(f"{root} is not a finished training run (needs config.yaml and best/model.zip)")
-    algo = yaml.safe_load(cfg_path.read_text())["algo"]
-    return LearnedPolicy(load_model(algo, model_path), policy_id=root.name)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    # decide with the thread count the run trained with (1 by default): torch's default, one thread per
+    # core, made a what-if cell 4x slower on a shared 2-core machine, its threads waiting on each other
+    import torch
+
+    torch.set_num_threads(int((cfg.get("training") or {}).get("torch_threads", 1)))
+    return LearnedPolicy(load_model(cfg["algo"], model_path), policy_id=root.name)
 
 
 class ArtifactPolicy:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.evaluate import Evaluation, Interval, format_p
+from experiments import stats
+from experiments.evaluate import Evaluation, Interval
 from experiments.io import atomic_write, write_json
 from policies.schema import CONTACT_CHANNEL_NAMES
 from sim.config import ARCHETYPES
@@ -38,9 +39,7 @@ def _fmt(v: float, fmt: str) -> str:
 
 
 def _ci(iv: Interval, fmt: str) -> str:
-    if math.isnan(iv.low):
-        return _fmt(iv.mean, fmt)
-    return f"{_fmt(iv.mean, fmt)} ± {_fmt(iv.half_width, fmt)}"
+    return stats.format_interval(iv, fmt)
 
 
 def terminal_table(ev: Evaluation) -> str:
@@ -59,34 +58,46 @@ def terminal_table(ev: Evaluation) -> str:
     lines = [r[0].ljust(w0) + "".join(c.rjust(w) for c, w in zip(r[1:], ws, strict=True)) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     out = [
-        f"scenario {ev.scenario} | profile {ev.profile} | {ev.debtors:,} debtors x {len(ev.seeds)} seeds | 95 % CI | common random numbers",
+        f"scenario {ev.scenario} | profile {ev.profile} | {ev.debtors:,} debtors x {len(ev.seeds)} seeds | common random numbers",
         "",
         *lines,
+        "",
+        stats.method_note(len(ev.seeds)),
+        *_source_notes(ev, code=False),
     ]
     if ev.paired:
         out += ["", f"paired difference of net value per debtor vs champion '{ev.champion}' (EUR):"]
         for p, d in ev.paired.items():
-            sig = "significant" if d.p_value < 0.05 else "not significant"
+            sig = "significant" if d.diff.significant else "not significant"
             out.append(
-                f"  {p:<20} {d.diff.mean:+9.2f}  95 % CI [{d.diff.low:+.2f}, {d.diff.high:+.2f}]  p {format_p(d.p_value)} ({sig}); "
+                f"  {p:<20} {d.diff.mean:+9.2f}  95 % CI [{d.diff.low:+.2f}, {d.diff.high:+.2f}]  p = {stats.format_p(d.p_value)} ({sig}); "
                 f"unpaired CI would be ±{d.unpaired.half_width:.2f}"
             )
+        out += ["", stats.method_note(len(ev.seeds), paired=True)]
     return "\n".join(out)
+
+
+def _source_notes(ev: Evaluation, code: bool = True) -> list[str]:
+    """The full id behind each short policy label (a footnote); ``code`` marks them as Markdown code spans."""
+    if not ev.sources:
+        return []
+    q = "`" if code else ""
+    return ["Policies: " + "; ".join(f"{q}{label}{q} = {q}{src}{q}" for label, src in ev.sources.items()) + "."]
 
 
 def kpis_csv(ev: Evaluation) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["scenario", "policy", "metric", "mean", "ci_low", "ci_high"])
+    w.writerow(["scenario", "policy", "metric", "mean", "ci_low", "ci_high", "replicates"])
     for p in ev.policies:
         r = ev.results[p]
         if r.score:
-            w.writerow([ev.scenario, p, "normalised_score", r.score.mean, r.score.low, r.score.high])
+            w.writerow([ev.scenario, p, "normalised_score", r.score.mean, r.score.low, r.score.high, r.score.replicates])
         for k, iv in r.kpis.items():
-            w.writerow([ev.scenario, p, k, iv.mean, iv.low, iv.high])
+            w.writerow([ev.scenario, p, k, iv.mean, iv.low, iv.high, iv.replicates])
         if p in ev.paired:
             d = ev.paired[p]
-            w.writerow([ev.scenario, p, f"net_value_diff_vs_{ev.champion}", d.diff.mean, d.diff.low, d.diff.high])
+            w.writerow([ev.scenario, p, f"net_value_diff_vs_{ev.champion}", d.diff.mean, d.diff.low, d.diff.high, d.diff.replicates])
     return buf.getvalue()
 
 
@@ -96,8 +107,7 @@ def markdown(ev: Evaluation, figures: list[str]) -> str:
         f"# Evaluation: scenario `{ev.scenario}`",
         "",
         f"{ev.debtors:,} debtors x {len(ev.seeds)} seeds ({', '.join(map(str, ev.seeds))}), compliance profile `{ev.profile}`. "
-        "Every policy faced the same debtors and the same luck for a given seed (common random numbers). "
-        "Intervals are 95 % confidence intervals.",
+        "Every policy faced the same debtors and the same luck for a given seed (common random numbers).",
         "",
         "## Summary",
         "",
@@ -109,6 +119,7 @@ def markdown(ev: Evaluation, figures: list[str]) -> str:
     ]
     for k in KPIS:
         lines.append(f"| {k.label} | " + " | ".join(_ci(ev.results[p].kpis[k.name], k.fmt) for p in names) + " |")
+    lines += ["", stats.method_note(len(ev.seeds)) + " The normalised score: the delta method over the paired batch values.", *_source_notes(ev)]
     if ev.paired:
         lines += [
             "",
@@ -120,12 +131,13 @@ def markdown(ev: Evaluation, figures: list[str]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for p, d in ev.paired.items():
-            verdict = ("better" if d.diff.mean > 0 else "worse") if d.p_value < 0.05 else "no significant difference"
-            pv = format_p(d.p_value).removeprefix("= ")
+            verdict = ("better" if d.diff.mean > 0 else "worse") if d.diff.significant else "no significant difference"
+            pv = stats.format_p(d.p_value)
             lines.append(
                 f"| `{p}` | {d.diff.mean:+.2f} | [{d.diff.low:+.2f}, {d.diff.high:+.2f}] | {pv} "
                 f"| [{d.unpaired.low:+.2f}, {d.unpaired.high:+.2f}] | {verdict} |"
             )
+        lines += ["", stats.method_note(len(ev.seeds), paired=True) + " The unpaired interval: Welch, on the same batch means."]
     lines += ["", "## Compliance", "", "| policy | blocked actions | by reason |", "|---|---|---|"]
     for p in names:
         r = ev.results[p]
@@ -142,6 +154,7 @@ def markdown(ev: Evaluation, figures: list[str]) -> str:
         lines.append(
             f"| {a} | " + " | ".join(_ci(ev.results[p].by_archetype[a], ",.0f") if a in ev.results[p].by_archetype else "n/a" for p in names) + " |"
         )
+    lines += ["", stats.method_note(len(ev.seeds)).split(";")[0] + ", within each archetype."]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
@@ -181,7 +194,7 @@ def figures(ev: Evaluation, out: Path) -> list[str]:
         ax.errorbar(x.mean, 100 * y.mean, xerr=_err(x), yerr=_err(y, 100), fmt="o", capsize=4, color=colors[p], label=p)
     ax.set(xlabel="contact cost per debtor (EUR)", ylabel="recovery by amount (%)", title=f"{ev.scenario}: cost vs recovery (95 % CI)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the plot, never over it
     save(fig, "cost_vs_recovery.png")
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
@@ -191,7 +204,7 @@ def figures(ev: Evaluation, out: Path) -> list[str]:
         ax.bar(names, vals, bottom=bottom, label=c, color=plt.get_cmap("Set2")(i))
         bottom += vals
     ax.set(ylabel="contacts per debtor", title=f"{ev.scenario}: channel mix")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the plot, never over it
     ax.tick_params(axis="x", labelrotation=20)
     save(fig, "channel_mix.png")
 
@@ -211,8 +224,11 @@ def figures(ev: Evaluation, out: Path) -> list[str]:
     return made
 
 
-def _err(iv: Interval, scale: float = 1.0) -> float:
-    return 0.0 if math.isnan(iv.low) else iv.half_width * scale
+def _err(iv: Interval, scale: float = 1.0) -> np.ndarray:
+    """Matplotlib's (2, 1) error-bar array: below and above the mean (a rate's interval is not symmetric)."""
+    if math.isnan(iv.low):
+        return np.zeros((2, 1))
+    return np.array([[iv.mean - iv.low], [iv.high - iv.mean]]) * scale
 
 
 def write_all(ev: Evaluation, out: Path) -> list[str]:

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from experiments.labels import LABEL_RE, LABEL_RULE, assign_labels
 from policies.fileio import atomic_write
 from sim.config import ConfigError, apply_override, load_raw
 from sim.kpis import KPI_NAMES
@@ -40,14 +41,49 @@ class TrainArgs(BaseModel):
 
 
 class TrainPolicy(BaseModel):
-    """``{train: {algo, timesteps}}``: retrain this learner on every variant."""
+    """``{train: {algo, timesteps}, label: ...}``: retrain this learner on every variant."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     train: TrainArgs
+    label: str | None = Field(default=None, description="short name in tables and figures (default: the algorithm)")
 
     @property
-    def label(self) -> str:
+    def ref(self) -> str:
         return f"train:{self.train.algo}"
+
+    def describe(self) -> str:
+        return f"{self.train.algo} retrained on each variant for {self.train.timesteps:,} debtor-days"
+
+
+class NamedPolicy(BaseModel):
+    """``{policy: ID_OR_DIRECTORY, label: SHORT}``: a policy with a label of your choice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    policy: str = Field(min_length=1)
+    label: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.policy
+
+    def describe(self) -> str:
+        return self.policy
+
+
+def _policy_kind(v: Any) -> str:
+    """Which form a policy entry takes, so a mistake is reported against that form only."""
+    if isinstance(v, dict):
+        return "train" if "train" in v else "named"
+    return "train" if isinstance(v, TrainPolicy) else "named" if isinstance(v, NamedPolicy) else "id"
+
+
+PolicyEntry = Annotated[
+    Annotated[str, Tag("id")] | Annotated[NamedPolicy, Tag("named")] | Annotated[TrainPolicy, Tag("train")], Discriminator(_policy_kind)
+]
+
+
+def _entry(p: PolicyEntry) -> NamedPolicy | TrainPolicy:
+    return NamedPolicy(policy=p) if isinstance(p, str) else p
 
 
 class Spec(BaseModel):
@@ -56,10 +92,20 @@ class Spec(BaseModel):
     question: str = Field(min_length=1)
     scenario: str = "default"
     variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> dotted overrides; the first is the base")
-    policies: list[str | TrainPolicy] = Field(min_length=1, description="registry ids, run or artifact directories, or {train: {algo, timesteps}}")
+    policies: list[PolicyEntry] = Field(
+        min_length=1, description="registry ids, run or artifact directories, {policy: ..., label: ...}, or {train: {algo, timesteps}, label: ...}"
+    )
     seeds: int = Field(default=3, ge=1, le=100)
     debtors: int = Field(default=10_000, ge=10, le=5_000_000)
     kpis: list[str] = Field(default_factory=lambda: ["net_value_per_debtor", "recovery_rate_amount", "contact_cost_per_debtor", "complaint_rate"])
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in v:  # names go into file names and table cells
+            if not LABEL_RE.match(name):
+                raise ValueError(f"variant name {name!r} is not valid: {LABEL_RULE}")
+        return v
 
     @field_validator("kpis")
     @classmethod
@@ -69,16 +115,39 @@ class Spec(BaseModel):
             raise ValueError(f"unknown KPIs {unknown}; allowed: {', '.join(KPI_NAMES)}")
         return v
 
+    @model_validator(mode="after")
+    def _labels_are_distinct(self) -> Spec:
+        try:
+            self.policy_labels  # noqa: B018  (raises ValueError naming the two policies that collide)
+        except ValueError as e:
+            raise ValueError(f"policies: {e}") from None
+        return self
+
     @property
     def base(self) -> str:
         return next(iter(self.variants))
 
     @property
-    def policy_labels(self) -> list[str]:
-        return [p if isinstance(p, str) else p.label for p in self.policies]
+    def entries(self) -> list[NamedPolicy | TrainPolicy]:
+        return [_entry(p) for p in self.policies]
 
-    def trainers(self) -> list[TrainPolicy]:
-        return [p for p in self.policies if isinstance(p, TrainPolicy)]
+    @property
+    def policy_labels(self) -> list[str]:
+        """One short label per policy: given in the spec, or derived (``experiments.labels``)."""
+        entries = self.entries
+        given = [e.label if e.label else (e.train.algo if isinstance(e, TrainPolicy) else None) for e in entries]
+        return assign_labels([e.ref for e in entries], given)
+
+    def entry(self, label: str) -> NamedPolicy | TrainPolicy:
+        return dict(zip(self.policy_labels, self.entries, strict=True))[label]
+
+    def with_labels(self) -> Spec:
+        """The same spec with every policy's label written out (so the experiment directory keeps them)."""
+        entries = [e.model_copy(update={"label": label}) for e, label in zip(self.entries, self.policy_labels, strict=True)]
+        return self.model_copy(update={"policies": entries})
+
+    def trainers(self) -> list[tuple[str, TrainPolicy]]:
+        return [(label, e) for label, e in zip(self.policy_labels, self.entries, strict=True) if isinstance(e, TrainPolicy)]
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -98,13 +167,21 @@ def load_spec(path: str | Path) -> Spec:
     except ValidationError as e:
         lines = [f"invalid experiment spec {p}:"]
         for err in e.errors():
-            lines.append(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg'].replace('Value error, ', '')}")
+            where = ".".join(map(str, err["loc"]))
+            lines.append(f"  {where + ': ' if where else ''}{err['msg'].replace('Value error, ', '')}")
         raise ConfigError("\n".join(lines)) from None
     import policies as _policies
 
-    for pol in spec.policies:  # a registered id, or an existing run / artifact directory
-        if isinstance(pol, TrainPolicy):
+    for label, entry in zip(spec.policy_labels, spec.entries, strict=True):  # a registered id, an existing directory, or a valid training
+        if isinstance(entry, TrainPolicy):
+            from agents.train import load_train_config
+
+            try:
+                load_train_config(entry.train.algo, entry.train.overrides)
+            except ConfigError as e:
+                raise ConfigError(f"{p}: policies: {label}: {e}") from None
             continue
+        pol = entry.policy
         if pol not in _policies.registered() and not Path(pol).is_dir():
             import agents.bandit  # noqa: F401  (registers linear_ts)
 
@@ -117,7 +194,7 @@ def load_spec(path: str | Path) -> Spec:
             variant_overrides(spec, name)
         except ConfigError as e:
             raise ConfigError(f"{p}: variant {name!r}: {e}") from None
-    return spec
+    return spec.with_labels()
 
 
 def variant_overrides(spec: Spec, name: str) -> list[str]:
@@ -146,50 +223,89 @@ def variant_overrides(spec: Spec, name: str) -> list[str]:
     return out
 
 
+CELL_FORMAT = 2  # cells of an older format (no debtor batches) are run again
+
+
 @dataclass(frozen=True)
 class Cell:
     variant: str
-    policy: str
+    policy: str  # the policy's label
     seed: int
 
     @property
     def key(self) -> str:
-        safe = self.policy.replace("/", "_").replace(":", "-")
-        return f"{self.variant}__{safe}__{self.seed}"
+        return f"{self.variant}__{self.policy}__{self.seed}"
 
 
 def cells(spec: Spec) -> list[Cell]:
     return [Cell(v, p, s) for v in spec.variants for p in spec.policy_labels for s in range(spec.seeds)]
 
 
-def trained_run(out: Path, variant: str, algo: str) -> Path | None:
-    """The finished training run of ``algo`` on ``variant`` in this experiment, if any."""
-    runs = sorted((out / "train" / f"{variant}__{algo}").glob("*/best/model.zip"))
-    return runs[-1].parent.parent if runs else None
+def trained_run(out: Path, variant: str, label: str, timesteps: int | None = None) -> Path | None:
+    """The newest finished training run of the learner ``label`` on ``variant`` (of that length, if given)."""
+    for model in sorted((out / "train" / f"{variant}__{label}").glob("*/best/model.zip"), reverse=True):
+        run = model.parent.parent
+        if timesteps is None or yaml.safe_load((run / "config.yaml").read_text()).get("timesteps") == timesteps:
+            return run
+    return None
 
 
-def train_variants(spec: Spec, out: Path, log: Callable[[str], None] = lambda _m: None) -> None:
-    """Train each ``train:`` learner once per variant (reused when the experiment runs again)."""
+def train_one(spec_json: str, out: str, variant: str, label: str) -> str:
+    """Train the learner ``label`` on ``variant`` (in a worker process); returns its run directory."""
     from agents.train import train
 
-    for tp in spec.trainers():
-        for v in spec.variants:
-            if trained_run(out, v, tp.train.algo) is None:
-                log(f"training {tp.train.algo} on variant {v} for {tp.train.timesteps:,} debtor-days")
-                train(
-                    spec.scenario,
-                    tp.train.algo,
-                    tp.train.timesteps,
-                    0,
-                    out / "train" / f"{v}__{tp.train.algo}",
-                    variant_overrides(spec, v),
-                    list(tp.train.overrides),
-                )
+    spec = Spec.model_validate_json(spec_json)
+    tp = spec.entry(label)
+    assert isinstance(tp, TrainPolicy)
+    dest = Path(out) / "train" / f"{variant}__{label}"
+    run = train(spec.scenario, tp.train.algo, tp.train.timesteps, 0, dest, variant_overrides(spec, variant), list(tp.train.overrides))
+    return str(run.root)
+
+
+def train_variants(spec: Spec, out: Path, workers: int = 1, log: Callable[[str], None] = lambda _m: None) -> None:
+    """Train each ``train:`` learner once per variant (reused when the experiment runs again).
+
+    Each training uses one core (its torch threads are 1), so ``workers`` of them run side by side."""
+    todo = [(v, label) for label, tp in spec.trainers() for v in spec.variants if trained_run(out, v, label, tp.train.timesteps) is None]
+    for v, label in todo:
+        tp = spec.entry(label)
+        assert isinstance(tp, TrainPolicy)
+        log(f"training {label} ({tp.train.algo}) on variant {v} for {tp.train.timesteps:,} debtor-days")
+    spec_json = spec.model_dump_json()
+    if workers <= 1 or len(todo) <= 1:
+        for v, label in todo:
+            train_one(spec_json, str(out), v, label)
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        for f in [pool.submit(train_one, spec_json, str(out), v, label) for v, label in todo]:
+            f.result()  # a training that fails stops the experiment before the grid, with its error
+
+
+def policy_source(spec: Spec, cell: Cell, out: Path) -> str | None:
+    """What the cell's policy label stands for: the registry id or directory, or the learner trained on its variant."""
+    entry = spec.entry(cell.policy)
+    if isinstance(entry, TrainPolicy):
+        run = trained_run(out, cell.variant, cell.policy, entry.train.timesteps)
+        return None if run is None else str(run)
+    return entry.policy
+
+
+def cell_is_current(spec: Spec, cell: Cell, out: Path) -> bool:
+    """The cell's result exists, in the current format, for the policy its label stands for now."""
+    f = out / "cells" / f"{cell.key}.json"
+    if not f.exists():
+        return False
+    try:
+        result = json.loads(f.read_text())
+    except ValueError:
+        return False
+    return bool(result.get("format") == CELL_FORMAT and result.get("policy") == policy_source(spec, cell, out))
 
 
 def compute_cell(spec_json: str, cell: Cell, out_dir: str = ".") -> tuple[dict[str, Any], np.ndarray]:
-    """Simulate one cell: its result (KPIs, recovery curve) and per-debtor net values."""
+    """Simulate one cell: its result (KPIs of the run and of each debtor batch, recovery curve) and per-debtor net values."""
     from experiments.cli import _policy
+    from experiments.evaluate import kpis_by_batch
     from sim.config import load_scenario
     from sim.kpis import portfolio_kpis, recovery_curve
     from sim.runner import run_portfolio
@@ -197,14 +313,18 @@ def compute_cell(spec_json: str, cell: Cell, out_dir: str = ".") -> tuple[dict[s
 
     spec = Spec.model_validate_json(spec_json)
     sc = load_scenario(spec.scenario, variant_overrides(spec, cell.variant))
-    policy_ref = cell.policy
-    if policy_ref.startswith("train:"):
-        run = trained_run(Path(out_dir), cell.variant, policy_ref.split(":", 1)[1])
-        if run is None:
-            raise RuntimeError(f"no trained {policy_ref} for variant {cell.variant}; the experiment trains it before the grid")
-        policy_ref = str(run)
+    policy_ref = policy_source(spec, cell, Path(out_dir))
+    if policy_ref is None:
+        raise RuntimeError(f"no trained {cell.policy} for variant {cell.variant}; the experiment trains it before the grid")
     world = run_portfolio(sc, _policy(policy_ref), spec.debtors, cell.seed)
-    result = {"cell": cell.__dict__, "kpis": portfolio_kpis(world), "curve": recovery_curve(world).tolist()}
+    result = {
+        "format": CELL_FORMAT,
+        "cell": cell.__dict__,
+        "policy": policy_ref,
+        "kpis": portfolio_kpis(world),
+        "batches": kpis_by_batch(world),
+        "curve": recovery_curve(world).tolist(),
+    }
     return result, world.net_value[world.status != Status.WAITING].astype(np.float64)
 
 
@@ -234,8 +354,8 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "spec.json", lambda p: p.write_text(spec.model_dump_json(indent=2)))
     (out / "cells").mkdir(exist_ok=True)
-    train_variants(spec, out)
-    todo = [c for c in cells(spec) if not (out / "cells" / f"{c.key}.json").exists()]
+    train_variants(spec, out, workers)
+    todo = [c for c in cells(spec) if not cell_is_current(spec, c, out)]
     total = len(cells(spec))
     done = total - len(todo)
     failed: dict[str, str] = {}
@@ -331,12 +451,11 @@ def _run_on_ray(spec_json: str, todo: list[Cell], out: Path, workers: int, addre
             ray.shutdown()
 
 
-def load_results(out: Path) -> tuple[Spec, dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+def load_results(out: Path) -> tuple[Spec, dict[str, dict[str, Any]]]:
+    """The spec and the current cells' results by cell key (a cell that is missing or out of date is left out)."""
     spec = Spec.model_validate_json((out / "spec.json").read_text())
-    res, nets = {}, {}
+    res = {}
     for c in cells(spec):
-        f = out / "cells" / f"{c.key}.json"
-        if f.exists():
-            res[c.key] = json.loads(f.read_text())
-            nets[c.key] = np.load(out / "cells" / f"{c.key}.npy")
-    return spec, res, nets
+        if cell_is_current(spec, c, out):
+            res[c.key] = json.loads((out / "cells" / f"{c.key}.json").read_text())
+    return spec, res

@@ -10,13 +10,15 @@ import pytest
 
 import policies
 import sim  # noqa: F401
+from experiments import stats
 from experiments.cli import main
-from experiments.evaluate import Interval, _paired, _score, evaluate, t975
+from experiments.evaluate import evaluate
 from policies.rules import StaticLadder
 from policies.schema import Channel, Window
 from sim import load_scenario
 from sim.kpis import KPI_NAMES
 from sim.runner import run_portfolio
+from sim.world import Status
 
 
 @pytest.fixture(scope="module")
@@ -41,29 +43,32 @@ def test_every_kpi_has_an_interval_that_contains_its_estimate(small_eval):
             assert iv.low <= iv.mean <= iv.high, (p, k, iv)
 
 
+def _batch_net(world) -> tuple[float, np.ndarray]:
+    """A run's net value per debtor and its per-batch means, computed directly from the world."""
+    entered = world.status != Status.WAITING
+    net, batch = world.net_value[entered], world.debtor_id[entered] % 10
+    return float(net.mean()), np.array([net[batch == b].mean() for b in range(10)])
+
+
 def test_paired_difference_matches_a_direct_computation(small_eval):
     sc = load_scenario("default")
-    a = np.concatenate([run_portfolio(sc, policies.make("digital_first"), 1500, s).net_value for s in (0, 1)])
-    b = np.concatenate([run_portfolio(sc, policies.make("static_ladder"), 1500, s).net_value for s in (0, 1)])
+    chall = [_batch_net(run_portfolio(sc, policies.make("digital_first"), 1500, s)) for s in (0, 1)]
+    champ = [_batch_net(run_portfolio(sc, policies.make("static_ladder"), 1500, s)) for s in (0, 1)]
     d = small_eval.paired["digital_first"]
-    assert d.diff.mean == pytest.approx(float((a - b).mean()))
-    assert d.n_pairs == 3000
-    assert d.diff.half_width == pytest.approx(1.959964 * (a - b).std(ddof=1) / math.sqrt(3000), rel=1e-6)
+    diffs = np.concatenate([a[1] - b[1] for a, b in zip(chall, champ, strict=True)])
+    assert d.diff.mean == pytest.approx(np.mean([a[0] - b[0] for a, b in zip(chall, champ, strict=True)]))
+    assert d.n_pairs == 3000 and d.diff.replicates == 20
+    assert d.diff.half_width == pytest.approx(stats.t_quantile(19) * diffs.std(ddof=1) / math.sqrt(20), rel=1e-9)
 
 
-def test_statistics_helpers_on_known_data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(10.0, 1.0, 40_000)
-    y = x + rng.normal(0.5, 0.1, 40_000)
-    diff, unpaired, p = _paired(y, x)
-    assert diff.low < 0.5 < diff.high and p < 1e-100
-    assert unpaired.half_width > 5 * diff.half_width
-    same, _, p_same = _paired(x + rng.normal(0, 0.1, 40_000), x)
-    assert p_same > 1e-3 or abs(same.mean) < 3 * same.half_width
-    s = _score(x + 0.25, x, x + 1.0)
-    assert s.mean == pytest.approx(0.25)
-    assert t975(4) == pytest.approx(2.776) and t975(1000) == pytest.approx(1.962, abs=0.002)
-    assert Interval(1.0, 0.5, 1.5).half_width == 0.5
+def test_kpi_rates_stay_within_zero_and_one_and_scores_hit_their_references(small_eval):
+    for p, r in small_eval.results.items():
+        for k in stats.RATE_KPIS:
+            iv = r.kpis[k]
+            if math.isfinite(iv.low):
+                assert 0.0 <= iv.low <= iv.mean <= iv.high <= 1.0, (p, k, iv)
+        assert r.kpis["net_value_per_debtor"].replicates == 20
+    assert small_eval.results["oracle"].score.low == pytest.approx(1.0)  # the reference against itself: no spread
 
 
 class EveningCalls(StaticLadder):
@@ -83,9 +88,11 @@ def test_precision_is_real_paired_interval_at_least_3x_narrower():
     sc = load_scenario("default")
     champ, chall = [], []
     for seed in (0, 1):
-        champ.append(run_portfolio(sc, StaticLadder(), 6000, seed).net_value)
-        chall.append(run_portfolio(sc, EveningCalls(), 6000, seed).net_value)
-    diff, unpaired, _ = _paired(np.concatenate(chall), np.concatenate(champ))
+        champ.append(run_portfolio(sc, StaticLadder(), 6000, seed))
+        chall.append(run_portfolio(sc, EveningCalls(), 6000, seed))
+    a, b = [_batch_net(w) for w in chall], [_batch_net(w) for w in champ]
+    args = ([x[0] for x in a], [x[0] for x in b], [x[1] for x in a], [x[1] for x in b])
+    diff, unpaired = stats.paired_difference(*args), stats.unpaired_difference(*args)
     assert unpaired.half_width >= 3 * diff.half_width, (diff, unpaired)
 
 
@@ -97,8 +104,9 @@ def test_evaluate_cli_writes_report_csv_json_and_figures(tmp_path, capsys):
     assert "normalised score" in text and "paired difference" in text
     report = (out / "report.md").read_text()
     assert "## Against the champion `static_ladder`" in report and "`random`" in report
+    assert report.count("2 seeds x 10 debtor batches = 20 replicates") == 3  # under each table of intervals
     rows = (out / "kpis.csv").read_text().splitlines()
-    assert rows[0] == "scenario,policy,metric,mean,ci_low,ci_high"
+    assert rows[0] == "scenario,policy,metric,mean,ci_low,ci_high,replicates"
     assert any(r.startswith("default,random,net_value_diff_vs_static_ladder,") for r in rows)
     obj = json.loads((out / "kpis.json").read_text())
     assert set(obj["policies"]) == {"static_ladder", "random"}
