@@ -55,6 +55,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     algo: Literal["maskable_ppo", "ppo", "a2c", "dqn"]
+    timesteps: int = Field(default=2_000_000, ge=1, description="debtor-days of training when the command line does not say")
     n_slots: int = Field(ge=1, le=65536, description="debtor slots = parallel environments")
     learning_rate: float = Field(gt=0, le=1, description="step size at the start of training")
     learning_rate_final: float | None = Field(
@@ -117,6 +118,21 @@ def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) ->
             where = ".".join(map(str, err["loc"]))
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})" if where else f"  {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def read_run_config(root: Path) -> dict[str, Any]:
+    """The ``config.yaml`` of a run directory; a clear error when it is not one."""
+    path = Path(root) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{root} is not a run directory (no config.yaml); give the directory `collectrl train` created")
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}); the run cannot be resumed") from None
+    missing = [k for k in ("scenario", "scenario_overrides", "algo", "seed", "timesteps", "training") if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ConfigError(f"{path}: missing {', '.join(missing)}; the run cannot be resumed")
+    return saved  # type: ignore[no-any-return]
 
 
 class LinearRate:
@@ -441,10 +457,13 @@ def _restore(run: Run, model: Any, steps: int) -> None:
     run.baselines = Baselines(**b) if b else None
 
 
+DEFAULT_ALGO = "maskable_ppo"
+
+
 def train(
     scenario: str,
-    algo: str,
-    timesteps: int,
+    algo: str = DEFAULT_ALGO,
+    timesteps: int | None = None,
     seed: int = 0,
     out: str | Path = "runs",
     overrides: list[str] | None = None,
@@ -453,24 +472,26 @@ def train(
     progress: Callable[[int, dict[str, float]], None] | None = None,
     on_evaluate: Callable[[dict[str, float]], None] | None = None,
 ) -> Run:
-    """Train ``algo`` on ``scenario`` for ``timesteps`` debtor-days (or resume a run directory)."""
+    """Train ``algo`` on ``scenario`` for ``timesteps`` debtor-days (the config's ``timesteps`` when
+    not given), or resume a run directory: a resumed run trains to the length it was started with,
+    unless ``timesteps`` asks for another (its learning-rate schedule then stretches to it)."""
     overrides = list(overrides or [])
     if resume is not None:
         root = Path(resume)
-        if not (root / "config.yaml").exists():
-            raise ConfigError(f"{root} is not a run directory (no config.yaml); give the directory `collectrl train` created")
-        saved = yaml.safe_load((root / "config.yaml").read_text())
+        saved = read_run_config(root)
         scenario, algo, seed, overrides = saved["scenario"], saved["algo"], int(saved["seed"]), list(saved["scenario_overrides"])
         cfg = TrainConfig.model_validate(saved["training"])
+        timesteps = int(saved["timesteps"]) if timesteps is None else timesteps
     else:
         cfg = load_train_config(algo, train_overrides or [])
+        timesteps = cfg.timesteps if timesteps is None else timesteps
         root = Run.new_dir(Path(out), Path(scenario).stem, algo, seed)
     load_raw(scenario)  # a clear error for an unknown scenario before anything heavy
     sc = load_scenario(scenario, overrides)
     torch.set_num_threads(cfg.torch_threads)
     run = Run(root, sc, Path(scenario).stem, cfg, seed, overrides)
     run.on_evaluate = on_evaluate
-    if resume is None:
+    if resume is None or timesteps != int(saved["timesteps"]):
         run.write_config(timesteps)
     env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn")
     env.record_actions = True

@@ -92,6 +92,69 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     assert lrs[0] == lrs[1] == pytest.approx(0.0001 + 0.0009 * (1 - 384 / 512))
 
 
+def _cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "experiments.cli", *args]
+
+
+def test_a_run_killed_on_the_command_line_and_resumed_ends_where_the_uninterrupted_one_does(tmp_path):
+    """The user's way: `collectrl train ... --timesteps N`, SIGKILL after a checkpoint, then
+    `collectrl train --resume RUN` with nothing else: it trains to N (the run's own length, not
+    the command line's default) and ends bit for bit where the uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    over = ["n_slots=16", "n_steps=8", "batch_size=64", "eval_every_steps=2048", "checkpoint_every_steps=512", "eval_debtors=40"]
+    over += ["learning_rate=0.001", "learning_rate_final=0.0001", "patience_evals=null"]
+    args = ["train", "--scenario", "default", "--timesteps", "8192", "--seed", "3", "--no-progress"]
+    for o in SMALL:
+        args += ["--set", o]
+    for o in over:
+        args += ["--train-set", o]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "a")), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cli(*args, "--out", str(tmp_path / "b")), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6000):  # polls for up to ~10 minutes on a loaded machine; the checkpoint usually comes within seconds
+            if list((tmp_path / "b").glob("*/checkpoints/model_1024.zip")):
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    ((full,), (killed,)) = (list((tmp_path / x).iterdir()) for x in "ab")
+    assert not (killed / "curve.csv").exists() or len((killed / "curve.csv").read_text().splitlines()) < 6  # it was killed mid-way
+    done = subprocess.run(_cli("train", "--resume", str(killed), "--no-progress"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a, b = ((r / "curve.csv").read_text().splitlines() for r in (full, killed))
+    strip = lambda rows: [",".join(c for i, c in enumerate(r.split(",")) if i != header.index("wall_seconds")) for r in rows]  # noqa: E731
+    header = a[0].split(",")
+    assert strip(a) == strip(b)  # the same evaluations at the same steps, to the last digit
+    assert b[-1].split(",")[0] == "8192.0"  # the run's own length, not the 6,000,000 a bare command would train
+    pa, pb = (load_model("maskable_ppo", r / "best" / "model.zip").policy.parameters() for r in (full, killed))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
+    assert "at 8,192 steps" in done.stdout
+
+
+def test_train_defaults_to_maskable_ppo_and_its_configs_length(tmp_path, monkeypatch):
+    import agents.train as training
+
+    seen = {}
+    monkeypatch.setattr(training.Run, "write_config", lambda self, timesteps: seen.setdefault("timesteps", timesteps))
+    monkeypatch.setattr(training.DebtorVecEnv, "__init__", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):
+        training.train("default", out=tmp_path)
+    assert seen["timesteps"] == load_train_config("maskable_ppo").timesteps == 6_000_000
+    assert list(tmp_path.iterdir())[0].name.startswith("default__maskable_ppo__0__")
+
+
 @pytest.mark.slow
 def test_a_short_training_run_beats_random_by_a_clear_margin(tmp_path):
     sc_over = ["horizon_days=60", "population.entry_spread_days=0"]
