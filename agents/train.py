@@ -129,7 +129,8 @@ def read_run_config(root: Path) -> dict[str, Any]:
         saved = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e}); the run cannot be resumed") from None
-    missing = [k for k in ("scenario", "scenario_overrides", "algo", "seed", "timesteps", "training") if not isinstance(saved, dict) or k not in saved]
+    needed = ("scenario", "scenario_overrides", "algo", "seed", "timesteps", "training")
+    missing = [k for k in needed if not isinstance(saved, dict) or k not in saved]
     if missing:
         raise ConfigError(f"{path}: missing {', '.join(missing)}; the run cannot be resumed")
     return saved  # type: ignore[no-any-return]

@@ -134,7 +134,7 @@ def test_a_run_killed_on_the_command_line_and_resumed_ends_where_the_uninterrupt
     done = subprocess.run(_cli("train", "--resume", str(killed), "--no-progress"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     a, b = ((r / "curve.csv").read_text().splitlines() for r in (full, killed))
-    strip = lambda rows: [",".join(c for i, c in enumerate(r.split(",")) if i != header.index("wall_seconds")) for r in rows]  # noqa: E731
+    strip = lambda rows: [",".join(c for i, c in enumerate(r.split(",")) if i != header.index("wall_seconds")) for r in rows]
     header = a[0].split(",")
     assert strip(a) == strip(b)  # the same evaluations at the same steps, to the last digit
     assert b[-1].split(",")[0] == "8192.0"  # the run's own length, not the 6,000,000 a bare command would train
@@ -152,7 +152,7 @@ def test_train_defaults_to_maskable_ppo_and_its_configs_length(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="stop"):
         training.train("default", out=tmp_path)
     assert seen["timesteps"] == load_train_config("maskable_ppo").timesteps == 6_000_000
-    assert list(tmp_path.iterdir())[0].name.startswith("default__maskable_ppo__0__")
+    assert next(iter(tmp_path.iterdir())).name.startswith("default__maskable_ppo__0__")
 
 
 @pytest.mark.slow
