@@ -342,7 +342,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.update(max(0, min(steps, total) - bar.n))  # tqdm redraws at most every mininterval
 
     try:
-        run = train(args.scenario, algo, args.timesteps, args.seed, args.out, args.set or [], args.train_set or [], args.resume, progress)
+        run = train(
+            args.scenario,
+            algo,
+            args.timesteps,
+            args.seed,
+            args.out,
+            args.set or [],
+            args.train_set or [],
+            args.resume,
+            progress,
+            selecting=None if args.no_progress else lambda msg: print(msg, file=sys.stderr),
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -360,8 +371,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(
         f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps, {best.get('wall_seconds', 0) / 60:.1f} min "
-        f"(normalised score {best['normalised_score']:.3f}) -> best/model.zip"
+        f"(normalised score {best['normalised_score']:.3f})" + ("" if run.selection else " -> best/model.zip")
     )
+    if run.selection:
+        c = run.cfg
+        print(f"selection population ({c.select_debtors:,} debtors, seed {c.select_seed}), the {len(run.selection)} best-evaluated models:")
+        chosen = max(run.selection, key=lambda r: (r["net_value_per_debtor"], -r["timesteps"]))
+        for r in run.selection:
+            mark = "  -> best/model.zip" if r is chosen else ""
+            print(f"  at {int(r['timesteps']):>10,} steps: {r['net_value_per_debtor']:10.2f} (normalised score {r['normalised_score']:.3f}){mark}")
     return 0
 
 

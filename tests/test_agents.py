@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -332,3 +334,36 @@ def test_patience_stops_training_once_evaluations_set_no_new_best(tmp_path, monk
     assert [r["net_value_per_debtor"] for r in run.curve] == [10.0, 12.0, 11.0, 12.0, 9.0]  # and no final evaluation after the stop
     assert run.stopped_early == run.curve[-1]["timesteps"] == 5 * 256
     assert run.evals_since_best() == 3
+
+
+def test_selection_keeps_the_candidate_best_on_new_debtors_not_the_luckiest_evaluation(tmp_path, monkeypatch):
+    import agents.train as training
+
+    real = training.evaluate_policy
+    # the training-time evaluations (seed eval_seed) rank the models one way; the selection
+    # population (seed 4242) ranks them the other way: selection must follow the new debtors
+    scripted_eval = iter([10.0, 30.0, 20.0, 25.0])
+    selection_value = {}
+
+    def evaluate(sc, policy, debtors, seed):  # type: ignore[no-untyped-def]
+        k = real(sc, policy, debtors, seed)
+        if isinstance(policy, LearnedPolicy):
+            if seed == 4242:
+                steps = int(policy.model.num_timesteps)
+                k["net_value_per_debtor"] = selection_value.setdefault(steps, -float(steps))  # the earliest model is best here
+            else:
+                k["net_value_per_debtor"] = next(scripted_eval)
+        return k
+
+    monkeypatch.setattr(training, "evaluate_policy", evaluate)
+    over = [*tiny("maskable_ppo"), "select_top=3", "select_debtors=50", "select_seed=4242", "patience_evals=null"]
+    run = train("default", "maskable_ppo", 4 * 256, seed=2, out=tmp_path, overrides=SMALL, train_overrides=over)
+    evals = [r["net_value_per_debtor"] for r in run.curve]
+    assert evals == [10.0, 30.0, 20.0, 25.0]  # at 256, 512 and 768 debtor-days, and the final one at 1024
+    kept = sorted(int(p.stem.split("_")[1]) for p in (run.root / "candidates").glob("model_*.zip"))
+    assert kept == [512, 768, 1024]  # the three best evaluated: 30 at 512, 25 at 1024, 20 at 768
+    assert [int(r["timesteps"]) for r in run.selection] == kept
+    # best/model.zip is the earliest kept model (best on the new debtors), not the 30 of the evaluation
+    assert (run.root / "best" / "model.zip").read_bytes() == (run.root / "candidates" / "model_512.zip").read_bytes()
+    meta = json.loads((run.root / "best" / "meta.json").read_text())
+    assert meta["timesteps"] == 512 and meta["selected_on"]["seed"] == 4242
