@@ -10,7 +10,12 @@ A run directory ``{scenario}__{algo}__{seed}__{time}`` holds:
                         (``actions_{steps}.npy``) and the RNG and rollout state (``state_{steps}.npz``);
                         ``--resume RUN_DIR`` replays the actions to rebuild the deterministic world
                         exactly and continues, reaching the same state as an uninterrupted run;
-* ``best/model.zip``    the model with the best evaluation net value (``best/meta.json`` says when);
+* ``best/model.zip``    the model with the best evaluation net value (``best/meta.json`` says when); with
+                        ``select_top`` set, at the end of training the ``select_top`` best models of
+                        the training-time evaluations (kept in ``candidates/``) are scored again on a
+                        larger population never seen before (``select_debtors``, seed ``select_seed``)
+                        and the best of them becomes ``best/model.zip`` (``selection.csv``): a model
+                        chosen on one noisy evaluation is often chosen for its luck;
 * ``curve.csv`` and ``learning_curve.png``: evaluation net value per debtor vs timesteps, with the
                         static ladder and the oracle as lines.
 
@@ -55,6 +60,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     algo: Literal["maskable_ppo", "ppo", "a2c", "dqn"]
+    timesteps: int = Field(default=2_000_000, ge=1, description="debtor-days of training when the command line does not say")
     n_slots: int = Field(ge=1, le=65536, description="debtor slots = parallel environments")
     learning_rate: float = Field(gt=0, le=1, description="step size at the start of training")
     learning_rate_final: float | None = Field(
@@ -81,6 +87,11 @@ class TrainConfig(BaseModel):
     )
     eval_debtors: int = Field(default=3000, ge=10)
     eval_seed: int = Field(default=10_000, ge=0, description="evaluation population, never trained on")
+    select_top: int | None = Field(
+        default=None, ge=1, description="at the end, re-score this many best-evaluated models on the selection population and keep the best"
+    )
+    select_debtors: int = Field(default=20_000, ge=10, description="the selection population's size")
+    select_seed: int = Field(default=20_000, ge=0, description="the selection population, never trained or evaluated on during training")
     checkpoint_every_steps: int = Field(default=200_000, ge=1)
     torch_threads: int = Field(default=1, ge=1, description="1 was faster for small MLPs on these machines")
 
@@ -117,6 +128,22 @@ def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) ->
             where = ".".join(map(str, err["loc"]))
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})" if where else f"  {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def read_run_config(root: Path) -> dict[str, Any]:
+    """The ``config.yaml`` of a run directory; a clear error when it is not one."""
+    path = Path(root) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{root} is not a run directory (no config.yaml); give the directory `collectrl train` created")
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}); the run cannot be resumed") from None
+    needed = ("scenario", "scenario_overrides", "algo", "seed", "timesteps", "training")
+    missing = [k for k in needed if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ConfigError(f"{path}: missing {', '.join(missing)}; the run cannot be resumed")
+    return saved  # type: ignore[no-any-return]
 
 
 class LinearRate:
@@ -289,6 +316,8 @@ class Run:
         self.last_eval: dict[str, float] = {}
         self.on_evaluate: Callable[[dict[str, float]], None] | None = None
         self.stopped_early: int | None = None  # timesteps at which the patience rule ended training
+        self.candidates: list[tuple[float, int]] = []  # (evaluation net value, timesteps) of the models kept for selection
+        self.selection: list[dict[str, float]] = []
         # wall-clock seconds of training so far (continued across a resume), for time-to-target
         self.clock_start, self.clock_offset = time.perf_counter(), 0.0
 
@@ -339,6 +368,7 @@ class Run:
             logger.record(f"business/eval_{name}", k[name])
         logger.record("business/eval_normalised_score", score)
         logger.dump(model.num_timesteps)
+        self._keep_candidate(model, nv)
         if nv > self.best:
             self.best = nv
             data = model_bytes(model)
@@ -349,6 +379,59 @@ class Run:
         if self.on_evaluate is not None:
             self.on_evaluate(row)  # may raise to stop the run (e.g. a pruned tuning trial)
         return row
+
+    def _keep_candidate(self, model: Any, nv: float) -> None:
+        """Keep the model if it is among the ``select_top`` best evaluated so far (``candidates/``)."""
+        k = self.cfg.select_top
+        if k is None:
+            return
+        steps = int(model.num_timesteps)
+        ranked = sorted([*self.candidates, (nv, steps)], key=lambda c: (-c[0], c[1]))
+        keep, drop = ranked[:k], ranked[k:]
+        if (nv, steps) in keep:
+            data = model_bytes(model)
+            atomic_write(self.root / "candidates" / f"model_{steps}.zip", lambda p: p.write_bytes(data))
+        for _, s in drop:
+            (self.root / "candidates" / f"model_{s}.zip").unlink(missing_ok=True)
+        self.candidates = keep
+
+    def select(self, progress: Callable[[str], None] | None = None) -> dict[str, float] | None:
+        """Score the kept candidates on the selection population (common random numbers with the
+        ladder and the oracle there) and make the best of them ``best/model.zip``."""
+        if self.cfg.select_top is None or not self.candidates:
+            return None
+        c = self.cfg
+        ladder = evaluate_policy(self.sc, policies.make("static_ladder"), c.select_debtors, c.select_seed)["net_value_per_debtor"]
+        oracle = evaluate_policy(self.sc, policies.make("oracle"), c.select_debtors, c.select_seed)["net_value_per_debtor"]
+        rows = []
+        for i, (eval_nv, steps) in enumerate(sorted(self.candidates, key=lambda x: x[1])):
+            if progress is not None:
+                progress(f"selection {i + 1}/{len(self.candidates)}: the model at {steps:,} debtor-days on {c.select_debtors:,} new debtors")
+            model = load_model(c.algo, self.root / "candidates" / f"model_{steps}.zip")
+            nv = evaluate_policy(self.sc, LearnedPolicy(model, c.algo), c.select_debtors, c.select_seed)["net_value_per_debtor"]
+            score = (nv - ladder) / (oracle - ladder) if oracle != ladder else float("nan")
+            rows.append({"timesteps": float(steps), "eval_net_value_per_debtor": eval_nv, "net_value_per_debtor": nv, "normalised_score": score})
+        best = max(rows, key=lambda r: (r["net_value_per_debtor"], -r["timesteps"]))
+        steps = int(best["timesteps"])
+        data = (self.root / "candidates" / f"model_{steps}.zip").read_bytes()
+        atomic_write(self.root / "best" / "model.zip", lambda p: p.write_bytes(data))
+        meta = {
+            "algo": c.algo,
+            "timesteps": steps,
+            "net_value_per_debtor": best["eval_net_value_per_debtor"],
+            "selected_on": {"debtors": c.select_debtors, "seed": c.select_seed, **best},
+        }
+        atomic_write(self.root / "best" / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+
+        def write(p: Path) -> None:
+            with p.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+
+        atomic_write(self.root / "selection.csv", write)
+        self.selection = rows
+        return best
 
     def evals_since_best(self) -> int:
         """Evaluations since the last one that set a new best net value (0 if the latest did)."""
@@ -390,6 +473,7 @@ class Run:
             "ep_len": self.env._ep_len,
             "curve": np.array(json.dumps(self.curve)),
             "best": np.array(self.best),
+            "candidates": np.array(json.dumps(self.candidates)),
             "baselines": np.array(json.dumps(self.baselines.__dict__ if self.baselines else None)),
         }
         data = model_bytes(model)
@@ -437,14 +521,18 @@ def _restore(run: Run, model: Any, steps: int) -> None:
     run.curve = json.loads(str(st["curve"]))
     run.clock_start, run.clock_offset = time.perf_counter(), float(run.curve[-1].get("wall_seconds", 0.0)) if run.curve else 0.0
     run.best = float(st["best"])
+    run.candidates = [(float(nv), int(steps)) for nv, steps in json.loads(str(st["candidates"]))] if "candidates" in st else []
     b = json.loads(str(st["baselines"]))
     run.baselines = Baselines(**b) if b else None
 
 
+DEFAULT_ALGO = "maskable_ppo"
+
+
 def train(
     scenario: str,
-    algo: str,
-    timesteps: int,
+    algo: str = DEFAULT_ALGO,
+    timesteps: int | None = None,
     seed: int = 0,
     out: str | Path = "runs",
     overrides: list[str] | None = None,
@@ -452,25 +540,28 @@ def train(
     resume: str | Path | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     on_evaluate: Callable[[dict[str, float]], None] | None = None,
+    selecting: Callable[[str], None] | None = None,
 ) -> Run:
-    """Train ``algo`` on ``scenario`` for ``timesteps`` debtor-days (or resume a run directory)."""
+    """Train ``algo`` on ``scenario`` for ``timesteps`` debtor-days (the config's ``timesteps`` when
+    not given), or resume a run directory: a resumed run trains to the length it was started with,
+    unless ``timesteps`` asks for another (its learning-rate schedule then stretches to it)."""
     overrides = list(overrides or [])
     if resume is not None:
         root = Path(resume)
-        if not (root / "config.yaml").exists():
-            raise ConfigError(f"{root} is not a run directory (no config.yaml); give the directory `collectrl train` created")
-        saved = yaml.safe_load((root / "config.yaml").read_text())
+        saved = read_run_config(root)
         scenario, algo, seed, overrides = saved["scenario"], saved["algo"], int(saved["seed"]), list(saved["scenario_overrides"])
         cfg = TrainConfig.model_validate(saved["training"])
+        timesteps = int(saved["timesteps"]) if timesteps is None else timesteps
     else:
         cfg = load_train_config(algo, train_overrides or [])
+        timesteps = cfg.timesteps if timesteps is None else timesteps
         root = Run.new_dir(Path(out), Path(scenario).stem, algo, seed)
     load_raw(scenario)  # a clear error for an unknown scenario before anything heavy
     sc = load_scenario(scenario, overrides)
     torch.set_num_threads(cfg.torch_threads)
     run = Run(root, sc, Path(scenario).stem, cfg, seed, overrides)
     run.on_evaluate = on_evaluate
-    if resume is None:
+    if resume is None or timesteps != int(saved["timesteps"]):
         run.write_config(timesteps)
     env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn")
     env.record_actions = True
@@ -490,4 +581,5 @@ def train(
         model.learn(remaining, callback=monitor, reset_num_timesteps=step0 is None, tb_log_name="train")
     if run.stopped_early is None:  # a run the patience rule stopped was evaluated a moment ago, by the rule
         run.evaluate(model, model.logger)
+    run.select(selecting)
     return run

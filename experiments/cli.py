@@ -310,22 +310,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.train import train
+    from agents.train import DEFAULT_ALGO, load_train_config, read_run_config, train
 
-    if args.resume is None and args.algo is None:
-        raise UsageError("--algo is required (maskable_ppo, ppo, a2c, dqn) unless you --resume a run directory")
     if args.resume is None:
-        from agents.train import load_train_config
-
-        load_train_config(args.algo, args.train_set or [])  # clear errors before anything starts
+        algo = args.algo or DEFAULT_ALGO
+        cfg = load_train_config(algo, args.train_set or [])  # clear errors before anything starts
         load_scenario(args.scenario, args.set or [])
+        total = args.timesteps or cfg.timesteps
+    else:
+        if args.algo or args.train_set or args.set:
+            raise UsageError("--resume continues a run with its own algorithm and configs; drop --algo, --train-set and --set")
+        saved = read_run_config(Path(args.resume))
+        algo = saved["algo"]
+        total = args.timesteps or int(saved["timesteps"])
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
 
         bar = tqdm(
-            total=args.timesteps,
-            desc=f"train {args.algo or 'resume'}",
+            total=total,
+            desc=f"train {algo}" + (" (resumed)" if args.resume else ""),
             unit="step",
             unit_scale=True,
             file=sys.stderr,
@@ -341,10 +345,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             shown.clear()
             shown.update(kpis)
             bar.set_postfix(eval_net=f"{kpis['net']:.1f}", score=f"{kpis['score']:.2f}", refresh=False)
-        bar.update(max(0, min(steps, args.timesteps) - bar.n))  # tqdm redraws at most every mininterval
+        bar.update(max(0, min(steps, total) - bar.n))  # tqdm redraws at most every mininterval
 
     try:
-        run = train(args.scenario, args.algo or "", args.timesteps, args.seed, args.out, args.set or [], args.train_set or [], args.resume, progress)
+        run = train(
+            args.scenario,
+            algo,
+            args.timesteps,
+            args.seed,
+            args.out,
+            args.set or [],
+            args.train_set or [],
+            args.resume,
+            progress,
+            selecting=None if args.no_progress else lambda msg: print(msg, file=sys.stderr),
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -362,8 +377,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(
         f"  best          {best['net_value_per_debtor']:10.2f}  at {int(best['timesteps']):,} steps, {best.get('wall_seconds', 0) / 60:.1f} min "
-        f"(normalised score {best['normalised_score']:.3f}) -> best/model.zip"
+        f"(normalised score {best['normalised_score']:.3f})" + ("" if run.selection else " -> best/model.zip")
     )
+    if run.selection:
+        c = run.cfg
+        print(f"selection population ({c.select_debtors:,} debtors, seed {c.select_seed}), the {len(run.selection)} best-evaluated models:")
+        chosen = max(run.selection, key=lambda r: (r["net_value_per_debtor"], -r["timesteps"]))
+        for r in run.selection:
+            mark = "  -> best/model.zip" if r is chosen else ""
+            print(f"  at {int(r['timesteps']):>10,} steps: {r['net_value_per_debtor']:10.2f} (normalised score {r['normalised_score']:.3f}){mark}")
     return 0
 
 
@@ -662,8 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a learner on the batched debtor world")
     scenario_args(t)
-    t.add_argument("--algo", choices=("maskable_ppo", "ppo", "a2c", "dqn"), default=None)
-    t.add_argument("--timesteps", type=_positive_int, default=2_000_000, help="debtor-days of experience")
+    t.add_argument("--algo", choices=("maskable_ppo", "ppo", "a2c", "dqn"), default=None, help="the learner (default: maskable_ppo)")
+    t.add_argument(
+        "--timesteps",
+        type=_positive_int,
+        default=None,
+        help="debtor-days of experience (default: the algorithm's config; with --resume: the run's own length)",
+    )
     t.add_argument("--out", default="runs", help="parent directory of the run directory")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="override a training hyperparameter, e.g. learning_rate=1e-4")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run from its last checkpoint")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,69 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     # used the rate the schedule gives at 384 of 512 steps, as the uninterrupted run's did
     lrs = [load_model("maskable_ppo", r / "checkpoints" / "model_384.zip").policy.optimizer.param_groups[0]["lr"] for r in (full.root, killed)]
     assert lrs[0] == lrs[1] == pytest.approx(0.0001 + 0.0009 * (1 - 384 / 512))
+
+
+def _cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "experiments.cli", *args]
+
+
+def test_a_run_killed_on_the_command_line_and_resumed_ends_where_the_uninterrupted_one_does(tmp_path):
+    """The user's way: `collectrl train ... --timesteps N`, SIGKILL after a checkpoint, then
+    `collectrl train --resume RUN` with nothing else: it trains to N (the run's own length, not
+    the command line's default) and ends bit for bit where the uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    over = ["n_slots=16", "n_steps=8", "batch_size=64", "eval_every_steps=2048", "checkpoint_every_steps=512", "eval_debtors=40"]
+    over += ["learning_rate=0.001", "learning_rate_final=0.0001", "patience_evals=null"]
+    args = ["train", "--scenario", "default", "--timesteps", "8192", "--seed", "3", "--no-progress"]
+    for o in SMALL:
+        args += ["--set", o]
+    for o in over:
+        args += ["--train-set", o]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "a")), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cli(*args, "--out", str(tmp_path / "b")), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6000):  # polls for up to ~10 minutes on a loaded machine; the checkpoint usually comes within seconds
+            if list((tmp_path / "b").glob("*/checkpoints/model_1024.zip")):
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    ((full,), (killed,)) = (list((tmp_path / x).iterdir()) for x in "ab")
+    assert not (killed / "curve.csv").exists() or len((killed / "curve.csv").read_text().splitlines()) < 6  # it was killed mid-way
+    done = subprocess.run(_cli("train", "--resume", str(killed), "--no-progress"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a, b = ((r / "curve.csv").read_text().splitlines() for r in (full, killed))
+    strip = lambda rows: [",".join(c for i, c in enumerate(r.split(",")) if i != header.index("wall_seconds")) for r in rows]
+    header = a[0].split(",")
+    assert strip(a) == strip(b)  # the same evaluations at the same steps, to the last digit
+    assert b[-1].split(",")[0] == "8192.0"  # the run's own length, not the 6,000,000 a bare command would train
+    pa, pb = (load_model("maskable_ppo", r / "best" / "model.zip").policy.parameters() for r in (full, killed))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
+    assert "at 8,192 steps" in done.stdout
+
+
+def test_train_defaults_to_maskable_ppo_and_its_configs_length(tmp_path, monkeypatch):
+    import agents.train as training
+
+    seen = {}
+    monkeypatch.setattr(training.Run, "write_config", lambda self, timesteps: seen.setdefault("timesteps", timesteps))
+    monkeypatch.setattr(training.DebtorVecEnv, "__init__", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):
+        training.train("default", out=tmp_path)
+    assert seen["timesteps"] == load_train_config("maskable_ppo").timesteps == 6_000_000
+    assert next(iter(tmp_path.iterdir())).name.startswith("default__maskable_ppo__0__")
 
 
 @pytest.mark.slow
@@ -269,3 +334,36 @@ def test_patience_stops_training_once_evaluations_set_no_new_best(tmp_path, monk
     assert [r["net_value_per_debtor"] for r in run.curve] == [10.0, 12.0, 11.0, 12.0, 9.0]  # and no final evaluation after the stop
     assert run.stopped_early == run.curve[-1]["timesteps"] == 5 * 256
     assert run.evals_since_best() == 3
+
+
+def test_selection_keeps_the_candidate_best_on_new_debtors_not_the_luckiest_evaluation(tmp_path, monkeypatch):
+    import agents.train as training
+
+    real = training.evaluate_policy
+    # the training-time evaluations (seed eval_seed) rank the models one way; the selection
+    # population (seed 4242) ranks them the other way: selection must follow the new debtors
+    scripted_eval = iter([10.0, 30.0, 20.0, 25.0])
+    selection_value = {}
+
+    def evaluate(sc, policy, debtors, seed):  # type: ignore[no-untyped-def]
+        k = real(sc, policy, debtors, seed)
+        if isinstance(policy, LearnedPolicy):
+            if seed == 4242:
+                steps = int(policy.model.num_timesteps)
+                k["net_value_per_debtor"] = selection_value.setdefault(steps, -float(steps))  # the earliest model is best here
+            else:
+                k["net_value_per_debtor"] = next(scripted_eval)
+        return k
+
+    monkeypatch.setattr(training, "evaluate_policy", evaluate)
+    over = [*tiny("maskable_ppo"), "select_top=3", "select_debtors=50", "select_seed=4242", "patience_evals=null"]
+    run = train("default", "maskable_ppo", 4 * 256, seed=2, out=tmp_path, overrides=SMALL, train_overrides=over)
+    evals = [r["net_value_per_debtor"] for r in run.curve]
+    assert evals == [10.0, 30.0, 20.0, 25.0]  # at 256, 512 and 768 debtor-days, and the final one at 1024
+    kept = sorted(int(p.stem.split("_")[1]) for p in (run.root / "candidates").glob("model_*.zip"))
+    assert kept == [512, 768, 1024]  # the three best evaluated: 30 at 512, 25 at 1024, 20 at 768
+    assert [int(r["timesteps"]) for r in run.selection] == kept
+    # best/model.zip is the earliest kept model (best on the new debtors), not the 30 of the evaluation
+    assert (run.root / "best" / "model.zip").read_bytes() == (run.root / "candidates" / "model_512.zip").read_bytes()
+    meta = json.loads((run.root / "best" / "meta.json").read_text())
+    assert meta["timesteps"] == 512 and meta["selected_on"]["seed"] == 4242
