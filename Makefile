@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 perf: $(STAMP)
 	$(VENV)/bin/collectrl perf sim --json

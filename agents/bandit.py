@@ -40,7 +40,6 @@ class LinearThompsonBandit:
 
     policy_id = "linear_ts"
     version = 1
-    needs_world = True
 
     def __init__(self, window_days: int = 14, lambda_: float = 1.0, sigma: float = 0.1, draws: int = 32) -> None:
         self.window_days = window_days
@@ -103,9 +102,10 @@ class LinearThompsonBandit:
         if self.cum_ is None:
             self.cum_ = np.zeros(world.n)
         # the reward clock of a decision starts on its day
-        day, idx, x, a, start = self.pending_[-1] if self.pending_ else (None, None, None, None, None)
-        if day == self.day_ and start is not None and len(start) == 0:
-            self.pending_[-1] = (day, idx, x, a, self.cum_[idx].copy())
+        if self.pending_:
+            day, idx, x, a, start = self.pending_[-1]
+            if day == self.day_ and len(start) == 0:
+                self.pending_[-1] = (day, idx, x, a, self.cum_[idx].copy())
         self.cum_ += result.reward / np.maximum(world.balance, 1.0)
         self.day_ += 1
         while self.pending_ and self.pending_[0][0] <= self.day_ - self.window_days:
@@ -125,13 +125,3 @@ class LinearThompsonBandit:
                 self.A_[j] += xs.T @ xs
                 self.b_[j] += xs.T @ r[sel]
         self.updates_ += len(a)
-
-
-def _register() -> None:
-    from policies.base import register, registered
-
-    if "linear_ts" not in registered():
-        register("linear_ts", LinearThompsonBandit)
-
-
-_register()

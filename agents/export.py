@@ -27,7 +27,7 @@ from policies.features import FEATURES, N_FEATURES
 from policies.runtime import FORMAT_VERSION, MANIFEST, codec_spec, sha256_file
 from sim.config import ConfigError, load_scenario
 from sim.kpis import portfolio_kpis
-from sim.runner import run_portfolio
+from sim.runner import WorldPolicy, run_portfolio
 
 EVAL_SEED = 2000
 DECISION_SEED = 0
@@ -114,7 +114,7 @@ def export(source: str, out: str | Path, scenario: str = "default", eval_debtors
             }
         else:
             pol = policies.make(source)  # ValueError names the registered ids
-            if getattr(pol, "needs_world", False):
+            if isinstance(pol, WorldPolicy):
                 raise ConfigError(f"{source} needs the simulator's latent state or rewards and cannot be served")
             sc = load_scenario(scenario)
             manifest |= {

@@ -138,7 +138,7 @@ class _WaitPrior:
     starting point moves: the parameter trains like any other, and a saved model reloads its weights.
     """
 
-    action_net: th.nn.Linear
+    action_net: th.nn.Module
 
     def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
         if wait_prior is not None and not 0.0 < wait_prior < 1.0:
@@ -147,7 +147,8 @@ class _WaitPrior:
         super().__init__(*args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "wait_prior": self.wait_prior}
+        base: Any = super()  # a mixin: the policy class it is mixed into has the method
+        return {**base._get_constructor_parameters(), "wait_prior": self.wait_prior}
 
     def _set_wait_bias(self) -> None:
         """Called at the end of ``_build``, once ``action_net`` exists."""
@@ -158,7 +159,8 @@ class _WaitPrior:
             raise ValueError("wait_prior needs a MultiDiscrete action space whose first head is the channel (remove wait_prior)")
         choices, p = int(dims[0]), self.wait_prior
         with th.no_grad():
-            self.action_net.bias[0] = float(np.log(p * (choices - 1) / (1.0 - p)))
+            bias: th.Tensor = self.action_net.bias  # type: ignore[assignment]  # a Linear layer
+            bias[0] = float(np.log(p * (choices - 1) / (1.0 - p)))
 
 
 class HeadsActorCriticPolicy(_WaitPrior, ActorCriticPolicy):

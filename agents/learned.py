@@ -30,7 +30,7 @@ def load_model(algo: str, path: str | Path, device: str = "cpu") -> Any:
         return MaskablePPO.load(path, device=device)
     import stable_baselines3 as sb3
 
-    cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}.get(algo)
+    cls: Any = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}.get(algo)
     if cls is None:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
     return cls.load(path, device=device)

@@ -42,16 +42,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stable_baselines3.common.callbacks import BaseCallback
 
 import policies
+from agents.heads import HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy
 from agents.learned import ALGOS, LearnedPolicy, load_model
 from agents.plotting import finish_png
 from agents.vec_env import DebtorVecEnv
+from configs import config_dir
 from policies.fileio import atomic_write
-from sim.config import ConfigError, Scenario, load_raw, load_scenario
+from sim.config import ConfigError, Scenario, apply_override, load_raw, load_scenario, parse_override
 from sim.kpis import portfolio_kpis
 from sim.runner import run_portfolio
 from sim.world import REWARD_COMPONENTS
 
-TRAINING_DIR = Path(__file__).resolve().parent.parent / "configs" / "training"
+TRAINING_DIR = config_dir("training")
 
 
 class TrainConfig(BaseModel):
@@ -111,7 +113,6 @@ class TrainConfig(BaseModel):
 
 
 def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    from sim.config import apply_override, parse_override
 
     path = TRAINING_DIR / f"{algo}.yaml"
     if not path.exists():
@@ -186,12 +187,11 @@ def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -
 
 
 def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
-    from agents.heads import HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy
 
     policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}
     if cfg.algo != "dqn":
         policy_kwargs["wait_prior"] = cfg.wait_prior
-    common = {
+    common: dict[str, Any] = {
         "learning_rate": learning_rate(cfg),
         "gamma": cfg.gamma,
         "seed": seed,
@@ -201,7 +201,7 @@ def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -
         "policy_kwargs": policy_kwargs,
     }
     if cfg.algo in ("maskable_ppo", "ppo"):
-        ppo_args = {
+        ppo_args: dict[str, Any] = {
             "n_steps": cfg.n_steps,
             "batch_size": cfg.batch_size,
             "n_epochs": cfg.n_epochs,

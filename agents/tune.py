@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from agents.train import load_train_config, train
+from configs import config_dir
 from policies.fileio import atomic_write
 
 
@@ -103,7 +104,7 @@ def tune(
     if remaining:
         study.optimize(objective, n_trials=remaining)
     best = study.best_trial
-    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "training" / f"{algo}.yaml").read_text())
+    cfg = yaml.safe_load((config_dir("training") / f"{algo}.yaml").read_text())
     for text in sample_params(optuna.trial.FixedTrial(best.params), algo):
         key, value = text.split("=", 1)
         cfg[key] = yaml.safe_load(value)

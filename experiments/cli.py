@@ -12,15 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.errors import EXIT_BAD_INPUT, UsageError
 from experiments.io import clean_json, write_json
+from experiments.resolve import resolve_policy
 from sim.config import ConfigError, available_scenarios, load_scenario
 from sim.kpis import KPIS, blocked_by_reason, funnel_rates, portfolio_kpis, recovery_curve
-
-EXIT_BAD_INPUT = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed without a traceback, exit code 2."""
 
 
 def _int_at_least(minimum: int):  # type: ignore[no-untyped-def]
@@ -60,30 +56,6 @@ def _progress(desc: str, enabled: bool, unit: str = "day"):  # type: ignore[no-u
     return update, bar.close
 
 
-def _policy(policy_id: str):  # type: ignore[no-untyped-def]
-    """A registered policy id, or a training run directory (its best model)."""
-    import agents.bandit  # noqa: F401  (registers the online bandit, linear_ts)
-    import policies
-
-    path = Path(policy_id)
-    if path.is_dir() and (path / "manifest.json").exists():
-        from experiments.learned import ArtifactPolicy
-        from policies.runtime import ArtifactError
-
-        try:
-            return ArtifactPolicy(path)
-        except ArtifactError as e:
-            raise UsageError(str(e)) from None
-    if path.is_dir():
-        from experiments.learned import load_run_policy
-
-        return load_run_policy(path)
-    try:
-        return policies.make(policy_id)
-    except ValueError as e:
-        raise UsageError(f"{e} (or give a training run directory)") from None
-
-
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """KPIs as a text table, one column per run."""
     names = list(rows)
@@ -106,7 +78,7 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     from sim.runner import run_portfolio
 
     sc = load_scenario(args.scenario, args.set or [])
-    policy = _policy(args.policy)
+    policy = resolve_policy(args.policy)
     update, close = _progress(f"simulate {sc.name}/{args.policy}", not args.no_progress)
     try:
         world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
@@ -167,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     update, close = _progress("demo: simulate static_ladder", not args.no_progress)
     try:
-        world = run_portfolio(sc, _policy("static_ladder"), args.debtors, args.seed, record_events=True, progress=update)
+        world = run_portfolio(sc, resolve_policy("static_ladder"), args.debtors, args.seed, record_events=True, progress=update)
     finally:
         close()
     print(f"collectrl demo: scenario 'default' ({sc.description})\n")
@@ -211,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             list(range(args.seeds)),
             "static_ladder",
             update,
-            make=lambda name: _policy(str(run.root) if name == learned else name),
+            make=lambda name: resolve_policy(str(run.root) if name == learned else name),
         )
     finally:
         close()
@@ -285,12 +257,14 @@ def run_evaluation(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise UsageError(str(e)) from None
     label_of = {ref: label for label, ref in by_name.items()}
     for spec in by_name.values():
-        _policy(spec)
+        resolve_policy(spec)
     update, close = _progress(f"evaluate {sc.name}", not args.no_progress)
     try:
         ids, champion = [label_of[p] for p in specs], label_of[args.champion]
         sources = {label: ref for label, ref in by_name.items() if label != ref}
-        return evaluate(sc, ids, args.debtors, args.seeds, champion, update, make=lambda name: _policy(by_name.get(name, name)), sources=sources)
+        return evaluate(
+            sc, ids, args.debtors, args.seeds, champion, update, make=lambda name: resolve_policy(by_name.get(name, name)), sources=sources
+        )
     finally:
         close()
 
@@ -413,7 +387,7 @@ def cmd_bandit(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from agents.leaderboard import PROTOCOL_DEBTORS, PROTOCOL_SEEDS, leaderboard, markdown
+    from experiments.leaderboard import PROTOCOL_DEBTORS, PROTOCOL_SEEDS, leaderboard, markdown
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for name in scenarios:
@@ -489,8 +463,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     print(f"scored {result['scored']:,} rows -> {result['output']}")
     if result["bad_rows"]:
         print(f"{result['bad_rows']:,} bad rows were skipped (all listed in {Path(args.output).stem}.errors.csv):", file=sys.stderr)
-        for e in result["errors"]:
-            print(f"  row {e['row']}: {e['reason']}", file=sys.stderr)
+        for bad in result["errors"]:
+            print(f"  row {bad['row']}: {bad['reason']}", file=sys.stderr)
     return 0
 
 
@@ -570,9 +544,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    import agents.bandit  # noqa: F401  (registers linear_ts)
     import policies
-    import sim  # noqa: F401  (registers the oracle)
 
     for pid in policies.registered():
         version, doc = policies.base.describe(pid)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from policies.runtime import load
 from sim.config import ConfigError
 
 
@@ -29,7 +30,6 @@ class ArtifactPolicy:
     """An exported artifact behind the policy interface (so experiments can compare served policies)."""
 
     def __init__(self, root: str | Path) -> None:
-        from policies.runtime import load
 
         self.fn = load(root)
         self.policy_id = self.fn.policy_id

@@ -15,9 +15,15 @@ import gymnasium as gym
 import numpy as np
 
 import policies
+from experiments.errors import UsageError
+from experiments.whatif import Spec, cells, run_experiment
+from policies.features import encode
+from policies.records import records_from_views
+from policies.runtime import load
 from sim import load_scenario
 from sim.envs import DebtorBatchEnv, DebtorEnv
 from sim.runner import run_portfolio
+from sim.world import World
 
 
 def _peak_rss_mb() -> float:
@@ -222,7 +228,7 @@ def perf_train(scenario: str = "default", n_envs: int = 256, timesteps: int = 40
     from agents.vec_env import DebtorVecEnv
 
     torch.set_num_threads(1)
-    kwargs = {"n_steps": 32, "batch_size": 2048, "n_epochs": 4, "learning_rate": 3e-4, "seed": seed, "device": "cpu", "verbose": 0}
+    kwargs: dict[str, Any] = {"n_steps": 32, "batch_size": 2048, "n_epochs": 4, "learning_rate": 3e-4, "seed": seed, "device": "cpu", "verbose": 0}
     envs = {"cartpole": make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed), "debtor": DebtorVecEnv(load_scenario(scenario), n_envs, seed=seed)}
     models = {name: quiet(PPO(HeadsActorCriticPolicy, env, **kwargs)) for name, env in envs.items()}
     env_seconds = dict.fromkeys(envs, 0.0)  # time inside the environments' step, to show where the rest goes
@@ -334,10 +340,6 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
     import shutil
     import tempfile
 
-    from experiments.cli import UsageError
-    from policies.records import records_from_views
-    from policies.runtime import load
-
     if shutil.which("wrk") is None:  # checked first: the in-process part takes a while
         raise UsageError(
             "perf serve drives the server with wrk, which is not installed: `apt-get install wrk` (a Python client would be the bottleneck)"
@@ -347,8 +349,6 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
     if fn.kind != "onnx":
         raise ValueError("perf serve measures an ONNX artifact; export a training run first")
     # states drawn from a simulated portfolio, so the inputs look like production accounts
-    from sim import load_scenario
-    from sim.world import World
 
     w = World(load_scenario(fn.manifest.get("scenario", "default")), 4096, seed)
     for _ in range(20):
@@ -356,7 +356,6 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         w.step(policies.make("static_ladder").act(v, w.action_mask(v)), v)
     views = w.views()
     records = records_from_views(views)
-    from policies.features import encode
 
     obs = encode(views)
     sess, name = fn._session, fn._input
@@ -415,8 +414,6 @@ def perf_experiment(debtors: int = 8000, seed_count: int = 2) -> dict[str, Any]:
     import shutil
     import tempfile
     from pathlib import Path
-
-    from experiments.whatif import Spec, cells, run_experiment
 
     spec = Spec(
         question="perf: how much faster is the grid with 2 workers?",

@@ -114,7 +114,7 @@ def markdown(ev: Evaluation, figures: list[str]) -> str:
         "| KPI | " + " | ".join(f"`{p}`" for p in names) + " |",
         "|---|" + "---|" * len(names),
         "| normalised score (0 = static ladder, 1 = oracle) | "
-        + " | ".join(_ci(ev.results[p].score, ".3f") if ev.results[p].score else "n/a" for p in names)
+        + " | ".join(_ci(s, ".3f") if (s := ev.results[p].score) else "n/a" for p in names)
         + " |",
     ]
     for k in KPIS:
@@ -199,9 +199,9 @@ def figures(ev: Evaluation, out: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     bottom = np.zeros(len(names))
-    for i, c in enumerate(CONTACT_CHANNEL_NAMES):
-        vals = np.array([ev.results[p].channel_mix[c] for p in names])
-        ax.bar(names, vals, bottom=bottom, label=c, color=plt.get_cmap("Set2")(i))
+    for i, channel in enumerate(CONTACT_CHANNEL_NAMES):
+        vals = np.array([ev.results[p].channel_mix[channel] for p in names])
+        ax.bar(names, vals, bottom=bottom, label=channel, color=plt.get_cmap("Set2")(i))
         bottom += vals
     ax.set(ylabel="contacts per debtor", title=f"{ev.scenario}: channel mix")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the plot, never over it

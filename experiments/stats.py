@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 
 BATCHES = 10
+Values = Sequence[float] | np.ndarray  # one value per seed
+Batches = Sequence[Sequence[float]] | Sequence[np.ndarray] | np.ndarray  # per seed, one value per batch
 LEVEL = 0.95
 Z95 = 1.959963984540054
 
@@ -174,7 +176,7 @@ def _finite_mean(values: Sequence[float] | np.ndarray) -> float:
     return float(v.mean()) if len(v) else float("nan")
 
 
-def _replicates(batch_values: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+def _replicates(batch_values: Batches) -> np.ndarray:
     v = np.asarray(batch_values, dtype=np.float64).ravel()
     return v[np.isfinite(v)]
 
@@ -189,7 +191,7 @@ def _t_interval(center: float, values: np.ndarray, scale: float, method: str) ->
     return Interval(center, center - hw, center + hw, n, method), se
 
 
-def level_interval(seed_values: Sequence[float], batch_values: Sequence[Sequence[float]] | np.ndarray, scale: float = 1.0) -> Interval:
+def level_interval(seed_values: Values, batch_values: Batches, scale: float = 1.0) -> Interval:
     """A KPI that is a level (EUR, counts per debtor): seeds' mean, t interval over the batch values.
 
     ``seed_values`` holds the whole-run KPI of each seed; ``batch_values`` the KPI of each
@@ -211,7 +213,7 @@ def wilson(p: float, n_eff: float, quantile: float) -> tuple[float, float]:
     return max(0.0, center - hw), min(1.0, center + hw)
 
 
-def rate_interval(seed_values: Sequence[float], batch_values: Sequence[Sequence[float]] | np.ndarray, units: float) -> Interval:
+def rate_interval(seed_values: Values, batch_values: Batches, units: float) -> Interval:
     """A KPI that is a share in [0, 1]: Wilson score interval on the batch-means effective sample size.
 
     ``units`` is the number of debtors behind the estimate (all seeds), used only when the batches
@@ -230,7 +232,7 @@ def rate_interval(seed_values: Sequence[float], batch_values: Sequence[Sequence[
     return Interval(p, min(low, p), max(high, p), n, "Wilson on batch means")
 
 
-def kpi_interval(kpi: str, seed_values: Sequence[float], batch_values: Sequence[Sequence[float]] | np.ndarray, units: float) -> Interval:
+def kpi_interval(kpi: str, seed_values: Values, batch_values: Batches, units: float) -> Interval:
     """The interval of one KPI, by its kind: a rate, a total or a level."""
     if kpi in RATE_KPIS:
         return rate_interval(seed_values, batch_values, units)
@@ -238,10 +240,10 @@ def kpi_interval(kpi: str, seed_values: Sequence[float], batch_values: Sequence[
 
 
 def paired_difference(
-    seed_a: Sequence[float],
-    seed_b: Sequence[float],
-    batch_a: Sequence[Sequence[float]] | np.ndarray,
-    batch_b: Sequence[Sequence[float]] | np.ndarray,
+    seed_a: Values,
+    seed_b: Values,
+    batch_a: Batches,
+    batch_b: Batches,
     scale: float = 1.0,
 ) -> Interval:
     """``a - b`` for two runs per seed on the same debtors: t interval over the per-batch differences,
@@ -260,10 +262,10 @@ def paired_difference(
 
 
 def unpaired_difference(
-    seed_a: Sequence[float],
-    seed_b: Sequence[float],
-    batch_a: Sequence[Sequence[float]] | np.ndarray,
-    batch_b: Sequence[Sequence[float]] | np.ndarray,
+    seed_a: Values,
+    seed_b: Values,
+    batch_a: Batches,
+    batch_b: Batches,
 ) -> Interval:
     """``a - b`` as if the runs were independent (Welch): what the same runs say without pairing."""
     va, vb = _replicates(batch_a), _replicates(batch_b)
@@ -278,10 +280,10 @@ def unpaired_difference(
 
 
 def ratio_interval(
-    seed_num: Sequence[float],
-    seed_den: Sequence[float],
-    batch_num: Sequence[Sequence[float]] | np.ndarray,
-    batch_den: Sequence[Sequence[float]] | np.ndarray,
+    seed_num: Values,
+    seed_den: Values,
+    batch_num: Batches,
+    batch_den: Batches,
 ) -> Interval:
     """``mean(num) / mean(den)`` with a delta-method t interval over the paired batch values."""
     m_num, m_den = _finite_mean(seed_num), _finite_mean(seed_den)

@@ -25,12 +25,18 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from configs import config_dir
+from experiments.evaluate import kpis_by_batch
 from experiments.labels import LABEL_RE, LABEL_RULE, assign_labels
+from experiments.resolve import resolve_policy
+from policies.base import registered
 from policies.fileio import atomic_write
-from sim.config import ConfigError, apply_override, load_raw
-from sim.kpis import KPI_NAMES
+from sim.config import ConfigError, apply_override, load_raw, load_scenario
+from sim.kpis import KPI_NAMES, portfolio_kpis, recovery_curve
+from sim.runner import run_portfolio
+from sim.world import Status
 
-EXPERIMENT_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
+EXPERIMENT_DIR = config_dir("experiments")
 
 
 class TrainArgs(BaseModel):
@@ -170,8 +176,6 @@ def load_spec(path: str | Path) -> Spec:
             where = ".".join(map(str, err["loc"]))
             lines.append(f"  {where + ': ' if where else ''}{err['msg'].replace('Value error, ', '')}")
         raise ConfigError("\n".join(lines)) from None
-    import policies as _policies
-
     for label, entry in zip(spec.policy_labels, spec.entries, strict=True):  # a registered id, an existing directory, or a valid training
         if isinstance(entry, TrainPolicy):
             from agents.train import load_train_config
@@ -182,13 +186,8 @@ def load_spec(path: str | Path) -> Spec:
                 raise ConfigError(f"{p}: policies: {label}: {e}") from None
             continue
         pol = entry.policy
-        if pol not in _policies.registered() and not Path(pol).is_dir():
-            import agents.bandit  # noqa: F401  (registers linear_ts)
-
-            if pol not in _policies.registered():
-                raise ConfigError(
-                    f"{p}: policies: {pol!r} is neither a registered policy ({', '.join(_policies.registered())}) nor an existing directory"
-                )
+        if pol not in registered() and not Path(pol).is_dir():
+            raise ConfigError(f"{p}: policies: {pol!r} is neither a registered policy ({', '.join(registered())}) nor an existing directory")
     for name in spec.variants:  # every variant must make a valid scenario
         try:
             variant_overrides(spec, name)
@@ -199,7 +198,6 @@ def load_spec(path: str | Path) -> Spec:
 
 def variant_overrides(spec: Spec, name: str) -> list[str]:
     """Dotted ``key=value`` overrides of a variant, relative values (``x2``) resolved against the base."""
-    from sim.config import load_scenario
 
     raw = load_raw(spec.scenario)
     out = []
@@ -304,19 +302,13 @@ def cell_is_current(spec: Spec, cell: Cell, out: Path) -> bool:
 
 def compute_cell(spec_json: str, cell: Cell, out_dir: str = ".") -> tuple[dict[str, Any], np.ndarray]:
     """Simulate one cell: its result (KPIs of the run and of each debtor batch, recovery curve) and per-debtor net values."""
-    from experiments.cli import _policy
-    from experiments.evaluate import kpis_by_batch
-    from sim.config import load_scenario
-    from sim.kpis import portfolio_kpis, recovery_curve
-    from sim.runner import run_portfolio
-    from sim.world import Status
 
     spec = Spec.model_validate_json(spec_json)
     sc = load_scenario(spec.scenario, variant_overrides(spec, cell.variant))
     policy_ref = policy_source(spec, cell, Path(out_dir))
     if policy_ref is None:
         raise RuntimeError(f"no trained {cell.policy} for variant {cell.variant}; the experiment trains it before the grid")
-    world = run_portfolio(sc, _policy(policy_ref), spec.debtors, cell.seed)
+    world = run_portfolio(sc, resolve_policy(policy_ref), spec.debtors, cell.seed)
     result = {
         "format": CELL_FORMAT,
         "cell": cell.__dict__,

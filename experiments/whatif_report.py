@@ -243,7 +243,7 @@ def recovery_figure(spec: Spec, table: dict[str, Any], path: Path) -> Path:
 
     pols, variants = spec.policy_labels, list(table["variants"])
     colors = _colors(pols)
-    styles = {v: {"ls": ["-", "--", ":", "-."][i % 4], "lw": 1.6} for i, v in enumerate(variants)}
+    styles: dict[str, dict[str, Any]] = {v: {"ls": ["-", "--", ":", "-."][i % 4], "lw": 1.6} for i, v in enumerate(variants)}
     fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
     for v in variants:
         for p in pols:
@@ -281,7 +281,7 @@ def cost_recovery_figure(spec: Spec, table: dict[str, Any], path: Path) -> Path:
 
     pols, variants = spec.policy_labels, list(table["variants"])
     colors = _colors(pols)
-    markers = {v: {"marker": ["o", "s", "^", "D", "v", "P"][i % 6], "ls": "none"} for i, v in enumerate(variants)}
+    markers: dict[str, dict[str, Any]] = {v: {"marker": ["o", "s", "^", "D", "v", "P"][i % 6], "ls": "none"} for i, v in enumerate(variants)}
     fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
     for v in variants:
         for p in pols:

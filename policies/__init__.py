@@ -4,7 +4,6 @@ This package is the bottom layer. It imports numpy only (never torch, stable-bas
 Gymnasium), so a production service can depend on it alone.
 """
 
-from policies import rules as _rules  # noqa: F401  (registers the rule policies)
 from policies.base import Policy, make, register, registered
 from policies.runtime import ArtifactError, Decision, DecisionFunction, load
 from policies.schema import ViewBatch

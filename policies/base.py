@@ -6,6 +6,7 @@ Rule policies, learned policies and exported artifacts all implement :class:`Pol
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -33,17 +34,32 @@ class Policy(Protocol):
 
 
 PolicyFactory = Callable[[], Policy]
+
+# The built-in policies, in one place: id -> "module:factory". A factory's module is imported the
+# first time the policy is made, so the registry is the same whatever has been imported (a worker
+# process sees the same ids as the command line), and asking for the oracle or the bandit is what
+# loads the simulator, not importing this module.
+BUILTIN: dict[str, str] = {
+    "static_ladder": "policies.rules:StaticLadder",
+    "segment_journeys": "policies.rules:SegmentJourneys",
+    "digital_first": "policies.rules:DigitalFirst",
+    "random": "policies.rules:RandomPolicy",
+    "no_contact": "policies.rules:NoContact",
+    "oracle": "sim.oracle:Oracle",
+    "linear_ts": "agents.bandit:LinearThompsonBandit",
+}
 _REGISTRY: dict[str, PolicyFactory] = {}
 
 
 def register(policy_id: str, factory: PolicyFactory) -> None:
-    if policy_id in _REGISTRY:
+    """Add a policy of your own (a plug-in, a test double) under ``policy_id``."""
+    if policy_id in _REGISTRY or policy_id in BUILTIN:
         raise ValueError(f"policy id {policy_id!r} is already registered")
     _REGISTRY[policy_id] = factory
 
 
 def registered() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted({*BUILTIN, *_REGISTRY}))
 
 
 def describe(policy_id: str) -> tuple[int, str]:
@@ -53,10 +69,17 @@ def describe(policy_id: str) -> tuple[int, str]:
     return int(getattr(p, "version", 1)), (doc[0] if doc else "")
 
 
+def _factory(policy_id: str) -> PolicyFactory:
+    factory = _REGISTRY.get(policy_id)
+    if factory is not None:
+        return factory
+    entry = BUILTIN.get(policy_id)
+    if entry is None:
+        raise ValueError(f"unknown policy {policy_id!r}; registered policies: {', '.join(registered())}")
+    module, name = entry.split(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
 def make(policy_id: str) -> Policy:
     """A new instance of a registered policy."""
-    try:
-        factory = _REGISTRY[policy_id]
-    except KeyError:
-        raise ValueError(f"unknown policy {policy_id!r}; registered policies: {', '.join(registered())}") from None
-    return factory()
+    return _factory(policy_id)()

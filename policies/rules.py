@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import register
 from policies.hashing import mix, mix_scalar, row_key_scalar, row_keys, to_unit
 from policies.schema import ACTION_DIMS, Channel, Offer, Tone, ViewBatch, Window
 
@@ -177,11 +176,6 @@ class StaticLadder:
         sel = rows[go]
         out[sel, 0], out[sel, 1], out[sel, 2], out[sel, 3] = chosen[go], st[go, 1], tone[go], Offer.NONE
         return out
-
-
-register("no_contact", NoContact)
-register("random", RandomPolicy)
-register("static_ladder", StaticLadder)
 
 
 # ---------------------------------------------------------------- digital first
@@ -390,7 +384,3 @@ class SegmentJourneys:
         calls = pending & (role == Channel.CALL) & mask[:, Channel.CALL] & mask[rows, 7 + np.clip(step[:, 1], 0, 3)]
         out[calls, 0], out[calls, 1], out[calls, 2], out[calls, 3] = Channel.CALL, step[calls, 1], tone[calls], offer[calls]
         return out
-
-
-register("digital_first", DigitalFirst)
-register("segment_journeys", SegmentJourneys)

@@ -6,7 +6,6 @@ episode) and ``collectrl/DebtorBatch-v0`` (many debtor slots sharing one world).
 
 import gymnasium as gym
 
-from sim import oracle as _oracle  # noqa: F401  (registers the oracle policy)
 from sim.config import ConfigError, Scenario, load_scenario
 from sim.world import World
 

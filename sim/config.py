@@ -16,9 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from configs import config_dir
 from policies.schema import CONTACT_CHANNEL_NAMES, OFFER_NAMES, PRODUCT_NAMES, TONE_NAMES, WINDOW_NAMES
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
+SCENARIO_DIR = config_dir("scenarios")
 ARCHETYPES: tuple[str, ...] = ("forgetful", "illiquid", "strategic", "vulnerable", "hard_to_reach")
 
 

@@ -39,9 +39,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from policies.fileio import atomic_write
 from policies.schema import CONTACT_CHANNEL_NAMES, OFFER_NAMES, PRODUCT_NAMES, TONE_NAMES, WINDOW_HOURS, WINDOW_NAMES
 from sim.config import ARCHETYPES
 from sim.ledger import PAYMENT_KIND_NAMES, Event
+from sim.state import Status
 
 FORMAT = "collectrl-history"
 VERSION = 1
@@ -839,9 +841,6 @@ def write_run_accounts(world: Any, folder: str | Path) -> None:
     """Write the accounts and truth of a finished simulated world beside its ledger (what
     ``collectrl history export`` needs besides ``events.parquet``)."""
     import pyarrow.parquet as pq
-
-    from policies.fileio import atomic_write
-    from sim.state import Status
 
     folder = Path(folder)
     s, t = world.state, world.traits

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.base import register
 from policies.schema import ACTION_DIMS, N_CONTACT_CHANNELS, Tone, ViewBatch, Window
 from sim import behaviour as rules
 from sim.world import World
@@ -47,7 +46,6 @@ class Oracle:
 
     policy_id = "oracle"
     version = 2
-    needs_world = True
 
     def __init__(self, gap_days: int = 3) -> None:
         self.gap_days = gap_days
@@ -136,6 +134,3 @@ class Oracle:
         out[sel, 2] = tone[go]
         out[sel, 3] = offer[go]
         return out
-
-
-register("oracle", Oracle)

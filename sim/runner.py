@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from policies.base import Policy
+from policies.schema import ViewBatch
 from sim.config import Scenario
 from sim.population import Debtors
-from sim.world import World
+from sim.world import DayResult, World
 
 ProgressFn = Callable[[int, int], None]  # (days done, days in all)
+
+
+@runtime_checkable
+class WorldPolicy(Protocol):
+    """A policy that reads the world, not only the observable views: the oracle (latent traits),
+    the online bandit (its own bookkeeping of the world's debtors). Only the simulator can run it."""
+
+    def act_with_world(self, world: World, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
+        """(N, 4) actions for the world's slots, as ``Policy.act``, with the world at hand."""
+
+
+@runtime_checkable
+class OnlineLearner(Protocol):
+    """A policy that learns while it acts: it sees each day's outcome."""
+
+    def observe(self, world: World, result: DayResult) -> None:
+        """Learn from what ``world.step`` returned today."""
 
 
 def total_days(sc: Scenario, horizon_days: int | None = None) -> int:
@@ -42,11 +63,10 @@ def run_portfolio(
             break
         views = world.views()
         mask = world.action_mask(views)
-        actions = policy.act_with_world(world, views, mask) if getattr(policy, "needs_world", False) else policy.act(views, mask)  # type: ignore[attr-defined]
+        actions = policy.act_with_world(world, views, mask) if isinstance(policy, WorldPolicy) else policy.act(views, mask)
         result = world.step(actions, views)
-        observe = getattr(policy, "observe", None)
-        if observe is not None:  # online learners see each day's rewards
-            observe(world, result)
+        if isinstance(policy, OnlineLearner):  # online learners see each day's rewards
+            policy.observe(world, result)
         if progress is not None:
             progress(day + 1, days)
     return world

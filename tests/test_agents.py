@@ -280,7 +280,7 @@ def test_tune_resumes_a_study_and_writes_the_best_params(tmp_path):
 
 
 def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
-    from agents.leaderboard import leaderboard, markdown
+    from experiments.leaderboard import leaderboard, markdown
 
     kw = {"debtors": 300, "seeds": (0,), "log": lambda _m: None, "train_overrides": ["n_slots=32", "eval_debtors=100", "eval_every_steps=512"]}
     t1 = leaderboard(["default"], ["maskable_ppo"], 1024, tmp_path, **kw)

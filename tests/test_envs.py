@@ -93,13 +93,15 @@ def test_a_disallowed_action_is_blocked_and_costs_nothing():
 def test_episode_truncates_at_the_horizon():
     env = gym.make("collectrl/Debtor-v0", horizon_days=5)
     env.reset(seed=2)
-    steps = 0
-    while True:
+    ends = []
+    for _ in range(5):  # the horizon: the episode ends on the fifth day at the latest
         _, _, term, trunc, _ = env.step(np.zeros(4, dtype=np.int64))
-        steps += 1
+        ends.append((term, trunc))
         if term or trunc:
             break
-    assert steps <= 5 and (term or steps == 5)
+    term, trunc = ends[-1]
+    assert term or trunc, "no end by the horizon"
+    assert trunc == (len(ends) == 5 and not term) and not any(t or u for t, u in ends[:-1])
 
 
 def test_batched_env_shares_one_world_and_refills_finished_slots():

@@ -10,9 +10,10 @@ import policies
 import sim  # noqa: F401  (registers the world-backed policies too, e.g. the oracle)
 from policies.compliance import PROFILES, Block, action_mask, check, get_profile
 from policies.schema import ACTION_DIMS, CONTACT_CHANNELS, N_CONTACT_CHANNELS, Channel, Offer, Tone, Window
+from sim.runner import WorldPolicy
 
 # Policies that act on views alone; world-backed ones (the oracle) have their suite in test_oracle.py.
-POLICY_IDS = tuple(p for p in policies.registered() if not getattr(policies.make(p), "needs_world", False))
+POLICY_IDS = tuple(p for p in policies.registered() if not isinstance(policies.make(p), WorldPolicy))
 WORLD_POLICY_IDS = tuple(p for p in policies.registered() if p not in POLICY_IDS)
 PROFILE_NAMES = sorted(PROFILES)
 OFFSETS = np.cumsum((0, *ACTION_DIMS[:-1]))
@@ -316,3 +317,18 @@ def test_random_gives_equal_views_equal_actions_and_is_keyed_on_the_seed():
     a = fresh("random", 3).act(v, mask)
     assert (a == a[0]).all()  # a deterministic function of (seed, view)
     assert not all(np.array_equal(fresh("random", s).act(v, mask)[0], a[0]) for s in range(4, 12))
+
+
+def test_the_registry_is_the_same_whatever_was_imported():
+    """Built-in policies are declared in one place (policies.base.BUILTIN), not registered by importing
+    their modules: a bare `import policies` sees them all, and loads neither the simulator nor the learners."""
+    import subprocess
+    import sys
+
+    loaded = "any(m.split('.')[0] in ('sim', 'agents', 'simpy') for m in sys.modules)"
+    code = f"import sys, policies; print(','.join(policies.registered())); print({loaded})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0].split(",") == list(policies.registered())
+    assert {"oracle", "linear_ts", "static_ladder"} <= set(out[0].split(","))
+    assert out[1] == "False"
+    assert type(policies.make("linear_ts")).__module__ == "agents.bandit"  # made on demand, from its entry

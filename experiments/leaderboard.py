@@ -20,10 +20,13 @@ from typing import Any
 
 import yaml
 
-import agents.bandit  # noqa: F401  (registers linear_ts)
 import policies
 from agents.learned import ALGOS
 from agents.train import train
+from experiments import stats
+from experiments.evaluate import evaluate
+from experiments.resolve import resolve_policy
+from sim.config import load_scenario
 
 PROTOCOL_DEBTORS = 20_000
 PROTOCOL_SEEDS = (1000, 1001, 1002, 1003, 1004)
@@ -49,10 +52,6 @@ def leaderboard(
     log: Callable[[str], None] = print,
     train_overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    from experiments.cli import _policy
-    from experiments.evaluate import evaluate
-    from sim.config import load_scenario
-
     table: dict[str, Any] = {
         "protocol": {"debtors": debtors, "seeds": list(seeds), "timesteps": timesteps, "train_seed": TRAIN_SEED},
         "scenarios": {},
@@ -72,7 +71,7 @@ def leaderboard(
             runs[algo] = found
         ids = [*policies.registered(), *runs]
         log(f"evaluating {len(ids)} policies on {sc_name} ({debtors:,} debtors x {len(seeds)} seeds) ...")
-        ev = evaluate(sc, ids, debtors, list(seeds), "static_ladder", make=lambda name: _policy(str(runs[name]) if name in runs else name))
+        ev = evaluate(sc, ids, debtors, list(seeds), "static_ladder", make=lambda name: resolve_policy(str(runs[name]) if name in runs else name))
         rows = {}
         for pid in ids:
             r = ev.results[pid]
@@ -83,6 +82,7 @@ def leaderboard(
                 "blocked_actions": r.kpis["blocked_actions"].mean,
                 "firm_contacts_per_debtor": r.kpis["firm_contacts_per_debtor"].mean,
                 "complaint_rate": r.kpis["complaint_rate"].mean,
+                "complaint_rate_interval": r.kpis["complaint_rate"].as_dict(),
                 "kind": "learner" if pid in runs else "policy",
                 "run": str(runs[pid]) if pid in runs else None,
             }
@@ -112,10 +112,11 @@ def markdown(table: dict[str, Any]) -> str:
         return rows
 
     def score(r: dict[str, Any]) -> str:
-        sc = r["normalised_score"]
-        return f"{sc['mean']:.3f} [{sc['ci_low']:.3f}, {sc['ci_high']:.3f}]"
+        return stats.format_interval(stats.Interval.from_dict(r["normalised_score"]), ".3f")
 
+    note = stats.method_note(len(pr["seeds"]))
     lines += grid(score)
+    lines += ["", f"*{note} The normalised score: the delta method over the paired batch values.*"]
     lines += ["", "Firm-tone contacts per debtor / debtors who complained / blocked actions (compliance):"]
     lines += grid(lambda r: f"{r['firm_contacts_per_debtor']:.2f} / {r['complaint_rate']:.1%} / {r['blocked_actions']:,.0f}")
     return "\n".join(lines) + "\n"
