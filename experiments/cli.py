@@ -164,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             args.train_steps,
             args.seed,
             out / "runs",
-            train_overrides=[f"eval_every_steps={max(args.train_steps // 3, 1)}", "eval_debtors=2000"],
+            train_overrides=[f"eval_every_steps={max(args.train_steps // 3, 1)}", "eval_debtors=2000", "select_top=null"],
             progress=(lambda steps, _k: bar.update(max(0, min(steps, args.train_steps) - bar.n))) if bar is not None else None,
         )
     finally:

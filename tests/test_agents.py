@@ -34,6 +34,7 @@ def tiny(algo: str) -> list[str]:
         "eval_every_steps=256",
         "checkpoint_every_steps=256",
         "eval_debtors=150",
+        "select_top=null",
         "learning_starts=100",
     ]
 
@@ -65,6 +66,7 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
         "eval_every_steps=128",
         "checkpoint_every_steps=128",
         "eval_debtors=60",
+        "select_top=null",
         "learning_rate=0.001",
         "learning_rate_final=0.0001",
     ]
@@ -110,7 +112,7 @@ def test_a_run_killed_on_the_command_line_and_resumed_ends_where_the_uninterrupt
     import time
     from pathlib import Path
 
-    over = ["n_slots=16", "n_steps=8", "batch_size=64", "eval_every_steps=2048", "checkpoint_every_steps=512", "eval_debtors=40"]
+    over = ["n_slots=16", "n_steps=8", "batch_size=64", "eval_every_steps=2048", "checkpoint_every_steps=512", "eval_debtors=40", "select_top=null"]
     over += ["learning_rate=0.001", "learning_rate_final=0.0001", "patience_evals=null"]
     args = ["train", "--scenario", "default", "--timesteps", "8192", "--seed", "3", "--no-progress"]
     for o in SMALL:
@@ -161,7 +163,7 @@ def test_train_defaults_to_maskable_ppo_and_its_configs_length(tmp_path, monkeyp
 def test_a_short_training_run_beats_random_by_a_clear_margin(tmp_path):
     sc_over = ["horizon_days=60", "population.entry_spread_days=0"]
     run = train(
-        "default", "maskable_ppo", 120_000, seed=0, out=tmp_path, overrides=sc_over, train_overrides=["eval_every_steps=60000", "eval_debtors=1500"]
+        "default", "maskable_ppo", 120_000, seed=0, out=tmp_path, overrides=sc_over, train_overrides=["eval_every_steps=60000", "eval_debtors=1500", "select_top=null"]
     )
     sc = load_scenario("default", sc_over)
     learned = portfolio_kpis(run_portfolio(sc, LearnedPolicy(load_model("maskable_ppo", run.root / "best" / "model.zip")), 3000, 20_000))
@@ -282,7 +284,7 @@ def test_tune_resumes_a_study_and_writes_the_best_params(tmp_path):
 def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
     from experiments.leaderboard import leaderboard, markdown
 
-    kw = {"debtors": 300, "seeds": (0,), "log": lambda _m: None, "train_overrides": ["n_slots=32", "eval_debtors=100", "eval_every_steps=512"]}
+    kw = {"debtors": 300, "seeds": (0,), "log": lambda _m: None, "train_overrides": ["n_slots=32", "eval_debtors=100", "eval_every_steps=512", "select_top=null"]}
     t1 = leaderboard(["default"], ["maskable_ppo"], 1024, tmp_path, **kw)
     runs = list(tmp_path.glob("default__maskable_ppo__0__*"))
     assert len(runs) == 1

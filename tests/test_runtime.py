@@ -28,6 +28,7 @@ TINY = [
     "eval_every_steps=512",
     "checkpoint_every_steps=100000",
     "eval_debtors=100",
+    "select_top=null",
     "learning_starts=100",
 ]
 

@@ -304,7 +304,7 @@ def test_policies_can_be_artifacts_or_retrained_per_variant(tmp_path):
             variants={"base": {}, "sms_x3": {"channels.sms.cost_eur": "x3"}},
             policies=[
                 str(art),
-                {"train": {"algo": "maskable_ppo", "timesteps": 512, "overrides": ["n_slots=16", "eval_debtors=50", "eval_every_steps=256"]}},
+                {"train": {"algo": "maskable_ppo", "timesteps": 512, "overrides": ["n_slots=16", "eval_debtors=50", "eval_every_steps=256", "select_top=null"]}},
             ],
             seeds=1,
             debtors=200,
@@ -347,7 +347,7 @@ def test_the_examples_retrain_a_learner_per_variant_end_to_end_at_a_tiny_budget(
     spec = load_spec(name)
     learners = [e for e in spec.entries if isinstance(e, TrainPolicy)]
     assert [e.label for e in learners] == ["learner"] and learners[0].train.timesteps >= 1_000_000
-    quick = ["n_slots=16", "eval_debtors=50", "eval_every_steps=256"]
+    quick = ["n_slots=16", "eval_debtors=50", "eval_every_steps=256", "select_top=null"]
     tiny = TrainPolicy.model_validate({"train": {"algo": "maskable_ppo", "timesteps": 512, "overrides": quick}, "label": "learner"})
     small = spec.model_copy(update={"debtors": 200, "seeds": 1, "policies": [*(e for e in spec.entries if e not in learners), tiny]})
     out = tmp_path / name
