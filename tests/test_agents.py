@@ -163,7 +163,13 @@ def test_train_defaults_to_maskable_ppo_and_its_configs_length(tmp_path, monkeyp
 def test_a_short_training_run_beats_random_by_a_clear_margin(tmp_path):
     sc_over = ["horizon_days=60", "population.entry_spread_days=0"]
     run = train(
-        "default", "maskable_ppo", 120_000, seed=0, out=tmp_path, overrides=sc_over, train_overrides=["eval_every_steps=60000", "eval_debtors=1500", "select_top=null"]
+        "default",
+        "maskable_ppo",
+        120_000,
+        seed=0,
+        out=tmp_path,
+        overrides=sc_over,
+        train_overrides=["eval_every_steps=60000", "eval_debtors=1500", "select_top=null"],
     )
     sc = load_scenario("default", sc_over)
     learned = portfolio_kpis(run_portfolio(sc, LearnedPolicy(load_model("maskable_ppo", run.root / "best" / "model.zip")), 3000, 20_000))
@@ -284,7 +290,12 @@ def test_tune_resumes_a_study_and_writes_the_best_params(tmp_path):
 def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
     from experiments.leaderboard import leaderboard, markdown
 
-    kw = {"debtors": 300, "seeds": (0,), "log": lambda _m: None, "train_overrides": ["n_slots=32", "eval_debtors=100", "eval_every_steps=512", "select_top=null"]}
+    kw = {
+        "debtors": 300,
+        "seeds": (0,),
+        "log": lambda _m: None,
+        "train_overrides": ["n_slots=32", "eval_debtors=100", "eval_every_steps=512", "select_top=null"],
+    }
     t1 = leaderboard(["default"], ["maskable_ppo"], 1024, tmp_path, **kw)
     runs = list(tmp_path.glob("default__maskable_ppo__0__*"))
     assert len(runs) == 1

@@ -37,7 +37,15 @@ def learned_artifact(tmp_path_factory):
     from agents.train import train
 
     root = tmp_path_factory.mktemp("learned")
-    tiny = ["n_slots=32", "n_steps=8", "batch_size=128", "eval_every_steps=512", "checkpoint_every_steps=100000", "eval_debtors=100", "select_top=null"]
+    tiny = [
+        "n_slots=32",
+        "n_steps=8",
+        "batch_size=128",
+        "eval_every_steps=512",
+        "checkpoint_every_steps=100000",
+        "eval_debtors=100",
+        "select_top=null",
+    ]
     run = train("default", "maskable_ppo", 512, seed=0, out=root / "runs", train_overrides=tiny).root
     return export(str(run), root / "artifact", eval_debtors=200)
 

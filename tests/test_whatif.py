@@ -304,7 +304,13 @@ def test_policies_can_be_artifacts_or_retrained_per_variant(tmp_path):
             variants={"base": {}, "sms_x3": {"channels.sms.cost_eur": "x3"}},
             policies=[
                 str(art),
-                {"train": {"algo": "maskable_ppo", "timesteps": 512, "overrides": ["n_slots=16", "eval_debtors=50", "eval_every_steps=256", "select_top=null"]}},
+                {
+                    "train": {
+                        "algo": "maskable_ppo",
+                        "timesteps": 512,
+                        "overrides": ["n_slots=16", "eval_debtors=50", "eval_every_steps=256", "select_top=null"],
+                    }
+                },
             ],
             seeds=1,
             debtors=200,
