@@ -81,7 +81,14 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     policy = resolve_policy(args.policy)
     update, close = _progress(f"simulate {sc.name}/{args.policy}", not args.no_progress)
     try:
-        world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
+        if args.log_decisions is not None:  # the policy samples with known propensities
+            from experiments.decision_log import log_run
+
+            world, _ = log_run(
+                sc, args.policy, args.debtors, args.seed, args.log_decisions, epsilon=args.epsilon, horizon_days=args.days, progress=update
+            )
+        else:
+            world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
     finally:
         close()
     kpis = portfolio_kpis(world)
@@ -108,6 +115,8 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
         recovery_curves({args.policy: recovery_curve(world)}, out / "recovery.png", f"{sc.name}: cumulative recovery ({args.debtors:,} debtors)")
         write_json(out / "kpis.json", result)
         result["files"] = [str(out / f) for f in ("events.parquet", "accounts.parquet", "truth.parquet", "recovery.png", "kpis.json")]
+    if args.log_decisions is not None:
+        result.setdefault("files", []).append(f"{args.log_decisions} (decisions.parquet and the outcomes in the history format)")
     return result
 
 
@@ -629,6 +638,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--days", type=_positive_int, default=None, help="horizon in days per debtor (default: the scenario's)")
     s.add_argument("--out", default=None, help="directory for events.parquet, recovery.png and kpis.json")
     s.add_argument("--json", action="store_true", help="print the KPIs as one JSON object")
+    s.add_argument(
+        "--log-decisions", default=None, metavar="DIR", help="write each decision with its propensities, and the outcomes (history format), to DIR"
+    )
+    s.add_argument("--epsilon", type=float, default=0.0, help="--log-decisions: share of uniformly random allowed actions mixed into the policy")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
