@@ -616,6 +616,55 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_BAD_INPUT
 
 
+# ------------------------------------------------------------------ off-policy evaluation
+
+
+def cmd_ope(args: argparse.Namespace) -> int:
+    from experiments import ope
+
+    if args.action == "bench":
+        sc = load_scenario(args.scenario, args.set or [])
+        targets = tuple(args.policy or ope.BENCH_TARGETS) + tuple(args.learner or ())
+        result = ope.bench(
+            sc,
+            logger=args.logger,
+            epsilon=args.epsilon,
+            targets=targets,
+            repetitions=args.repetitions,
+            debtors=args.debtors,
+            horizon_days=args.days,
+            seed=args.seed,
+            bootstrap=args.bootstrap,
+            reward_days=args.reward_days,
+            progress=not args.no_progress,
+        )
+        if args.out:
+            write_json(Path(args.out) / "bench.json", result)
+            (Path(args.out) / "bench.md").write_text(ope.bench_markdown(result))
+        print(json.dumps(clean_json({k: v for k, v in result.items() if k != "rows"})) if args.json else ope.bench_markdown(result))
+        return 0
+    if not args.logs:
+        raise UsageError("ope needs --logs DIR (a folder written by `collectrl simulate --log-decisions`, or a server log with outcomes)")
+    out = Path(args.out) if args.out else Path(args.logs) / "ope"
+    summary = ope.run_ope(
+        args.logs,
+        args.policy or [],
+        out,
+        champion=args.champion,
+        estimator=args.estimator,
+        reward_days=args.reward_days,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        profile=args.profile,
+    )
+    if args.json:
+        print(json.dumps(clean_json(summary)))
+        return 0
+    print((out / "report.md").read_text().split("## Verdict", 1)[1].strip())
+    print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'ope.json'}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -763,6 +812,29 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="export: the tables' file format")
     hs.add_argument("--json", action="store_true", help="validate: print the report as JSON")
     hs.set_defaults(func=cmd_history)
+
+    op = sub.add_parser("ope", help="off-policy evaluation of policies on decision logs (or `ope bench`: the estimators checked against the truth)")
+    op.add_argument("action", nargs="?", choices=("bench",), help="bench: log, estimate and compare with the simulator's true values")
+    op.add_argument("--logs", default=None, help="folder with decisions.parquet / decisions.jsonl and the outcomes (history format)")
+    op.add_argument("--policy", action="append", help="policy to evaluate: registered id or exported artifact (repeatable); bench: the targets")
+    op.add_argument("--champion", default=None, help="compare with this policy (default: the logging policy's own value)")
+    op.add_argument("--estimator", default="dr", help="estimator of the verdict (ips, snips, dm, dr, dr_shrink, wpdis, wdr, fqe)")
+    op.add_argument("--reward-days", type=_positive_int, default=14, help="days of payments credited to a decision")
+    op.add_argument("--bootstrap", type=_positive_int, default=200, help="bootstrap resamples of the accounts")
+    op.add_argument("--profile", default="us_reg_f", help="compliance profile for logs without the allowed-action mask")
+    op.add_argument("--out", default=None, help="report folder (default LOGS/ope); bench: where to write bench.json and bench.md")
+    op.add_argument("--scenario", default="default", help="bench: the preset")
+    op.add_argument("--set", action="append", metavar="KEY=VALUE", help="bench: scenario override (repeatable)")
+    op.add_argument("--logger", default="static_ladder", help="bench: the logging policy (registered id or artifact)")
+    op.add_argument("--epsilon", type=float, default=0.1, help="bench: the logger's share of uniformly random allowed actions")
+    op.add_argument("--learner", action="append", help="bench: an exported learner artifact to add to the targets (optional, repeatable)")
+    op.add_argument("--repetitions", type=_positive_int, default=20)
+    op.add_argument("--debtors", type=_positive_int, default=2000, help="bench: debtors per repetition")
+    op.add_argument("--days", type=_positive_int, default=None, help="bench: horizon days")
+    op.add_argument("--seed", type=_seed, default=0)
+    op.add_argument("--json", action="store_true")
+    op.add_argument("--no-progress", action="store_true")
+    op.set_defaults(func=cmd_ope)
 
     pl = sub.add_parser("policies", help="list the registered policies with their versions")
     pl.set_defaults(func=cmd_policies)

@@ -201,10 +201,20 @@ class LoggingPolicy:
     """Runs ``target`` in the simulator sampling from its probabilities (with a share ``epsilon`` of
     uniformly random allowed actions), and records every decision of every open account."""
 
-    def __init__(self, target: TargetPolicy, epsilon: float = 0.0, seed: int = 0, arm: str | None = None) -> None:
+    def __init__(
+        self,
+        target: TargetPolicy,
+        epsilon: float = 0.0,
+        seed: int = 0,
+        arm: str | None = None,
+        probe: TargetPolicy | None = None,
+        probe_share: float = 0.0,
+    ) -> None:
         if not 0 <= epsilon <= 1:
             raise UsageError(f"epsilon must be in [0, 1], got {epsilon}")
         self.target, self.epsilon, self.seed, self.arm = target, float(epsilon), int(seed), arm
+        # a probe (the OPE bench's ground truth): a share of decisions made by another policy, flagged
+        self.probe, self.probe_share = probe, float(probe_share)
         self.policy_id, self.version = target.policy_id, target.version
         self.rng_ = np.random.default_rng(seed)
         self.parts_: list[dict[str, Any]] = []
@@ -224,6 +234,10 @@ class LoggingPolicy:
         v, m = views.take(rows), mask[rows]
         dist = mix(self.target.dist(v, m), self.epsilon)
         actions = sample(dist, self.rng_)
+        flags = np.zeros(len(rows), dtype=bool)
+        if self.probe is not None:
+            flags = self.rng_.random(len(rows)) < self.probe_share
+            actions[flags] = sample(self.probe.dist(v.take(np.flatnonzero(flags)), m[flags]), self.rng_)
         out[rows] = actions
         self.parts_.append(
             {
@@ -235,9 +249,14 @@ class LoggingPolicy:
                 "epsilon": dist.epsilon.astype(np.float64),
                 "allowed": m.copy(),
                 "views": v,
+                "probe": flags,
             }
         )
         return out
+
+    def probe_flags(self) -> np.ndarray:
+        """Which recorded decisions the probe made (in the order of :meth:`table`)."""
+        return np.concatenate([p["probe"] for p in self.parts_])
 
     def table(self) -> Decisions:
         if not self.parts_:

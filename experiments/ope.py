@@ -68,6 +68,8 @@ _CROSSED = (
 )
 _CROSS_IDX = np.array([FEATURE_NAMES.index(n) for n in _CROSSED])
 RIDGE = 1.0
+BENCH_TARGETS = ("static_ladder", "segment_journeys", "digital_first", "random", "no_contact")
+PROBE_SHARE = 0.1  # the bench's one-decision truth: the share of decisions the target makes in the probe run
 
 
 # ------------------------------------------------------------------ the logged data
@@ -645,14 +647,47 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def simulate_logged(scenario: Any, policy: str, debtors: int, seed: int, epsilon: float, horizon_days: int | None, reward_days: int) -> Logged:
-    """A logged run in memory: ``policy`` sampling (with ``epsilon``) on the debtors and luck of ``seed``."""
+def simulate_logged(
+    scenario: Any,
+    policy: str,
+    debtors: int,
+    seed: int,
+    epsilon: float,
+    horizon_days: int | None,
+    reward_days: int,
+    probe: str | None = None,
+    probe_share: float = 0.0,
+) -> Logged:
+    """A logged run in memory: ``policy`` sampling (with ``epsilon``) on the debtors and luck of
+    ``seed``. With a ``probe``, a share ``probe_share`` of the decisions is made by the probe policy
+    instead, and only those decisions are returned (the one-decision ground truth of the bench)."""
     from experiments.decision_log import LoggingPolicy, history_of
     from sim.runner import run_portfolio
 
-    logger = LoggingPolicy(TargetPolicy(policy), epsilon, seed)
+    logger = LoggingPolicy(TargetPolicy(policy), epsilon, seed, probe=TargetPolicy(probe) if probe else None, probe_share=probe_share)
     world = run_portfolio(scenario, logger, debtors, seed, horizon_days=horizon_days, record_events=True)  # type: ignore[arg-type]
-    return join(logger.table(), history_of(world, {"source": "ope bench", "seed": seed}), reward_days)
+    table = logger.table()
+    history = history_of(world, {"source": "ope bench", "seed": seed})
+    if probe:
+        table = table.take(np.flatnonzero(logger.probe_flags()))
+    return join(table, history, reward_days)
+
+
+def one_decision_truth(
+    scenario: Any,
+    logger: str,
+    epsilon: float,
+    target: str,
+    debtors: int,
+    seed: int,
+    horizon_days: int | None,
+    reward_days: int,
+    share: float = PROBE_SHARE,
+) -> float:
+    """What the per-decision estimators estimate: the mean reward when ``target`` makes one decision
+    on the logger's accounts and the logger the rest. Measured by letting ``target`` make a small
+    random share of the decisions (a continuation that is the logger's but for that share)."""
+    return float(simulate_logged(scenario, logger, debtors, seed, epsilon, horizon_days, reward_days, target, share).reward.mean())
 
 
 def bench(
@@ -660,13 +695,14 @@ def bench(
     *,
     logger: str = "static_ladder",
     epsilon: float = 0.1,
-    targets: tuple[str, ...] = ("static_ladder", "segment_journeys", "digital_first", "random", "no_contact"),
+    targets: tuple[str, ...] = BENCH_TARGETS,
     repetitions: int = 20,
     debtors: int = 2000,
     horizon_days: int | None = None,
     seed: int = 0,
     bootstrap: int = BOOTSTRAP,
     reward_days: int = REWARD_DAYS,
+    truth_debtors: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Log ``logger`` (with ``epsilon``) and estimate every target's value, ``repetitions`` times on
@@ -674,10 +710,15 @@ def bench(
     Per estimator: bias, RMSE, interval coverage and the rank correlation of the targets."""
     from tqdm import tqdm
 
-    target_objs = [TargetPolicy(t) for t in targets]  # names checked before any simulation
-    del target_objs
+    for t in targets:
+        TargetPolicy(t)  # names checked before any simulation
+    bar = tqdm(total=(repetitions + 1) * (len(targets) + 1) - 1, desc="ope bench", unit="run", disable=not progress, leave=False)
+    # the per-decision estimand is a population quantity: one large probe run per target, on its own debtors
+    one_step = {}
+    for t in targets:
+        one_step[t] = one_decision_truth(scenario, logger, epsilon, t, truth_debtors or 4 * debtors, seed + 1_000_003, horizon_days, reward_days)
+        bar.update()
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=repetitions * (len(targets) + 1), desc="ope bench", unit="run", disable=not progress, leave=False)
     for rep in range(repetitions):
         s = seed + rep
         data = simulate_logged(scenario, logger, debtors, s, epsilon, horizon_days, reward_days)
@@ -687,10 +728,21 @@ def bench(
             truth = simulate_logged(scenario, t, debtors, s, 0.0, horizon_days, reward_days)
             bar.update()
             res = evaluate_target(fit, TargetPolicy(t), t)
-            true = {"decision": float(truth.reward.mean()), "account": truth.account_value}
+            true = {"decision": one_step[t], "account": truth.account_value}
             for name, e in res.estimates.items():
                 level = "account" if name in ACCOUNT_ESTIMATORS else "decision"
-                rows.append({"rep": rep, "target": t, "estimator": name, "value": e.value, "low": e.low, "high": e.high, "truth": true[level]})
+                rows.append(
+                    {
+                        "rep": rep,
+                        "target": t,
+                        "estimator": name,
+                        "value": e.value,
+                        "low": e.low,
+                        "high": e.high,
+                        "truth": true[level],
+                        "on_policy_truth": float(truth.reward.mean()) if level == "decision" else truth.account_value,
+                    }
+                )
             rows.append({"rep": rep, "target": t, "estimator": "_diag", **res.diagnostics, "truth": true["account"]})
     bar.close()
     return {
@@ -702,6 +754,7 @@ def bench(
         "debtors": debtors,
         "seed": seed,
         "reward_days": reward_days,
+        "one_decision_truth": one_step,
         "table": bench_table(rows, list(targets), repetitions),
         "rows": [r for r in rows if r["estimator"] != "_diag"],
     }
@@ -744,7 +797,6 @@ def bench_markdown(result: dict[str, Any]) -> str:
     ]
     for name, m in result["table"].items():
         level = "account" if name in ACCOUNT_ESTIMATORS else "decision"
-        lines.append(
-            f"| {LABELS[name]} | {level} | {m['mean_abs_bias']:.2f} | {m['mean_rel_bias']:.1%} | {m['rmse']:.2f} | {m['coverage']:.0%} | {m['spearman']:.2f} |"
-        )
+        cells = f"{m['mean_abs_bias']:.2f} | {m['mean_rel_bias']:.1%} | {m['rmse']:.2f} | {m['coverage']:.0%} | {m['spearman']:.2f}"
+        lines.append(f"| {LABELS[name]} | {level} | {cells} |")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import ope
 from experiments.cli import main
 from experiments.decision_log import Dist, TargetPolicy, log_run, point_mass, read_decisions, sample
 from experiments.errors import EXIT_BAD_INPUT, UsageError
@@ -132,3 +133,114 @@ def test_simulate_log_decisions_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (out / "decisions.parquet").exists() and (out / "payments.parquet").exists()
     assert main(["simulate", "--debtors", "60", "--policy", "oracle", "--log-decisions", str(out), "--no-progress"]) == EXIT_BAD_INPUT
     assert "cannot re-score" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ estimators
+
+
+@pytest.fixture(scope="module")
+def random_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ope") / "random"
+    log_run(load_scenario("default", []), "random", 300, 5, out, horizon_days=60)
+    return out
+
+
+def test_the_logger_evaluated_on_its_own_logs_gets_its_logged_value(random_logs: Path) -> None:
+    data = ope.load_logs(random_logs)
+    fit = ope.Fitted.of(data, seed=1, bootstrap=100)
+    res = ope.evaluate_target(fit, TargetPolicy("random"))
+    logged = ope.logged_value(fit)
+    e = res.estimates
+    # weights are exactly 1: the importance-sampling estimates are the observed means, bit for bit up to rounding
+    assert res.diagnostics["ess_share"] == pytest.approx(1.0)
+    for name in ("ips", "snips"):
+        assert e[name].value == pytest.approx(logged["decision"].value, rel=1e-9)
+    assert e["wpdis"].value == pytest.approx(logged["account"].value, rel=1e-9)
+    # the doubly robust estimates add a mean-zero correction: close, well inside the interval
+    half = (logged["decision"].high - logged["decision"].low) / 2
+    assert abs(e["dr"].value - logged["decision"].value) < 0.1 * half
+    assert e["dr"].low < logged["decision"].value < e["dr"].high
+    assert e["wdr"].low < logged["account"].value < e["wdr"].high
+
+
+def test_ips_and_dr_cover_a_known_value_on_logged_views(random_logs: Path) -> None:
+    """Logged views and masks, actions from the uniform logger, rewards from a known function of the
+    action: the true value of any target is known exactly; IPS is unbiased and must cover it."""
+    base = ope.load_logs(random_logs)
+    d = base.decisions
+    n = len(d)
+    uniform = Dist(np.zeros((n, 19)), np.ones(n), d.allowed)
+    channel_value = np.array([1.0, 3.0, 1.0, 0.5, 0.5, 6.0, 9.0])  # EUR by channel: wait, sms, ..., call
+    targets = ("no_contact", "static_ladder")
+    dists = {t: TargetPolicy(t).dist(d.views, d.allowed) for t in targets}
+    truth = {t: float((dists[t].expected_onehots()[:, :7] @ channel_value).mean()) for t in targets}
+    covered = 0
+    errors: dict[str, list[list[float]]] = {t: [] for t in targets}
+    for rep in range(10):
+        rng = np.random.default_rng(rep)
+        actions = sample(uniform, rng)
+        reward = channel_value[actions[:, 0]] + rng.normal(0, 2.0, n)
+        logged = d.take(np.arange(n))
+        logged.actions, logged.probs, logged.epsilon, logged.propensity = actions, uniform.probs, uniform.epsilon, uniform.prob(actions)
+        fit = ope.Fitted.of(ope.Logged(logged, base.account, reward, reward, base.n_accounts, base.x), rep, 200)
+        for t in targets:
+            e = ope.evaluate_target(fit, TargetPolicy(t)).estimates
+            covered += t == "no_contact" and e["ips"].low <= truth[t] <= e["ips"].high
+            errors[t].append([e[k].value - truth[t] for k in ("ips", "snips", "dr")])
+    assert covered >= 8  # 95 % intervals, 10 repetitions
+    wait = np.array(errors["no_contact"])
+    assert (np.abs(wait.mean(axis=0)) < 4 * wait.std(axis=0) / np.sqrt(10) + 1e-9).all()
+    # the ladder contacts rarely and on one action in hundreds: IPS is noisy there, while the doubly
+    # robust estimate (the reward is linear in the channel, so the model is right) stays close
+    ladder = np.array(errors["static_ladder"])
+    assert ladder.std(axis=0)[2] < 0.5 * ladder.std(axis=0)[0]
+    assert abs(ladder[:, 2].mean()) < 0.05 * truth["static_ladder"]
+
+
+def test_bench_small(capsys: pytest.CaptureFixture[str]) -> None:
+    sc = load_scenario("default", [])
+    r = ope.bench(
+        sc, targets=("static_ladder", "no_contact"), repetitions=2, debtors=150, horizon_days=40, bootstrap=50, truth_debtors=300, progress=False
+    )
+    assert set(r["table"]) == set(ope.DECISION_ESTIMATORS + ope.ACCOUNT_ESTIMATORS)
+    for m in r["table"].values():
+        assert 0 <= m["coverage"] <= 1 and m["rmse"] >= m["mean_abs_bias"] - 1e-9
+    acc = {row["target"]: row["truth"] for row in r["rows"] if row["estimator"] == "fqe" and row["rep"] == 0}
+    assert acc["static_ladder"] > acc["no_contact"]  # the truth runs are the policies' own
+    assert "| doubly robust | decision |" in ope.bench_markdown(r)
+
+
+def test_verdicts_and_the_logging_needed() -> None:
+    rng = np.random.default_rng(0)
+    champ = ope.Estimate("dr", 10.0, 9.0, 11.0, 10 + rng.normal(0, 0.5, 400))
+    better = ope.Estimate("dr", 12.0, 11.0, 13.0, champ.boot + 2 + rng.normal(0, 0.2, 400))
+    unclear = ope.Estimate("dr", 10.5, 9.0, 12.0, champ.boot + 0.5 + rng.normal(0, 0.5, 400))
+    assert ope.verdict("b", "c", "dr", better, champ, 1000).word == "better"
+    assert ope.verdict("w", "c", "dr", champ, better, 1000).word == "worse"
+    v = ope.verdict("u", "c", "dr", unclear, champ, 1000)
+    assert v.word == "cannot tell" and v.low < 0 < v.high
+    # the interval narrows as 1/sqrt(n): the decisions needed make its half-width the difference
+    half = (v.high - v.low) / 2
+    assert v.more_decisions == pytest.approx(1000 * (half / v.diff) ** 2 - 1000, rel=0.01)
+    assert "cannot tell" in v.sentence()
+    assert ope.spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 30, 20, 40])) == pytest.approx(0.8)
+
+
+def test_ope_cli_writes_a_report_with_a_verdict(logs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    assert main(["ope", "--logs", str(logs), "--policy", "segment_journeys", "--policy", "no_contact", "--out", str(out), "--bootstrap", "50"]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Verdict" in md and "segment_journeys" in md and md.count("| `no_contact` |") == 3
+    assert "<table>" in (out / "report.html").read_text() and (out / "estimates.png").stat().st_size > 1000
+    summary = json.loads((out / "ope.json").read_text())
+    assert {v["word"] for v in summary["verdicts"]} <= {"better", "worse", "cannot tell"}
+    capsys.readouterr()
+    for argv, needle in (
+        (["ope", "--logs", str(tmp_path / "none"), "--policy", "random"], "is not a folder"),
+        (["ope", "--logs", str(logs), "--policy", "nope"], "unknown policy"),
+        (["ope", "--logs", str(logs), "--policy", "oracle"], "cannot re-score"),
+        (["ope", "--logs", str(logs)], "at least one --policy"),
+        (["ope", "--logs", str(logs), "--policy", "random", "--estimator", "magic"], "unknown estimator"),
+    ):
+        assert main(argv) == EXIT_BAD_INPUT, argv
+        assert needle in capsys.readouterr().err
