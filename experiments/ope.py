@@ -66,8 +66,19 @@ _CROSSED = (
     "plan_active",
     "app_user",
 )
-_CROSS_IDX = np.array([FEATURE_NAMES.index(n) for n in _CROSSED])
+# money features: a debtor's value scales with what is still owed, which the (scale-free) policy features do not carry
+MONEY_FEATURES = ("outstanding_k", "outstanding_k_x_days_left", "outstanding_k_x_score", "outstanding_k_x_promise", "outstanding_k_x_plan")
+_NAMES = (*FEATURE_NAMES, *MONEY_FEATURES)
+_CROSS_IDX = np.array([_NAMES.index(n) for n in (*_CROSSED, "outstanding_k", "outstanding_k_x_score")])
+
+
+def money_features(v: Any) -> np.ndarray:
+    o = v.outstanding_eur / 1000.0
+    return np.stack([o, o * v.days_left / 365.0, o * v.behaviour_score, o * v.promise_active, o * v.plan_active], axis=1)  # type: ignore[no-any-return]
+
+
 RIDGE = 1.0
+FQE_MAX_ITER = 300
 BENCH_TARGETS = ("static_ladder", "segment_journeys", "digital_first", "random", "no_contact")
 PROBE_SHARE = 0.1  # the bench's one-decision truth: the share of decisions the target makes in the probe run
 
@@ -144,7 +155,7 @@ def join(decisions: Decisions, history: Any, reward_days: int = REWARD_DAYS) -> 
     last = np.append(acc[1:] != acc[:-1], True)
     upto = np.where(last, np.int64(1 << 24), nxt_day)
     step = _window_sums(*pays, acc, day, upto) - _window_sums(*costs, acc, day, upto)
-    x = encode(d.views).astype(np.float64)
+    x = np.hstack([encode(d.views).astype(np.float64), money_features(d.views)])
     return Logged(d, acc, reward, step, len(used), x, reward_days)
 
 
@@ -325,18 +336,30 @@ def _padded(data: Logged, values: np.ndarray, fill: float) -> np.ndarray:
 
 
 def fqe(fit: Fitted, target_onehots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted Q evaluation with a linear Q(x, a) = phi . beta: the iteration beta <- ridge(phi, r +
-    V(next)), V = E_pi Q, solved at its fixed point in one step (LSTD-Q):
-    (phi'phi + ridge - phi' E_pi phi(next)) beta = phi' r. Returns (Q at the logged actions,
-    V under the target) per decision."""
+    """Fitted Q evaluation with a linear Q(x, a) = phi . beta: iterate beta <- ridge(phi, r + V(next)),
+    V = E_pi Q clipped to what an account can be worth (no more than it still owes, no less than the
+    most any account spent on contacts): a linear model extrapolates, and over a long horizon
+    without discounting its errors compound. Returns (Q at the logged actions, V under the target)."""
     data = fit.data
     nxt = data.next_row
-    rows = np.flatnonzero(nxt >= 0)
-    nxt_phi = fit.feats.matrix(target_onehots[nxt[rows]], nxt[rows])
+    has_next = nxt >= 0
     pen = np.r_[0.0, np.full(len(fit.gram) - 1, RIDGE)]
-    a = fit.gram + np.diag(pen) + 1e-9 * len(data) * np.eye(len(fit.gram)) - fit.phi[rows].T @ nxt_phi
-    beta = np.linalg.solve(a, fit.phi.T @ data.step_reward)
-    return fit.phi @ beta, fit.feats.predict(beta, target_onehots)
+    solve = np.linalg.inv(fit.gram + np.diag(pen) + 1e-9 * len(data) * np.eye(len(fit.gram)))
+    upper = data.decisions.views.outstanding_eur
+    spent = np.minimum(data.step_reward, 0.0)
+    lower = float(np.bincount(data.account, weights=spent, minlength=data.n_accounts).min())
+    v = np.zeros(len(data))
+    scale = max(1.0, float(np.abs(data.step_reward).mean()))
+    beta = np.zeros(len(fit.gram))
+    for _ in range(FQE_MAX_ITER):
+        y = data.step_reward + np.where(has_next, v[np.maximum(nxt, 0)], 0.0)
+        beta = solve @ (fit.phi.T @ y)
+        v_new = np.clip(fit.feats.predict(beta, target_onehots), lower, upper)
+        done = float(np.abs(v_new - v).max()) < 1e-3 * scale
+        v = v_new
+        if done:
+            break
+    return np.clip(fit.phi @ beta, lower, upper), v
 
 
 def evaluate_target(fit: Fitted, target: TargetPolicy, name: str | None = None) -> TargetResult:
