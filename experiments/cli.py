@@ -579,6 +579,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds or 8)
     elif args.what == "experiment":
         result = perf.perf_experiment(args.debtors or 8000)
+    elif args.what == "ope":
+        result = perf.perf_ope(args.scenario, args.debtors or 20_000, args.days, args.seed)
     else:
         if not args.artifact:
             raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
@@ -843,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "ope"))
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")

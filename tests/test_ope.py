@@ -244,3 +244,12 @@ def test_ope_cli_writes_a_report_with_a_verdict(logs: Path, tmp_path: Path, caps
     ):
         assert main(argv) == EXIT_BAD_INPUT, argv
         assert needle in capsys.readouterr().err
+
+
+def test_perf_ope_small() -> None:
+    from experiments.perf import perf_ope
+
+    r = perf_ope(debtors=150, days=30)
+    assert r["accounts"] == 150 and r["decisions"] > 150
+    assert r["per_decision_seconds"] > 0 and r["sequential_seconds"] >= r["per_decision_seconds"] * 0.5
+    assert r["ratio_per_decision_to_sim"] == pytest.approx(r["per_decision_seconds"] / r["sim_seconds"], rel=0.05, abs=0.01)
