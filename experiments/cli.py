@@ -667,6 +667,19 @@ def cmd_ope(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from experiments.dataset import write_dataset
+
+    result = write_dataset(args.scenario, args.policy, args.episodes, args.out, seed=args.seed, dataset_id=args.dataset_id)
+    print(
+        json.dumps(result)
+        if args.json
+        else f"wrote {result['dataset_id']} ({args.episodes:,} episodes) under {result['path']}: "
+        f"load it with MINARI_DATASETS_PATH={result['path']} and minari.load_dataset({result['dataset_id']!r})"
+    )
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -837,6 +850,16 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--json", action="store_true")
     op.add_argument("--no-progress", action="store_true")
     op.set_defaults(func=cmd_ope)
+
+    ds = sub.add_parser("dataset", help="episodes of collectrl/Debtor-v0 under a policy as a Minari dataset (offline RL)")
+    ds.add_argument("--scenario", default="default")
+    ds.add_argument("--policy", default="static_ladder", help="registered rule or exported artifact; it samples from its own probabilities")
+    ds.add_argument("--episodes", type=_positive_int, default=1000)
+    ds.add_argument("--out", required=True, help="Minari datasets folder to write into")
+    ds.add_argument("--dataset-id", default=None, help="namespace/env/name-vN (default collectrl/SCENARIO/POLICY-v0)")
+    ds.add_argument("--seed", type=_seed, default=0)
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_dataset)
 
     pl = sub.add_parser("policies", help="list the registered policies with their versions")
     pl.set_defaults(func=cmd_policies)
