@@ -272,3 +272,40 @@ def test_minari_dataset_loads_with_propensities(tmp_path: Path, monkeypatch: pyt
     assert ds.recover_environment().spec.id == "collectrl/Debtor-v0"
     assert r["ref_max_score"] > r["ref_min_score"]  # the oracle beats the ladder
     assert main(["dataset", "--policy", "oracle", "--episodes", "1", "--out", str(tmp_path)]) == EXIT_BAD_INPUT
+
+
+@pytest.fixture(scope="module")
+def learned_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A barely trained MaskablePPO, exported: a learner that logs its own softmax probabilities."""
+    from agents.export import export
+    from agents.train import train
+
+    root = tmp_path_factory.mktemp("learned")
+    tiny = [
+        "n_slots=32",
+        "n_steps=8",
+        "batch_size=128",
+        "eval_every_steps=512",
+        "checkpoint_every_steps=100000",
+        "eval_debtors=100",
+        "select_top=null",
+    ]
+    run = train("default", "maskable_ppo", 512, seed=0, out=root / "runs", train_overrides=tiny).root
+    return Path(export(str(run), root / "artifact", eval_debtors=100))
+
+
+def test_an_exported_learner_logs_its_own_probabilities(learned_artifact: Path, tmp_path: Path) -> None:
+    from policies.decision import masked_probabilities
+    from policies.features import encode
+    from policies.runtime import load
+
+    out = tmp_path / "ppo"
+    log_run(load_scenario("default", []), str(learned_artifact), 100, 4, out, horizon_days=30)
+    d = read_decisions(out)
+    assert set(d.policy_id.tolist()) != {"static_ladder"} and (d.epsilon == 0).all()
+    heads = np.concatenate(masked_probabilities(load(learned_artifact).scores(encode(d.views)), d.allowed), axis=1)
+    assert np.allclose(d.probs, heads)  # what was logged is the artifact's own softmax on the logged view
+    assert (d.propensity < 1).mean() > 0.9
+    fit = ope.Fitted.of(ope.load_logs(out), 0, 50)
+    res = ope.evaluate_target(fit, TargetPolicy(str(learned_artifact)), sequential=False)
+    assert res.estimates["snips"].value == pytest.approx(ope.logged_value(fit)["decision"].value, rel=1e-9)
