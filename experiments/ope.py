@@ -231,13 +231,15 @@ class Fitted:
         feats = Features(data.x)
         phi = feats.matrix(onehots(data.decisions.actions))
         fold = rng.permutation(data.n_accounts)[data.account] % 2
-        betas = []
+        grams, rhs = [], []
         for k in (0, 1):
-            other = fold != k  # fit on one half, predict the other
-            p = phi[other]
-            betas.append(ridge(p.T @ p, p.T @ data.reward[other], len(p)))
+            p = phi[fold == k]
+            grams.append(p.T @ p)
+            rhs.append(p.T @ data.reward[fold == k])
+        # fit on one half, predict the other; the two halves' Gram matrices add up to the whole one (FQE's)
+        betas = [ridge(grams[1 - k], rhs[1 - k], int((fold != k).sum())) for k in (0, 1)]
         counts = rng.multinomial(data.n_accounts, np.full(data.n_accounts, 1.0 / data.n_accounts), size=bootstrap).astype(np.float64)
-        return cls(data, feats, phi, fold, betas, phi.T @ phi, counts)
+        return cls(data, feats, phi, fold, betas, grams[0] + grams[1], counts)
 
     def q_logged(self) -> np.ndarray:
         """Cross-fitted reward predictions at the logged actions."""
