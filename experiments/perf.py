@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -16,6 +15,7 @@ import numpy as np
 
 import policies
 from experiments.errors import UsageError
+from experiments.served import serving
 from experiments.whatif import Spec, cells, run_experiment
 from policies.features import encode
 from policies.records import records_from_views
@@ -292,46 +292,6 @@ def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
     p99_ms = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_s": rps, "p99_ms": p99_ms, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}
-
-
-@contextlib.contextmanager
-def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator[str]:
-    """Run ``collectrl serve ARTIFACT`` on a free port of 127.0.0.1 (with extra ``args``) until the
-    block ends, then stop it cleanly (SIGTERM, so buffered decision logs are flushed); yields the
-    base URL once ``/readyz`` answers, and raises if the server exits or is not ready in time."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import tempfile
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "experiments.cli", "serve", artifact, "--host", "127.0.0.1", "--port", str(port), *args]
-    errors = tempfile.TemporaryFile("w+")  # noqa: SIM115  (a file, not a pipe: a chatty server never blocks; closed below)
-    proc = subprocess.Popen(cmd, stderr=errors, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_within_s
-        while True:
-            if proc.poll() is not None:
-                errors.seek(0)
-                raise RuntimeError(f"collectrl serve exited with code {proc.returncode}: {errors.read().strip()}")
-            try:
-                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"collectrl serve was not ready on {base} within {ready_within_s:.0f} s") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-        errors.close()
 
 
 def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:

@@ -13,7 +13,6 @@ propensity, time); the log is flushed on a clean shutdown.
 from __future__ import annotations
 
 import gc
-import hashlib
 import hmac
 import json
 import threading
@@ -29,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from policies.hashing import view_hash
 from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError, parse_record, views_from_rows
 from policies.runtime import Decision, DecisionFunction, load
 from policies.schema import CONTACT_CHANNEL_NAMES, PRODUCT_NAMES
@@ -94,12 +94,6 @@ class DecisionLog:
                 self._f.flush()
                 self._f.close()
                 self._f = None
-
-
-def _view_hash(view: dict[str, Any]) -> str:
-    """A digest of the validated view (defaults filled in, account id left out): the same account
-    state gives the same hash however the request spelled it."""
-    return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 class _Unprocessable(Exception):
@@ -244,7 +238,7 @@ def create_app(
                     "request_id": request_id,
                     "policy_id": policy_id,
                     "account_id": body["account_id"],
-                    "view_hash": _view_hash(view),
+                    "view_hash": view_hash(view),
                     "decision": {k: body[k] for k in ("channel", "window", "tone", "offer")},
                     "propensity": d.propensity,
                     "reason": d.reason,
