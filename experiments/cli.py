@@ -727,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="train (or reuse) every learner and score every policy on every preset (fixed protocol)")
     lb.add_argument("--scenarios", default="default,telecom,late_stage")
     lb.add_argument("--algos", default="maskable_ppo,ppo,a2c,dqn", help="learners to train or reuse")
-    lb.add_argument("--timesteps", type=_positive_int, default=2_000_000, help="training debtor-days per learner")
+    lb.add_argument("--timesteps", type=_positive_int, default=None, help="training debtor-days per learner (default: each learner's shipped config)")
     lb.add_argument("--runs", default="runs/leaderboard", help="where learner runs are kept and reused")
     lb.add_argument("--out", default="runs/leaderboard", help="where leaderboard.md and leaderboard.json go")
     lb.add_argument("--debtors", type=_positive_int, default=None, help="override the protocol's debtors (not comparable then)")
