@@ -585,6 +585,36 @@ def cmd_perf(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ history
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from experiments.dataset import make_dataset
+
+    update, close = _progress(f"dataset {args.scenario} / {args.policy}", not args.no_progress, unit="debtor")
+    try:
+        summary = make_dataset(
+            args.scenario,
+            args.policy,
+            args.episodes,
+            Path(args.out),
+            epsilon=args.epsilon,
+            seed=args.seed,
+            name=args.name,
+            ref_debtors=args.ref_debtors,
+            progress=None if update is None else (lambda done: update(done, args.episodes)),
+        )
+    finally:
+        close()
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(
+            f"wrote {summary.dataset_id} under {args.out}: {summary.episodes:,} episodes, {summary.steps:,} steps; mean return "
+            f"{summary.mean_return:.2f} EUR = normalised score {summary.normalised_score:.3f} (static ladder {summary.ref_min_score:.2f}, "
+            f"oracle {summary.ref_max_score:.2f}); smallest propensity {summary.min_propensity:.2g}\n"
+            f"load it with: MINARI_DATASETS_PATH={args.out} python -c \"import minari; print(minari.load_dataset('{summary.dataset_id}'))\""
+        )
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from experiments.history import HistoryUsageError, export_run
     from sim.history import validate
@@ -750,6 +780,19 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="export: the tables' file format")
     hs.add_argument("--json", action="store_true", help="validate: print the report as JSON")
     hs.set_defaults(func=cmd_history)
+
+    ds = sub.add_parser("dataset", help="a Minari dataset for offline RL: debtors under a logging policy with known propensities")
+    ds.add_argument("--scenario", default="default")
+    ds.add_argument("--policy", required=True, help="a registered id, a training run directory or an exported artifact")
+    ds.add_argument("--episodes", type=_positive_int, default=10_000, help="debtors (one episode each)")
+    ds.add_argument("--out", required=True, help="a Minari datasets folder (set MINARI_DATASETS_PATH to it to load)")
+    ds.add_argument("--epsilon", type=float, default=0.0, help="share of uniformly random allowed actions (needed for a deterministic policy)")
+    ds.add_argument("--name", default=None, help="the dataset's name in collectrl/SCENARIO/NAME-v0 (default: the policy's)")
+    ds.add_argument("--ref-debtors", type=_positive_int, default=20_000, help="debtors per seed for the reference scores (the leaderboard's)")
+    ds.add_argument("--seed", type=_seed, default=0)
+    ds.add_argument("--json", action="store_true")
+    ds.add_argument("--no-progress", action="store_true")
+    ds.set_defaults(func=cmd_dataset)
 
     pl = sub.add_parser("policies", help="list the registered policies with their versions")
     pl.set_defaults(func=cmd_policies)
