@@ -78,10 +78,20 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     from sim.runner import run_portfolio
 
     sc = load_scenario(args.scenario, args.set or [])
-    policy = resolve_policy(args.policy)
+    replay = args.policy.startswith("replay:")
+    if replay:  # the history's own contacts on its own accounts (experiments.calibrate)
+        from experiments import calibrate
+
+        history, _ = calibrate.open_replay(args.policy)
+        args.debtors = history.n_accounts
+    else:
+        policy = resolve_policy(args.policy)
     update, close = _progress(f"simulate {sc.name}/{args.policy}", not args.no_progress)
     try:
-        world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
+        if replay:
+            world = calibrate.replay(sc, history, args.seed, progress=update, record_events=args.out is not None)
+        else:
+            world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
     finally:
         close()
     kpis = portfolio_kpis(world)
@@ -521,6 +531,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.action in ("fit", "check"):
+        from experiments import calibrate
+
+        return calibrate.command(args)
     from sim.calibration import measure_all
 
     names = available_scenarios() if args.scenario == "all" else [args.scenario]
@@ -735,12 +749,26 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
-    c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")
+    c = sub.add_parser(
+        "calibrate",
+        help="figures: check a preset against the published figures it claims (exit 1 on a miss); fit: a scenario fitted to a history; "
+        "check: known-truth recovery of the fit",
+    )
+    c.add_argument("action", nargs="?", choices=("figures", "fit", "check"), default="figures")
+    c.add_argument("--scenario", default="all", help="figures: a preset, a .yaml path, or 'all'")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
-    c.add_argument("--debtors", type=_positive_int, default=20_000)
+    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check: debtors of each policy evaluation")
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--history", default=None, help="fit: the history folder")
+    c.add_argument("--base", default="default", help="fit, check: the preset the fitted scenario extends")
+    c.add_argument("--out", default=None, help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json")
+    c.add_argument("--logging-policy", default=None, help="fit: the policy that produced the history, if known (else its contacts are replayed)")
+    c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
+    c.add_argument("--perturbations", type=_positive_int, default=20, help="check: perturbed worlds")
+    c.add_argument("--accounts", type=_positive_int, default=50_000, help="check: accounts of each simulated history")
+    c.add_argument("--explore-share", type=float, default=0.05, help="check: share of random allowed actions of the logging ladder")
+    c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
     hs = sub.add_parser("history", help="a portfolio's history: export a simulated run into the history format, or validate a folder")
