@@ -58,6 +58,7 @@ STEP = 0.2  # how far each knob moves (in its own unit) for the slope replay
 MIN_TRIALS = 200  # a share resting on fewer observations (contacts, promises, ...) is not fitted
 MIN_EVENTS = 20  # ... nor one with fewer successes or failures than this
 NEWTON_STEPS = 4
+_INTEGER_KEYS = ("population.dpd_at_entry.min", "population.dpd_at_entry.max", "population.entry_spread_days")
 _CH = {name: i for i, name in enumerate(CONTACT_CHANNEL_NAMES)}
 _OUT = {name: i for i, name in enumerate(fmt.CONTACT_OUTCOMES)}
 _EV = {name: i for i, name in enumerate(fmt.EVENT_KINDS)}
@@ -712,8 +713,7 @@ def fit_history(
     overrides: dict[str, Any] = {}
     for e in population:
         path = tuple(e.key.split("."))
-        integer = _has(raw0, path) and isinstance(_get(raw0, path), int)
-        value: Any = int(e.value) if integer else float(e.value)
+        value: Any = int(e.value) if e.key in _INTEGER_KEYS else float(e.value)
         _set(raw, path, value)
         _set(overrides, path, value)
     for name in list(raw0["population"]["products"]):
@@ -1070,14 +1070,19 @@ def command(args: Any) -> int:
     if bar is not None:
         bar.close()
     path = write_scenario(f, args.out)
+    from experiments.calibrate_report import write_report
     from sim.config import load_scenario
 
-    load_scenario(str(path))  # the file loads as any scenario does
+    sc = load_scenario(str(path))  # the file loads as any scenario does
+    logging = make_policy(args.logging_policy) if args.logging_policy else None
+    report = write_report(f, load_history(args.history), sc, path.parent / f"{path.stem}_report", path, seed=args.seed + 100, logging=logging)
     if args.json:
-        print(json.dumps(clean_json(fit_summary(f) | {"scenario": str(path)})))
+        print(json.dumps(clean_json(fit_summary(f) | {"scenario": str(path), "report": [str(p) for p in report]})))
         return 0
     print(format_fit(f))
     print(f"wrote {path}")
+    for p in report:
+        print(f"wrote {p}")
     return 0
 
 

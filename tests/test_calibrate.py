@@ -128,3 +128,32 @@ def test_check_perturbs_every_knob_within_30_percent():
         ratio = truth[k.label()] / base if base else 1.0
         assert 0.7 - 1e-9 <= ratio <= 1.3 + 1e-9 or (k.unit == "rate" and truth[k.label()] == 1.0)
     assert raw["population"]["archetypes"]["forgetful"]["self_cure_per_day"] != raw0["population"]["archetypes"]["forgetful"]["self_cure_per_day"]
+
+
+def test_the_report_compares_history_and_fitted_world_with_a_verdict_per_figure(fitted, perturbed_history, tmp_path):
+    from experiments.calibrate_report import compare, write_report
+
+    h = H.read_history(perturbed_history)
+    path = cal.write_scenario(fitted, tmp_path / "fitted.yaml")
+    sc = load_scenario(str(path))
+    files = write_report(fitted, h, sc, tmp_path / "report", path, replays=1, logging=cal.make_policy(LOGGING))
+    md = (tmp_path / "report" / "report.md").read_text()
+    for figure in (
+        "recovery by month 6",
+        "response sms",
+        "response evening window",
+        "promise keeping",
+        "complaints per contact",
+        "opt-outs per contact",
+    ):
+        assert figure in md
+    assert '<img src="data:image/png;base64,' in (tmp_path / "report" / "report.html").read_text()
+    assert all(p.exists() for p in files)
+    rows, _, _ = compare(h, sc, replays=1, logging=cal.make_policy(LOGGING))
+    by = {r["figure"]: r for r in rows}
+    assert by["response sms (engaged / delivered)"]["verdict"] == "agrees"
+    # a world that answers texts far less often than the history did is caught
+    wrong = load_scenario(str(path), ["channels.sms.engage_logit=-3.0"])
+    rows, _, _ = compare(h, wrong, replays=1, logging=cal.make_policy(LOGGING))
+    by = {r["figure"]: r for r in rows}
+    assert by["response sms (engaged / delivered)"]["verdict"] == "differs: history higher"
