@@ -10,9 +10,12 @@ spreads) or normal intervals of a share.
 **Behaviour** keys are fitted by the method of simulated moments on the history's own decisions:
 each fitted key (a *knob*) is paired with one statistic of the history that it moves most (the
 delivery rate of a channel with its delivered share, the attention to a channel with its opened
-share, a channel's engagement logit with its engaged share, ...). The world *replays* the
-history: the same accounts (their observable fields as recorded, latent traits drawn from the
-candidate scenario) receive the same logged contacts on the same days (:class:`ReplayPolicy`).
+share, a channel's engagement logit with its engaged share, ...). The world simulates the
+history's accounts (their observable fields as recorded, latent traits drawn from the candidate
+scenario) under the history's decisions: the logging policy when it is known (closed loop), else
+a *replay* of the logged contacts on the same days (:class:`ReplayPolicy`, open loop; the
+statistics then count each account's contacts up to its first reaction only, see
+:func:`statistics`).
 A first pair of replays at the base values and at every knob moved by :data:`STEP` gives each
 knob's slope (common random numbers: the same seed, so the difference is the knob's effect, not
 luck); Newton steps ``knob += (g(observed) - g(simulated)) / slope`` (``g`` = logit of a share, log
