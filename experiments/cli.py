@@ -584,6 +584,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds or 8)
     elif args.what == "experiment":
         result = perf.perf_experiment(args.debtors or 8000)
+    elif args.what == "calibrate":
+        result = perf.perf_calibrate(args.scenario, args.debtors or 100_000, args.days, args.seed)
     else:
         if not args.artifact:
             raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
@@ -786,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "calibrate"))
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")
@@ -794,7 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=None, help="perf train / env: alternating rounds; the median ratio is reported (default 8 / 9)"
     )
     pf.add_argument("--scenario", default="default")
-    pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
+    pf.add_argument(
+        "--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000); perf calibrate: accounts (100000)"
+    )
     pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")
     pf.add_argument("--slots", type=_positive_int, default=16384, help="perf env: slots of the batched env")
     pf.add_argument("--seconds", type=float, default=4.0, help="perf env: seconds of each of the four measurements (over all rounds)")
