@@ -43,6 +43,7 @@ import numpy as np
 import yaml
 
 from experiments.errors import UsageError
+from experiments.io import write_json
 from experiments.resolve import resolve_policy
 from policies.fileio import atomic_write
 from policies.rules import RandomPolicy, StaticLadder
@@ -918,6 +919,7 @@ def check(
     seed: int = 0,
     replicates: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Known-truth recovery: for each of ``perturbations`` worlds (the base with every fitted key perturbed
     by up to +-30 %), simulate a history of ``accounts`` under the ladder with ``explore_share`` random
@@ -955,6 +957,8 @@ def check(
                 "fit_seconds": f.seconds,
             }
         )
+        if out is not None:  # after every world, so that a long check stopped early keeps what it measured
+            write_json(Path(out) / "check.json", summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start))
         if progress is not None:
             progress(j + 1, perturbations)
     return summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start)
@@ -1036,7 +1040,7 @@ def command(args: Any) -> int:
 
     from tqdm import tqdm
 
-    from experiments.io import clean_json, write_json
+    from experiments.io import clean_json
 
     if args.action == "check":
         bar = None if args.no_progress else tqdm(total=args.perturbations, desc="calibrate check", unit="world", file=sys.stderr)
@@ -1048,11 +1052,10 @@ def command(args: Any) -> int:
             args.debtors,
             args.seed,
             progress=None if bar is None else _bar_progress(bar),
+            out=args.out,
         )
         if bar is not None:
             bar.close()
-        if args.out:
-            write_json(Path(args.out) / "check.json", result)
         print(json.dumps(clean_json({k: v for k, v in result.items() if k != "runs"})) if args.json else format_check(result))
         return 0
     if not args.history:
