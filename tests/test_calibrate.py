@@ -157,3 +157,14 @@ def test_the_report_compares_history_and_fitted_world_with_a_verdict_per_figure(
     rows, _, _ = compare(h, wrong, replays=1, logging=cal.make_policy(LOGGING))
     by = {r["figure"]: r for r in rows}
     assert by["response sms (engaged / delivered)"]["verdict"] == "differs: history higher"
+
+
+def test_a_small_known_truth_check_covers_the_truth_and_ranks_policies_alike(tmp_path):
+    # calibrate check in small: one world with every fitted key perturbed, 3,000 accounts
+    result = cal.check("default", perturbations=1, accounts=3000, explore_share=0.05, debtors=2000, seed=3, out=tmp_path)
+    assert result["perturbations"] == 1 and result["parameters"] >= 30
+    covered = sum(c["covered"] for c in result["coverage"].values())
+    assert covered >= 0.8 * result["parameters"], result["coverage"]
+    assert max(result["value_error_max_abs"].values()) < 0.10, result["value_error_max_abs"]
+    assert (tmp_path / "check.json").exists()
+    assert "interval coverage" in cal.format_check(result)
