@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -573,20 +575,44 @@ def _scenario(raw: dict[str, Any]) -> Scenario:
         raise CalibrationError(f"the fitted scenario does not validate: {e}") from None
 
 
-def _simulated(raw: dict[str, Any], h: fmt.History, seed: int, replicates: int, logging: Policy | None) -> dict[str, Statistic]:
-    """The statistics of ``replicates`` simulations of the history's accounts (seeds ``seed, seed+1, ...``),
-    pooled: replays of its contacts, or runs of its ``logging`` policy when that is known."""
+def _simulate_one(raw: dict[str, Any], h: fmt.History, seed: int, logging: Policy | None) -> dict[str, Statistic]:
+    """The statistics of one simulation of the history's accounts: a replay of its contacts, or a run of its
+    ``logging`` policy when that is known."""
     sc = _scenario(raw)
-    limit = first_reaction(h)
+    if logging is None:
+        return statistics(world_history(replay(sc, h, seed)), True, first_reaction(h))
+    world = run_portfolio(sc, logging, h.n_accounts, seed, record_events=True, max_days=h.days, population=replay_population(sc, h, seed))
+    return statistics(world_history(world), False)
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's history and logging policy, sent once when it starts
+
+
+def _init_worker(h: fmt.History, logging: Policy | None) -> None:
+    _WORKER.update(history=h, logging=logging)
+
+
+def _simulate_in_worker(raw: dict[str, Any], seed: int) -> dict[str, Statistic]:
+    return _simulate_one(raw, _WORKER["history"], seed, _WORKER["logging"])
+
+
+def worker_pool(workers: int, h: fmt.History, logging: Policy | None) -> ProcessPoolExecutor | None:
+    """Local worker processes for the replicates of each step (None for one worker)."""
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(h, logging))
+
+
+def _simulated(
+    raw: dict[str, Any], h: fmt.History, seed: int, replicates: int, logging: Policy | None, pool: ProcessPoolExecutor | None = None
+) -> dict[str, Statistic]:
+    """The statistics of ``replicates`` simulations (seeds ``seed, seed+1, ...``), pooled; on ``pool``'s workers if given."""
+    if pool is None:
+        parts = [_simulate_one(raw, h, seed + r, logging) for r in range(replicates)]
+    else:
+        parts = list(pool.map(_simulate_in_worker, [raw] * replicates, [seed + r for r in range(replicates)]))
     pooled: dict[str, Statistic] = {}
-    for r in range(replicates):
-        if logging is None:
-            st = statistics(world_history(replay(sc, h, seed + r)), True, limit)
-        else:
-            world = run_portfolio(
-                sc, logging, h.n_accounts, seed + r, record_events=True, max_days=h.days, population=replay_population(sc, h, seed + r)
-            )
-            st = statistics(world_history(world), False)
+    for st in parts:
         for k, v in st.items():
             if k in pooled:
                 p = pooled[k]
@@ -611,6 +637,7 @@ def fit_behaviour(
     steps: int = NEWTON_STEPS,
     progress: Callable[[str], None] | None = None,
     logging: Policy | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> tuple[list[Estimate], list[tuple[str, str]], dict[str, Any], dict[str, Statistic], dict[str, Statistic], int]:
     """Fit the behaviour knobs (module docstring). Returns (estimates, not identified, fitted raw, observed, simulated, replays)."""
     say = progress or (lambda _msg: None)
@@ -632,7 +659,7 @@ def fit_behaviour(
     def simulate(theta: np.ndarray) -> dict[str, Statistic]:
         nonlocal replays
         replays += replicates
-        return _simulated(_with(raw0, knobs, theta), h, seed, replicates, logging)
+        return _simulated(_with(raw0, knobs, theta), h, seed, replicates, logging, pool)
 
     say("replay at the base values")
     sim0 = simulate(theta0)
@@ -686,13 +713,19 @@ def fit(
     replicates: int = 2,
     progress: Callable[[str], None] | None = None,
     logging_policy: str | None = None,
+    workers: int = 1,
 ) -> Fit:
     """Fit a scenario extending ``base`` to the history in ``history`` (see the module docstring)."""
     start = time.perf_counter()
     raw0 = _base_raw(base)
     h = load_history(history)
     logging = make_policy(logging_policy) if logging_policy else None
-    f = fit_history(h, raw0, base, str(history), seed, replicates, progress, logging)
+    pool = worker_pool(min(workers, replicates), h, logging)
+    try:
+        f = fit_history(h, raw0, base, str(history), seed, replicates, progress, logging, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     f.seconds = time.perf_counter() - start
     return f
 
@@ -706,6 +739,7 @@ def fit_history(
     replicates: int = 2,
     progress: Callable[[str], None] | None = None,
     logging: Policy | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Fit:
     """:func:`fit` on a history in memory and a base scenario's mapping ``raw0`` (named ``base``)."""
     start = time.perf_counter()
@@ -725,7 +759,7 @@ def fit_history(
             del raw["population"]["products"][name]
             _set(overrides, ("population", "products", name), None)
     _scenario(raw)
-    behaviour, skipped, raw, observed, simulated, replays = fit_behaviour(h, raw, seed, replicates, progress=progress, logging=logging)
+    behaviour, skipped, raw, observed, simulated, replays = fit_behaviour(h, raw, seed, replicates, progress=progress, logging=logging, pool=pool)
     for e in behaviour:
         k = next(k for k in KNOBS if k.label() == e.key)
         if k.per_archetype:
@@ -1072,6 +1106,7 @@ def command(args: Any) -> int:
         args.replicates,
         progress=(lambda _msg: bar.update(1)) if bar is not None else None,
         logging_policy=args.logging_policy,
+        workers=args.workers,
     )
     if bar is not None:
         bar.close()

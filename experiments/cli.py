@@ -767,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json")
     c.add_argument("--logging-policy", default=None, help="fit: the policy that produced the history, if known (else its contacts are replayed)")
     c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
+    c.add_argument("--workers", type=_positive_int, default=1, help="fit: local worker processes for the replicates of each step")
     c.add_argument("--perturbations", type=_positive_int, default=20, help="check: perturbed worlds")
     c.add_argument("--accounts", type=_positive_int, default=50_000, help="check: accounts of each simulated history")
     c.add_argument("--explore-share", type=float, default=0.05, help="check: share of random allowed actions of the logging ladder")

@@ -168,3 +168,24 @@ def test_a_small_known_truth_check_covers_the_truth_and_ranks_policies_alike(tmp
     assert max(result["value_error_max_abs"].values()) < 0.10, result["value_error_max_abs"]
     assert (tmp_path / "check.json").exists()
     assert "interval coverage" in cal.format_check(result)
+
+
+def test_worker_processes_give_the_same_fit(perturbed_history, tmp_path):
+    # the replicates of each step on two local workers: the same seeds, so the same numbers
+    h = H.read_history(perturbed_history)
+    small = h.accounts["entry_day"] < 3  # a few hundred accounts keep this quick
+    keep = np.flatnonzero(small)
+    index = -np.ones(h.n_accounts, dtype=np.int64)
+    index[keep] = np.arange(len(keep))
+
+    def subset(t):
+        rows = small[t["account"]]
+        out = {k: v[rows] for k, v in t.items()}
+        out["account"] = index[out["account"]]
+        return out
+
+    part = H.History(h.meta, {k: v[keep] for k, v in h.accounts.items()}, subset(h.contacts), subset(h.payments), subset(h.events))
+    H.write_history(part, tmp_path / "part")
+    one = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING)
+    two = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING, workers=2)
+    assert [(e.key, e.value, e.low, e.high) for e in one.estimates()] == [(e.key, e.value, e.low, e.high) for e in two.estimates()]
