@@ -78,10 +78,20 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     from sim.runner import run_portfolio
 
     sc = load_scenario(args.scenario, args.set or [])
-    policy = resolve_policy(args.policy)
+    replay = args.policy.startswith("replay:")
+    if replay:  # the history's own contacts on its own accounts (experiments.calibrate)
+        from experiments import calibrate
+
+        history, _ = calibrate.open_replay(args.policy)
+        args.debtors = history.n_accounts
+    else:
+        policy = resolve_policy(args.policy)
     update, close = _progress(f"simulate {sc.name}/{args.policy}", not args.no_progress)
     try:
-        world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
+        if replay:
+            world = calibrate.replay(sc, history, args.seed, progress=update, record_events=args.out is not None)
+        else:
+            world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
     finally:
         close()
     kpis = portfolio_kpis(world)
@@ -521,6 +531,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.action in ("fit", "check"):
+        from experiments import calibrate
+
+        return calibrate.command(args)
     from sim.calibration import measure_all
 
     names = available_scenarios() if args.scenario == "all" else [args.scenario]
@@ -570,6 +584,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds or 8)
     elif args.what == "experiment":
         result = perf.perf_experiment(args.debtors or 8000)
+    elif args.what == "calibrate":
+        result = perf.perf_calibrate(args.scenario, args.debtors or 100_000, args.days, args.seed)
     else:
         if not args.artifact:
             raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
@@ -765,12 +781,27 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
-    c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")
+    c = sub.add_parser(
+        "calibrate",
+        help="figures: check a preset against the published figures it claims (exit 1 on a miss); fit: a scenario fitted to a history; "
+        "check: known-truth recovery of the fit",
+    )
+    c.add_argument("action", nargs="?", choices=("figures", "fit", "check"), default="figures")
+    c.add_argument("--scenario", default="all", help="figures: a preset, a .yaml path, or 'all'")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
-    c.add_argument("--debtors", type=_positive_int, default=20_000)
+    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check: debtors of each policy evaluation")
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--history", default=None, help="fit: the history folder")
+    c.add_argument("--base", default="default", help="fit, check: the preset the fitted scenario extends")
+    c.add_argument("--out", default=None, help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json")
+    c.add_argument("--logging-policy", default=None, help="fit: the policy that produced the history, if known (else its contacts are replayed)")
+    c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
+    c.add_argument("--workers", type=_positive_int, default=1, help="fit: local worker processes for the replicates of each step")
+    c.add_argument("--perturbations", type=_positive_int, default=20, help="check: perturbed worlds")
+    c.add_argument("--accounts", type=_positive_int, default=50_000, help="check: accounts of each simulated history")
+    c.add_argument("--explore-share", type=float, default=0.05, help="check: share of random allowed actions of the logging ladder")
+    c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
     hs = sub.add_parser("history", help="a portfolio's history: export a simulated run into the history format, or validate a folder")
@@ -801,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "calibrate"))
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")
@@ -809,7 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=None, help="perf train / env: alternating rounds; the median ratio is reported (default 8 / 9)"
     )
     pf.add_argument("--scenario", default="default")
-    pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
+    pf.add_argument(
+        "--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000); perf calibrate: accounts (100000)"
+    )
     pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")
     pf.add_argument("--slots", type=_positive_int, default=16384, help="perf env: slots of the batched env")
     pf.add_argument("--seconds", type=float, default=4.0, help="perf env: seconds of each of the four measurements (over all rounds)")

@@ -407,3 +407,43 @@ def perf_experiment(debtors: int = 8000, seed_count: int = 2) -> dict[str, Any]:
         "speedup": round(times[1] / times[2], 2),
         "identical_results": same,
     }
+
+
+def perf_calibrate(scenario: str = "default", accounts: int = 100_000, days: int = 180, seed: int = 0, replicates: int = 2) -> dict[str, Any]:
+    """``calibrate fit`` on a simulated history of ``accounts`` x ``days`` (the ladder with 5 % random
+    actions, written to disk and read back as a user's would be), by replay as for a user's history,
+    against one ``perf sim`` of the same portfolio in the same run."""
+    import tempfile
+
+    from experiments import calibrate
+    from sim import history as fmt
+
+    sc = load_scenario(scenario, [f"horizon_days={days}"])
+    world = run_portfolio(sc, calibrate.make_policy("exploring_ladder:0.05"), accounts, seed, record_events=True)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        fmt.write_history(calibrate.world_history(world), tmp)
+        del world
+        t0 = time.perf_counter()
+        reference = run_portfolio(sc, policies.make("static_ladder"), accounts, seed + 1)
+        sim_s = time.perf_counter() - t0
+        del reference
+        base = tmp + "/base.yaml"
+        with open(base, "w") as f:
+            f.write(f"extends: {scenario}\nhorizon_days: {days}\n")
+        t0 = time.perf_counter()
+        fitted = calibrate.fit(tmp, base, seed + 2, replicates)
+        fit_s = time.perf_counter() - t0
+    return {
+        "benchmark": "calibrate",
+        "scenario": scenario,
+        "accounts": accounts,
+        "days": days,
+        "method": "replay (simulated moments)",
+        "simulations": fitted.replays,
+        "fit_seconds": round(fit_s, 1),
+        "sim_seconds": round(sim_s, 2),
+        "ratio_fit_to_sim": round(fit_s / sim_s, 1),
+        "fitted_keys": len(fitted.estimates()),
+        "peak_rss_mb": round(_peak_rss_mb()),
+        "backends": "local, one process (a Ray fan-out of the replicates is not implemented)",
+    }
