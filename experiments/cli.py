@@ -90,6 +90,12 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if replay:
             world = calibrate.replay(sc, history, args.seed, progress=update, record_events=args.out is not None)
+        elif args.log_decisions is not None:  # the policy samples with known propensities
+            from experiments.decision_log import log_run
+
+            world, _ = log_run(
+                sc, args.policy, args.debtors, args.seed, args.log_decisions, epsilon=args.epsilon, horizon_days=args.days, progress=update
+            )
         else:
             world = run_portfolio(sc, policy, args.debtors, args.seed, horizon_days=args.days, record_events=args.out is not None, progress=update)
     finally:
@@ -118,6 +124,8 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
         recovery_curves({args.policy: recovery_curve(world)}, out / "recovery.png", f"{sc.name}: cumulative recovery ({args.debtors:,} debtors)")
         write_json(out / "kpis.json", result)
         result["files"] = [str(out / f) for f in ("events.parquet", "accounts.parquet", "truth.parquet", "recovery.png", "kpis.json")]
+    if args.log_decisions is not None:
+        result.setdefault("files", []).append(f"{args.log_decisions} (decisions.parquet and the outcomes in the history format)")
     return result
 
 
@@ -586,6 +594,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_experiment(args.debtors or 8000)
     elif args.what == "calibrate":
         result = perf.perf_calibrate(args.scenario, args.debtors or 100_000, args.days, args.seed)
+    elif args.what == "ope":
+        result = perf.perf_ope(args.scenario, args.debtors or 20_000, args.days, args.seed)
     else:
         if not args.artifact:
             raise UsageError("perf serve needs --artifact DIR (an exported learned policy)")
@@ -653,6 +663,55 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_BAD_INPUT
 
 
+# ------------------------------------------------------------------ off-policy evaluation
+
+
+def cmd_ope(args: argparse.Namespace) -> int:
+    from experiments import ope
+
+    if args.action == "bench":
+        sc = load_scenario(args.scenario, args.set or [])
+        targets = tuple(args.policy or ope.BENCH_TARGETS) + tuple(args.learner or ())
+        result = ope.bench(
+            sc,
+            logger=args.logger,
+            epsilon=args.epsilon,
+            targets=targets,
+            repetitions=args.repetitions,
+            debtors=args.debtors,
+            horizon_days=args.days,
+            seed=args.seed,
+            bootstrap=args.bootstrap,
+            reward_days=args.reward_days,
+            progress=not args.no_progress,
+        )
+        if args.out:
+            write_json(Path(args.out) / "bench.json", result)
+            (Path(args.out) / "bench.md").write_text(ope.bench_markdown(result))
+        print(json.dumps(clean_json({k: v for k, v in result.items() if k != "rows"})) if args.json else ope.bench_markdown(result))
+        return 0
+    if not args.logs:
+        raise UsageError("ope needs --logs DIR (a folder written by `collectrl simulate --log-decisions`, or a server log with outcomes)")
+    out = Path(args.out) if args.out else Path(args.logs) / "ope"
+    summary = ope.run_ope(
+        args.logs,
+        args.policy or [],
+        out,
+        champion=args.champion,
+        estimator=args.estimator,
+        reward_days=args.reward_days,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        profile=args.profile,
+    )
+    if args.json:
+        print(json.dumps(clean_json(summary)))
+        return 0
+    print((out / "report.md").read_text().split("## Verdict", 1)[1].strip())
+    print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'ope.json'}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -675,6 +734,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--days", type=_positive_int, default=None, help="horizon in days per debtor (default: the scenario's)")
     s.add_argument("--out", default=None, help="directory for events.parquet, recovery.png and kpis.json")
     s.add_argument("--json", action="store_true", help="print the KPIs as one JSON object")
+    s.add_argument(
+        "--log-decisions", default=None, metavar="DIR", help="write each decision with its propensities, and the outcomes (history format), to DIR"
+    )
+    s.add_argument("--epsilon", type=float, default=0.0, help="--log-decisions: share of uniformly random allowed actions mixed into the policy")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
@@ -825,6 +888,29 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--no-progress", action="store_true")
     ds.set_defaults(func=cmd_dataset)
 
+    op = sub.add_parser("ope", help="off-policy evaluation of policies on decision logs (or `ope bench`: the estimators checked against the truth)")
+    op.add_argument("action", nargs="?", choices=("bench",), help="bench: log, estimate and compare with the simulator's true values")
+    op.add_argument("--logs", default=None, help="folder with decisions.parquet / decisions.jsonl and the outcomes (history format)")
+    op.add_argument("--policy", action="append", help="policy to evaluate: registered id or exported artifact (repeatable); bench: the targets")
+    op.add_argument("--champion", default=None, help="compare with this policy (default: the logging policy's own value)")
+    op.add_argument("--estimator", default="dr", help="estimator of the verdict (ips, snips, dm, dr, dr_shrink, wpdis, wdr, fqe)")
+    op.add_argument("--reward-days", type=_positive_int, default=14, help="days of payments credited to a decision")
+    op.add_argument("--bootstrap", type=_positive_int, default=200, help="bootstrap resamples of the accounts")
+    op.add_argument("--profile", default="us_reg_f", help="compliance profile for logs without the allowed-action mask")
+    op.add_argument("--out", default=None, help="report folder (default LOGS/ope); bench: where to write bench.json and bench.md")
+    op.add_argument("--scenario", default="default", help="bench: the preset")
+    op.add_argument("--set", action="append", metavar="KEY=VALUE", help="bench: scenario override (repeatable)")
+    op.add_argument("--logger", default="static_ladder", help="bench: the logging policy (registered id or artifact)")
+    op.add_argument("--epsilon", type=float, default=0.1, help="bench: the logger's share of uniformly random allowed actions")
+    op.add_argument("--learner", action="append", help="bench: an exported learner artifact to add to the targets (optional, repeatable)")
+    op.add_argument("--repetitions", type=_positive_int, default=20)
+    op.add_argument("--debtors", type=_positive_int, default=2000, help="bench: debtors per repetition")
+    op.add_argument("--days", type=_positive_int, default=None, help="bench: horizon days")
+    op.add_argument("--seed", type=_seed, default=0)
+    op.add_argument("--json", action="store_true")
+    op.add_argument("--no-progress", action="store_true")
+    op.set_defaults(func=cmd_ope)
+
     pl = sub.add_parser("policies", help="list the registered policies with their versions")
     pl.set_defaults(func=cmd_policies)
 
@@ -832,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "calibrate"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "calibrate", "ope"))
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")

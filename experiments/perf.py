@@ -447,3 +447,46 @@ def perf_calibrate(scenario: str = "default", accounts: int = 100_000, days: int
         "peak_rss_mb": round(_peak_rss_mb()),
         "backends": "local, one process (a Ray fan-out of the replicates is not implemented)",
     }
+
+
+def perf_ope(scenario: str = "default", debtors: int = 20_000, days: int = 180, seed: int = 0, target: str = "segment_journeys") -> dict[str, Any]:
+    """Off-policy evaluation of one target on the log of ``debtors`` accounts x ``days`` (the ladder
+    with 10 % random actions): seconds of the per-decision estimators with their intervals and of
+    the sequential ones, as ratios to a plain simulation of the same accounts in this run."""
+    from experiments import ope
+    from experiments.decision_log import TargetPolicy
+
+    sc = load_scenario(scenario, [f"horizon_days={days}"])
+    t0 = time.perf_counter()
+    run_portfolio(sc, policies.make("static_ladder"), debtors, seed)
+    sim_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = ope.simulate_logged(sc, "static_ladder", debtors, seed, 0.1, days, ope.REWARD_DAYS)
+    log_s = time.perf_counter() - t0
+    pol = TargetPolicy(target)
+    t0 = time.perf_counter()
+    fit = ope.Fitted.of(data, seed)
+    ope.evaluate_target(fit, pol, sequential=False)
+    decision_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ope.evaluate_target(fit, pol)
+    all_s = time.perf_counter() - t0
+    sequential_s = all_s  # the full evaluation, per-decision estimators included (a small part of it)
+    return {
+        "benchmark": "ope",
+        "scenario": scenario,
+        "target": target,
+        "accounts": data.n_accounts,
+        "days": days,
+        "decisions": len(data),
+        "bootstrap": ope.BOOTSTRAP,
+        "sim_seconds": round(sim_s, 2),
+        "log_seconds": round(log_s, 2),
+        "per_decision_seconds": round(decision_s, 2),
+        "per_decision_seconds_per_1m": round(decision_s * 1e6 / len(data), 2),
+        "sequential_seconds": round(sequential_s, 2),
+        "ratio_per_decision_to_sim": round(decision_s / sim_s, 2),
+        "ratio_sequential_to_sim": round(sequential_s / sim_s, 2),
+        "total_seconds": round(sim_s + log_s + decision_s + all_s, 2),
+        "peak_rss_mb": round(_peak_rss_mb()),
+    }
