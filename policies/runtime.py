@@ -75,6 +75,10 @@ class Decision:
     propensity: float  # the probability the policy gave this action (for off-policy evaluation)
     alternatives: list[Alternative] = field(default_factory=list)
     reason: str | None = None  # why compliance changed the model's first choice, if it did
+    # for the decision log (not in ``as_dict``): the action's indices (channel, window, tone, offer),
+    # and the policy's masked probabilities per head when it has factored heads (None otherwise)
+    action: tuple[int, ...] = ()
+    probs: list[list[float]] | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (written out field by field: ``dataclasses.asdict`` deep-copies
@@ -155,6 +159,8 @@ class DecisionFunction:
         self.root = root
         self.manifest = dict(manifest)
         self.policy_id: str = manifest["policy_id"]
+        # the manifest lists every file's sha256, so its own digest names this exact artifact
+        self.version: str = sha256_file(root / MANIFEST)[:16] if (root / MANIFEST).is_file() else "unversioned"
         self.kind: str = manifest["kind"]
         self.profile = compliance.get_profile(profile or manifest["compliance_profile"])
         self._key = int(manifest.get("decision_key", 0))
@@ -284,19 +290,24 @@ class DecisionFunction:
             reason, action, prop = _reason_guardrail(still), [0, 0, 0, 0], 0.0
         a = _named(action)
         alts = _named_alternatives(alternatives(probs, action))
-        return Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, prop, alts, reason)
+        return Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, prop, alts, reason, tuple(action), probs)
 
     # -- public API
-    def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True) -> list[Decision]:
-        """Decisions for many accounts (a ViewBatch, or account records as dicts)."""
+    def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True, probs: bool = False) -> list[Decision]:
+        """Decisions for many accounts (a ViewBatch, or account records as dicts); ``probs`` also
+        fills each decision's per-head probabilities (for the decision log)."""
         v = views if isinstance(views, ViewBatch) else views_from_records(views)
         run = self._run(v)
         actions, prop, reasons = run["actions"], run["prop"], run["reasons"]
         alts = self._alternatives(run) if alternatives else [[] for _ in range(len(v))]
+        heads = [h.tolist() for h in run["probs"]] if probs and run["probs"] is not None else None
         out = []
         for i, row in enumerate(actions.tolist()):
             a = _named(row)
-            out.append(Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts[i], reasons[i]))
+            p = [h[i] for h in heads] if heads is not None else None
+            out.append(
+                Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts[i], reasons[i], tuple(row), p)
+            )
         return out
 
     def decide(self, view: ViewBatch | Mapping[str, Any]) -> Decision:
@@ -310,7 +321,7 @@ class DecisionFunction:
         ``ViewBatch.row``), for callers that keep the validated view, like the server's log."""
         if self._row_path:
             return self._decide_row(row)
-        return self.decide_batch(views_from_rows([row]))[0]
+        return self.decide_batch(views_from_rows([row]), probs=True)[0]
 
 
 _NAMED: dict[tuple[int, ...], Action] = {}

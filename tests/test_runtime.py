@@ -98,10 +98,15 @@ def test_one_account_decisions_equal_the_batch_decisions(artifacts, algo, profil
     batch path gives for the same account: action, propensity, alternatives and reason."""
     fn = load(artifacts[algo], profile=profile)
     records = records_from_views(random_views(np.random.default_rng(21), 1500))
-    batch = fn.decide_batch(records)
+    batch = fn.decide_batch(records, probs=True)
     singles = [fn.decide(r) for r in records]
     assert [d.as_dict() for d in singles] == [d.as_dict() for d in batch]
-    assert all(d.as_dict() == dataclasses.asdict(d) for d in singles[:50])  # the hand-written as_dict misses no field
+    # the decision log's fields agree too: the action's indices and the policy's probabilities
+    assert [d.action for d in singles] == [d.action for d in batch] and all(len(d.action) == 4 for d in batch)
+    assert [d.probs for d in singles] == [d.probs for d in batch]
+    assert (batch[0].probs is not None) == (algo == "maskable_ppo")
+    logged_only = {"action", "probs"}
+    assert all(d.as_dict() == {k: v for k, v in dataclasses.asdict(d).items() if k not in logged_only} for d in singles[:50])  # as_dict misses no field
     assert sum(d.reason is not None for d in batch) > 10  # the comparison covered reasons too
 
 
