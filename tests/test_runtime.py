@@ -106,7 +106,9 @@ def test_one_account_decisions_equal_the_batch_decisions(artifacts, algo, profil
     assert [d.probs for d in singles] == [d.probs for d in batch]
     assert (batch[0].probs is not None) == (algo == "maskable_ppo")
     logged_only = {"action", "probs"}
-    assert all(d.as_dict() == {k: v for k, v in dataclasses.asdict(d).items() if k not in logged_only} for d in singles[:50])  # as_dict misses no field
+    assert all(
+        d.as_dict() == {k: v for k, v in dataclasses.asdict(d).items() if k not in logged_only} for d in singles[:50]
+    )  # as_dict misses no field
     assert sum(d.reason is not None for d in batch) > 10  # the comparison covered reasons too
 
 
