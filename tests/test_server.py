@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from agents.export import export  # noqa: E402
 from policies.records import Account, parse_record, records_from_views, row_from_account  # noqa: E402
-from policies.server import MAX_BATCH, create_app  # noqa: E402
+from policies.server import MAX_BATCH, assignment_unit, create_app  # noqa: E402
 from tests.helpers_views import random_views  # noqa: E402
 
 OK = {
@@ -225,3 +225,70 @@ def test_live_server_under_concurrent_load_loses_no_request_and_logs_every_decis
     # leaving the block stopped the server with SIGTERM: a clean shutdown flushes the log
     ids = {json.loads(x)["account_id"] for x in log.read_text().splitlines()}
     assert len(ids) == n_threads * per_thread
+
+
+@pytest.fixture(scope="module")
+def challenger_artifact(tmp_path_factory):
+    return export("segment_journeys", tmp_path_factory.mktemp("art") / "segment_journeys", eval_debtors=200)
+
+
+def test_challenger_share_is_respected_and_sticky_and_every_log_line_names_its_arm(artifact, challenger_artifact, tmp_path):
+    from policies.runtime import load
+
+    share, n = 0.1, 20_000
+    log = tmp_path / "cc.jsonl"
+    app = create_app(artifact, decision_log=log, challenger=challenger_artifact, challenger_share=share, salt="s1")
+    versions = {"champion": load(artifact).version, "challenger": load(challenger_artifact).version}
+    arms: dict[str, str] = {}
+    with TestClient(app) as c:
+        for day in (0, 1):  # the same accounts on two days, in a different state
+            for start in range(0, n, MAX_BATCH):
+                accounts = [OK | {"account_id": f"acc-{i}", "day": day, "dpd": 12 + day} for i in range(start, start + MAX_BATCH)]
+                r = c.post("/v1/decide/batch", json={"accounts": accounts})
+                assert r.status_code == 200
+                for d in r.json()["decisions"]:
+                    assert arms.setdefault(d["account_id"], d["arm"]) == d["arm"]  # sticky across days
+        one = c.post("/v1/decide", json=OK | {"account_id": "acc-7"}).json()
+        assert one["arm"] == arms["acc-7"]
+        policy = c.get("/v1/policy").json()
+        missing = c.post("/v1/decide", json={k: v for k, v in OK.items() if k != "account_id"})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "account_id"]
+    k = sum(a == "challenger" for a in arms.values())
+    sd = (n * share * (1 - share)) ** 0.5
+    assert abs(k - n * share) < 4 * sd, k  # binomial: 2,000 expected, sd 42
+    assert policy["arms"]["challenger"]["policy_id"] == "segment_journeys" and policy["arms"]["challenger"]["share"] == share
+    assert policy["arms"]["champion"]["policy_version"] == versions["champion"] and policy["assignment"]["challenger_share"] == share
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == 2 * n + 1
+    for line in lines:
+        arm = line["arm"]
+        assert arm == arms[line["account_id"]]
+        assert line["assignment_prob"] == (share if arm == "challenger" else 1 - share)
+        assert line["policy_version"] == versions[arm] and line["policy_id"] == ("segment_journeys" if arm == "challenger" else "digital_first")
+    assert {line["day"] for line in lines} == {0, 1, None}
+    # a new salt reshuffles: the two challenger groups overlap about as much as independent draws (share^2)
+    reshuffled = {a for a in arms if assignment_unit(a, "s2") < share}
+    overlap = len(reshuffled & {a for a, arm in arms.items() if arm == "challenger"})
+    assert abs(overlap - n * share * share) < 4 * (n * share * share) ** 0.5 + 1, overlap
+
+
+def test_a_challenger_decides_with_its_own_policy_and_guardrails(artifact, learned_artifact, tmp_path):
+    """The learned challenger's decisions are the ones its artifact makes in process, including the
+    compliance reasons, and its log lines carry its probabilities (enough to recompute weights)."""
+    from policies.runtime import load
+
+    log = tmp_path / "cc.jsonl"
+    learned = load(learned_artifact)
+    records = [OK | {"account_id": f"x{i}", "contacts_7d": {"call": i % 9}, "days_since_conversation": i % 10} for i in range(400)]
+    with TestClient(create_app(artifact, decision_log=log, challenger=learned_artifact, challenger_share=0.5, salt="s")) as c:
+        got = c.post("/v1/decide/batch", json={"accounts": records}).json()["decisions"]
+    ours = [(r, d) for r, d in zip(records, got, strict=True) if d["arm"] == "challenger"]
+    assert 150 < len(ours) < 250
+    for r, d in ours:
+        assert {k: v for k, v in d.items() if k not in ("account_id", "arm")} == learned.decide(r).as_dict()
+    lines = [json.loads(x) for x in log.read_text().splitlines() if '"challenger"' in x]
+    for line in lines:
+        p = line["probs"]
+        c, w, t, o = (line["action_index"] // 64, line["action_index"] // 16 % 4, line["action_index"] // 4 % 4, line["action_index"] % 4)
+        recomputed = p["channel"][0] if c == 0 else p["channel"][c] * p["window"][w] * p["tone"][t] * p["offer"][o]
+        assert line["propensity"] == pytest.approx(recomputed, rel=1e-9) or line["propensity"] == 0.0  # 0: the guardrail replaced it
