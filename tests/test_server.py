@@ -292,3 +292,63 @@ def test_a_challenger_decides_with_its_own_policy_and_guardrails(artifact, learn
         c, w, t, o = (line["action_index"] // 64, line["action_index"] // 16 % 4, line["action_index"] // 4 % 4, line["action_index"] % 4)
         recomputed = p["channel"][0] if c == 0 else p["channel"][c] * p["window"][w] * p["tone"][t] * p["offer"][o]
         assert line["propensity"] == pytest.approx(recomputed, rel=1e-9) or line["propensity"] == 0.0  # 0: the guardrail replaced it
+
+
+def _metrics(c) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics parsed with prometheus-client's own parser: (sample name, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+
+
+def _value(m, name: str, **labels: str) -> float:
+    return m.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_requests_decisions_overrides_and_arms(learned_artifact, challenger_artifact, tmp_path):
+    access = tmp_path / "access.jsonl"
+    app = create_app(learned_artifact, token="t", challenger=challenger_artifact, challenger_share=0.3, salt="m", access_log=access)
+    with TestClient(app, headers={"Authorization": "Bearer t"}) as c:
+        before = _metrics(c)
+        views = random_views(np.random.default_rng(5), 200)
+        accounts = [rec | {"account_id": f"m{i}"} for i, rec in enumerate(records_from_views(views))]
+        decisions = c.post("/v1/decide/batch", json={"accounts": accounts}).json()["decisions"]
+        for _ in range(3):
+            assert c.post("/v1/decide", json=OK | {"dpd": -1}).status_code == 422
+        assert c.post("/v1/decide", json=OK, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        after = _metrics(c)
+    diff = lambda name, **labels: _value(after, name, **labels) - _value(before, name, **labels)
+    assert diff("collectrl_requests_total", route="/v1/decide/batch", status="200") == 1
+    assert diff("collectrl_requests_total", route="/v1/decide", status="422") == 3
+    assert diff("collectrl_requests_total", route="/v1/decide", status="401") == 1
+    assert diff("collectrl_request_seconds_count", route="/v1/decide") == 4
+    n_challenger = sum(d["arm"] == "challenger" for d in decisions)
+    assert 0 < n_challenger < 200
+    assert diff("collectrl_arm_assignments_total", arm="challenger") == n_challenger
+    assert diff("collectrl_arm_assignments_total", arm="champion") == 200 - n_challenger
+    by_channel: dict[str, int] = {}
+    for d in decisions:
+        by_channel[d["channel"]] = by_channel.get(d["channel"], 0) + 1
+    for channel, count in by_channel.items():
+        got = sum(v for (name, labels), v in after.items() if name == "collectrl_decisions_total" and ("channel", channel) in labels)
+        assert got == count, channel
+    overridden = sum(d["reason"] is not None for d in decisions)
+    counted = sum(v for (name, _), v in after.items() if name == "collectrl_compliance_overrides_total")
+    assert counted == overridden  # (the tiny policies here rarely pick a blocked first choice: labels are tested below)
+    lines = [json.loads(x) for x in access.read_text().splitlines()]
+    assert [x["status"] for x in lines if x["path"] == "/v1/decide"] == [422, 422, 422, 401]
+    assert all(x["duration_ms"] >= 0 and x["method"] in ("GET", "POST") for x in lines)
+
+
+def test_override_reasons_become_a_small_set_of_metric_labels():
+    from policies.compliance import BLOCK_NAMES
+    from policies.runtime import _reason_first, _reason_guardrail
+    from policies.server import _override_reason
+
+    for block, name in enumerate(BLOCK_NAMES):
+        if block == 0:
+            continue  # 0 = allowed
+        assert _override_reason(_reason_first([6, 0, 3, 0], block)) == name
+        assert _override_reason(_reason_guardrail(block)) == f"guardrail:{name}"
