@@ -352,3 +352,75 @@ def test_override_reasons_become_a_small_set_of_metric_labels():
             continue  # 0 = allowed
         assert _override_reason(_reason_first([6, 0, 3, 0], block)) == name
         assert _override_reason(_reason_guardrail(block)) == f"guardrail:{name}"
+
+
+def _post(url: str, path: str, body: dict, token: str) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json", "authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_hot_reload_under_load_fails_no_request_and_logs_every_decision_against_its_own_version(artifact, challenger_artifact, tmp_path):
+    import shutil
+
+    from experiments.perf import serving
+    from policies.runtime import load
+
+    versions = {"digital_first": load(artifact).version, "segment_journeys": load(challenger_artifact).version}
+    tampered = tmp_path / "tampered"
+    shutil.copytree(challenger_artifact, tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["format_version"] = 999
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    token = tmp_path / "token"
+    token.write_text("adm1n")
+    log = tmp_path / "reload.jsonl"
+    answers: list[tuple[int, str, str]] = []  # status, request id, policy id answered
+    lock = threading.Lock()
+    with serving(str(artifact), "--token-file", str(token), "--decision-log", str(log)) as url:
+
+        def client(k: int) -> None:
+            for j in range(40):
+                rid = f"r{k}-{j}"
+                req = urllib.request.Request(
+                    url + "/v1/decide",
+                    data=json.dumps(OK | {"account_id": rid}).encode(),
+                    headers={"content-type": "application/json", "authorization": "Bearer adm1n", "x-request-id": rid},
+                )
+                with urllib.request.urlopen(req, timeout=30) as r, lock:
+                    answers.append((r.status, rid, json.loads(r.read())["policy_id"]))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        reloads = []
+        for i in range(6):  # swap back and forth while the clients run (after every 40 answers), and try a tampered artifact once
+            for _ in range(100_000):
+                if len(answers) >= 40 * (i + 1):
+                    break
+                threading.Event().wait(0.002)
+            target = challenger_artifact if i % 2 == 0 else artifact
+            reloads.append(_post(url, "/v1/admin/reload", {"artifact": str(target)}, "adm1n"))
+            if i == 2:
+                bad = _post(url, "/v1/admin/reload", {"artifact": str(tampered)}, "adm1n")
+        for t in threads:
+            t.join(timeout=120)
+        refused_without_token = _post(url, "/v1/admin/reload", {"artifact": str(artifact)}, "wrong")
+        with urllib.request.urlopen(urllib.request.Request(url + "/v1/policy", headers={"authorization": "Bearer adm1n"})) as r:
+            serving_now = json.loads(r.read())["policy_id"]
+    assert [status for status, _ in reloads] == [200] * 6
+    assert bad[0] == 422 and bad[1]["detail"][0]["loc"] == ["body", "artifact"] and "format version" in bad[1]["detail"][0]["msg"]
+    assert refused_without_token[0] == 401
+    assert serving_now == "digital_first"  # the last good reload; the tampered one changed nothing
+    assert len(answers) == 8 * 40 and all(status == 200 for status, _, _ in answers)
+    assert {p for _, _, p in answers} == {"digital_first", "segment_journeys"}  # both versions really answered
+    logged = {line["request_id"]: line for line in map(json.loads, log.read_text().splitlines())}
+    assert len(logged) == len(answers)
+    for _, rid, policy_id in answers:
+        line = logged[rid]
+        assert line["policy_id"] == policy_id and line["policy_version"] == versions[policy_id], rid
