@@ -260,3 +260,17 @@ def test_a_random_rule_artifact_reports_its_true_propensity(tmp_path):
     np.testing.assert_allclose(prop[wait], 1.0 / m[wait, :7].sum(axis=1))
     expect = 1.0 / (m[:, :7].sum(1) * m[:, 7:11].sum(1) * m[:, 11:15].sum(1) * m[:, 15:19].sum(1))
     np.testing.assert_allclose(prop[~wait], expect[~wait])
+
+
+def test_learned_artifacts_come_from_torchs_current_onnx_exporter(artifacts):
+    """torch.export-based (dynamo) export: opset 18 or later (the TorchScript exporter wrote 17 here),
+    one self-contained file, a symbolic batch dimension."""
+    import onnx
+
+    for algo, root in artifacts.items():
+        model = onnx.load(str(root / "model.onnx"), load_external_data=False)
+        opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        assert opset >= 18, (algo, opset)
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer), algo
+        batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch.dim_param and not batch.dim_value, algo
