@@ -493,18 +493,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
-    app = create_app(
-        champion,
-        token=token,
-        decision_log=args.decision_log,
-        challenger=args.challenger,
-        challenger_share=args.challenger_share if args.challenger else 0.0,
-        salt=args.salt,
-        access_log=args.access_log,
-    )
+    settings = {
+        "artifact": champion,
+        "decision_log": args.decision_log,
+        "challenger": args.challenger,
+        "challenger_share": args.challenger_share if args.challenger else 0.0,
+        "salt": args.salt,
+        "access_log": args.access_log,
+    }
     arms = f"{champion} ({1 - args.challenger_share:.0%}) and challenger {args.challenger}" if args.challenger else champion
-    print(f"serving {arms} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    print(f"serving {arms} on http://{args.host}:{args.port} with {args.workers} worker(s) (OpenAPI at /openapi.json)", file=sys.stderr)
+    if args.workers == 1:
+        uvicorn.run(create_app(token=token, **settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+        return 0
+    import os
+    import tempfile
+
+    from policies.server import CONFIG_ENV
+
+    # workers are fresh processes: they read the settings (and the token from its file) themselves, and
+    # share their metrics through a directory that prometheus-client's multiprocess mode sums
+    with tempfile.TemporaryDirectory(prefix="collectrl-metrics-") as metrics_dir:
+        os.environ[CONFIG_ENV] = json.dumps(settings | {"workers": args.workers, "token_file": args.token_file})
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "policies.server:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning", access_log=False
+        )
     return 0
 
 
@@ -717,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--challenger-share", type=float, default=0.1, help="share of accounts (by salted hash of account_id) for the challenger")
     sv.add_argument("--salt", default="", help="the assignment salt: a new salt reshuffles which accounts the challenger gets")
     sv.add_argument("--access-log", default=None, help="append one JSON line per HTTP request to this file")
+    sv.add_argument("--workers", type=_int_at_least(1), default=1, help="worker processes; each writes its own logs, FILE.w<pid>")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_int_at_least(1), default=8000)
     sv.add_argument("--token-file", default=None, help="a file holding the bearer token clients must send")

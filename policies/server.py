@@ -25,6 +25,7 @@ import gc
 import hashlib
 import hmac
 import json
+import os
 import re
 import threading
 import time
@@ -40,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +55,7 @@ MAX_BODY_BYTES = 1_000_000
 # answered 422 naming maxItems rather than 413
 MAX_BATCH = 1_000
 ARMS = ("champion", "challenger")
+CONFIG_ENV = "COLLECTRL_SERVE_CONFIG"  # how `collectrl serve --workers N` hands its settings to each worker
 
 Batch = msgspec.defstruct(
     "Batch",
@@ -230,6 +232,15 @@ class _Metrics:
         self.assignments = Counter("collectrl_arm_assignments", "accounts decided by each arm", ["arm"], registry=r)
         self.reloads = Counter("collectrl_reloads", "artifact reloads by arm and result", ["arm", "result"], registry=r)
 
+    def exposition(self) -> bytes:
+        """The text format. With several workers (PROMETHEUS_MULTIPROC_DIR set before they start),
+        every worker writes its values to that directory and any worker answers with the sum."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)
+            return generate_latest(combined)  # type: ignore[no-any-return]
+        return generate_latest(self.registry)  # type: ignore[no-any-return]
+
 
 _BLOCK = re.compile("|".join(sorted(map(re.escape, compliance.BLOCK_NAMES), key=len, reverse=True)))
 
@@ -333,6 +344,7 @@ def _operation(body: str | None, ok: str, errors: Sequence[int]) -> dict[str, An
     texts = {
         401: "missing or wrong bearer token (when the server has one)",
         403: "admin endpoints are off: the server has no token",
+        409: "the server runs several workers: reload them with SIGHUP",
         413: f"request body over the size limit ({MAX_BODY_BYTES} bytes by default)",
         422: "the body is not valid: `detail` names the field and what is allowed",
     }
@@ -360,6 +372,7 @@ def create_app(
     challenger_share: float = 0.0,
     salt: str = "",
     access_log: str | Path | None = None,
+    workers: int = 1,
 ) -> FastAPI:
     """The service for a champion ``artifact`` and, optionally, a ``challenger`` deciding for a
     ``challenger_share`` of the accounts (by a hash of ``account_id`` salted with ``salt``)."""
@@ -510,11 +523,17 @@ def create_app(
     @app.post(
         "/v1/admin/reload",
         summary="swap the artifact of one arm (atomic; a bad artifact is refused and the current one keeps serving)",
-        openapi_extra=_operation("Reload", "Problem", (401, 403, 413, 422)),
+        openapi_extra=_operation("Reload", "Problem", (401, 403, 409, 413, 422)),
     )
     async def reload(request: Request) -> Response:
         if token is None:
             return _json_response({"detail": "admin endpoints need the server to run with a token (--token-file)"}, 403)
+        if workers > 1:
+            detail = (
+                "with several workers a reload would reach only one of them: replace the artifact directories"
+                " and send SIGHUP to the server, which restarts its workers one by one"
+            )
+            return _json_response({"detail": detail}, 409)
         body = decode(await request.body(), Reload)
         async with reload_lock:
             dep = deployment()
@@ -541,7 +560,7 @@ def create_app(
 
     @app.get("/metrics", summary="Prometheus metrics (text format)", include_in_schema=False)
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     routes = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     app.add_middleware(_Edge, max_body_bytes=max_body_bytes, token=token, metrics=metrics, access_log=access, routes=routes)
@@ -556,3 +575,16 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker of ``collectrl serve --workers N`` (a uvicorn factory): settings from
+    the ``COLLECTRL_SERVE_CONFIG`` JSON; each worker writes its own decision and access logs, named
+    ``FILE.w<pid>``, so no two processes append to one file."""
+    cfg = json.loads(os.environ[CONFIG_ENV])
+    token = Path(cfg.pop("token_file")).read_text().strip() if cfg.get("token_file") else None
+    cfg.pop("token_file", None)
+    for key in ("decision_log", "access_log"):
+        if cfg.get(key):
+            cfg[key] = f"{cfg[key]}.w{os.getpid()}"
+    return create_app(token=token, **cfg)

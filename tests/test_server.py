@@ -424,3 +424,45 @@ def test_hot_reload_under_load_fails_no_request_and_logs_every_decision_against_
     for _, rid, policy_id in answers:
         line = logged[rid]
         assert line["policy_id"] == policy_id and line["policy_version"] == versions[policy_id], rid
+
+
+def test_two_workers_log_every_decision_once_share_metrics_and_check_the_token(artifact, tmp_path):
+    from experiments.perf import serving
+
+    token = tmp_path / "token"
+    token.write_text("w0rkers")
+    log = tmp_path / "decisions.jsonl"
+    n_threads, per_thread = 8, 25
+    statuses: list[int] = []
+    lock = threading.Lock()
+    with serving(str(artifact), "--workers", "2", "--token-file", str(token), "--decision-log", str(log)) as url:
+
+        def client(k: int) -> None:
+            for j in range(per_thread):
+                status, _ = _post(url, "/v1/decide", OK | {"account_id": f"W{k}-{j}"}, "w0rkers")
+                with lock:
+                    statuses.append(status)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        wrong = [_post(url, "/v1/decide", OK, "nope")[0] for _ in range(10)]
+        reload = _post(url, "/v1/admin/reload", {"artifact": str(artifact)}, "w0rkers")
+        scrapes = []
+        for _ in range(6):  # whichever worker answers, it reports the sum over workers
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            scrapes.append(
+                sum(
+                    float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith('collectrl_requests_total{route="/v1/decide",status="200"}')
+                )
+            )
+    assert statuses == [200] * (n_threads * per_thread)
+    assert wrong == [401] * 10 and reload[0] == 409
+    assert scrapes == [n_threads * per_thread] * 6
+    files = sorted(tmp_path.glob("decisions.jsonl.w*"))
+    assert 1 <= len(files) <= 2 and not log.exists()
+    ids = [json.loads(x)["account_id"] for f in files for x in f.read_text().splitlines()]  # every line is whole JSON
+    assert sorted(ids) == sorted(f"W{k}-{j}" for k in range(n_threads) for j in range(per_thread))  # all, once, flushed on shutdown
