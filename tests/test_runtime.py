@@ -274,3 +274,26 @@ def test_learned_artifacts_come_from_torchs_current_onnx_exporter(artifacts):
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer), algo
         batch = model.graph.input[0].type.tensor_type.shape.dim[0]
         assert batch.dim_param and not batch.dim_value, algo
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_batch_alternatives_equal_the_one_account_definition_including_ties(tied):
+    """runtime._factored_alternatives ranks every row at once; it must return exactly what
+    decision.alternatives returns row by row, also when probabilities tie (integer logits)."""
+    from policies.decision import HEAD_WIDTH, alternatives, masked_probabilities
+    from policies.runtime import _factored_alternatives, _named_alternatives
+
+    rng = np.random.default_rng(4)
+    n = 2000
+    logits = rng.integers(-2, 3, size=(n, HEAD_WIDTH)).astype(float) if tied else rng.normal(size=(n, HEAD_WIDTH))
+    mask = rng.random((n, HEAD_WIDTH)) < 0.8
+    mask[:, 0] = True  # waiting is always allowed
+    for a, b in ((7, 11), (11, 15), (15, 19)):  # each head keeps one allowed choice
+        mask[np.arange(n), rng.integers(a, b, size=n)] = True
+    probs = masked_probabilities(logits, mask)
+    actions = np.stack([rng.integers(0, d, size=n) for d in (7, 4, 4, 4)], axis=1)
+    got = _factored_alternatives(probs, actions)
+    rows = [p.tolist() for p in probs]
+    want = [_named_alternatives(alternatives([r[i] for r in rows], actions[i].tolist())) for i in range(n)]
+    assert got == want
+    assert sum(len(g) < 3 for g in got) < n  # mostly full lists: the comparison is not vacuous
