@@ -340,7 +340,6 @@ Account = msgspec.defstruct(
 )
 """One account as the HTTP service receives it (a msgspec Struct made from ``FIELDS``)."""
 
-_WIRE_PLAN = tuple((f.name, _VIEW_NAME.get(f.name, f.name), f.kind) for f in FIELDS)
 _PRODUCT_INDEX = {p: k for k, p in enumerate(PRODUCT_NAMES)}
 _OUTCOME_INDEX = {o: k for k, o in enumerate(LAST_OUTCOME_NAMES)}
 
@@ -362,33 +361,40 @@ def _int(v: int | float, loc: list[str | int]) -> int:
     return int(v)
 
 
+def _channel_flags(v: list[str], _name: str) -> list[bool]:
+    flags = [False] * len(CONTACT_CHANNEL_NAMES)
+    for c in v:
+        flags[_CHANNEL_INDEX[c]] = True
+    return flags
+
+
+def _count_list(v: Any, name: str) -> list[int]:
+    out = [getattr(v, c) for c in CONTACT_CHANNEL_NAMES]
+    return out if all(type(x) is int for x in out) else [_int(x, [name, c]) for x, c in zip(out, CONTACT_CHANNEL_NAMES, strict=True)]
+
+
+_WIRE_CONVERT: dict[str, Any] = {
+    "float": lambda v, _name: float(v),
+    "int": lambda v, name: v if type(v) is int else _int(v, [name]),
+    "bool": None,  # as decoded
+    "days_since": lambda v, name: NEVER_DAYS if v is None else (v if type(v) is int else _int(v, [name])),
+    "channels": _channel_flags,
+    "counts": _count_list,
+    "product": lambda v, _name: _PRODUCT_INDEX[v],
+    "outcome": lambda v, _name: _OUTCOME_INDEX[v],
+}
+_WIRE_STEPS = tuple((f.name, _VIEW_NAME.get(f.name, f.name), _WIRE_CONVERT[f.kind]) for f in FIELDS)
+
+
 def row_from_account(a: Any) -> dict[str, Any]:
     """The view row of a decoded :data:`Account`: the same dict :func:`parse_record` returns for
     the same record (tested). Raises :class:`WireError` for a fractional whole number."""
-    if a.day is not None:
+    if a.day is not None and type(a.day) is not int:
         _int(a.day, ["day"])
     out: dict[str, Any] = {}
-    for field_name, name, kind in _WIRE_PLAN:
+    for field_name, name, convert in _WIRE_STEPS:
         v = getattr(a, field_name)
-        if kind == "float":
-            out[name] = float(v)
-        elif kind == "int":
-            out[name] = _int(v, [field_name])
-        elif kind == "days_since":
-            out[name] = NEVER_DAYS if v is None else _int(v, [field_name])
-        elif kind == "channels":
-            flags = [False] * len(CONTACT_CHANNEL_NAMES)
-            for c in v:
-                flags[_CHANNEL_INDEX[c]] = True
-            out[name] = flags
-        elif kind == "counts":
-            out[name] = [_int(getattr(v, c), [field_name, c]) for c in CONTACT_CHANNEL_NAMES]
-        elif kind == "product":
-            out[name] = _PRODUCT_INDEX[v]
-        elif kind == "outcome":
-            out[name] = _OUTCOME_INDEX[v]
-        else:
-            out[name] = v
+        out[name] = v if convert is None else convert(v, field_name)
     return out
 
 
