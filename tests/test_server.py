@@ -466,3 +466,32 @@ def test_two_workers_log_every_decision_once_share_metrics_and_check_the_token(a
     assert 1 <= len(files) <= 2 and not log.exists()
     ids = [json.loads(x)["account_id"] for f in files for x in f.read_text().splitlines()]  # every line is whole JSON
     assert sorted(ids) == sorted(f"W{k}-{j}" for k in range(n_threads) for j in range(per_thread))  # all, once, flushed on shutdown
+
+
+def test_collectrl_serve_champion_challenger_flags(artifact, challenger_artifact, tmp_path):
+    from experiments.cli import main
+    from experiments.perf import serving
+
+    assert main(["serve", "--champion", str(artifact), "--challenger", str(challenger_artifact), "--challenger-share", "1.5"]) == 2
+    assert main(["serve", "--champion", str(artifact), "--challenger", str(tmp_path)]) == 2  # not an artifact: refused before binding
+    log = tmp_path / "cli.jsonl"
+    args = [
+        "--champion",
+        str(artifact),
+        "--challenger",
+        str(challenger_artifact),
+        "--challenger-share",
+        "0.5",
+        "--salt",
+        "cli",
+        "--decision-log",
+        str(log),
+    ]
+    with serving(str(artifact), *args) as url:
+        arms = {f"c{i}": _post(url, "/v1/decide", OK | {"account_id": f"c{i}"}, "")[1]["arm"] for i in range(60)}
+        with urllib.request.urlopen(url + "/v1/policy", timeout=10) as r:
+            policy = json.loads(r.read())
+    assert arms == {a: "challenger" if assignment_unit(a, "cli") < 0.5 else "champion" for a in arms}
+    assert set(arms.values()) == {"champion", "challenger"}
+    assert policy["arms"]["challenger"]["share"] == 0.5 and policy["policy_id"] == "digital_first"
+    assert len(log.read_text().splitlines()) == 60
