@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
@@ -46,7 +47,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policies import compliance
-from policies.records import Account, WireError, row_from_account, views_from_rows, wire_error, wire_schema_components
+from policies.records import Account, WireError, row_from_account, views_from_accounts, wire_error, wire_schema_components
 from policies.runtime import ArtifactError, Decision, DecisionFunction, load
 from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES
 
@@ -483,16 +484,22 @@ def create_app(
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         accounts = decode(await request.body(), Batch).accounts
         dep = deployment()
-        views = [view_of(a, ["body", "accounts", i]) for i, a in enumerate(accounts)]
+        try:
+            batch = views_from_accounts(accounts)
+        except WireError as e:
+            raise _Unprocessable(["body", "accounts", *e.loc], str(e)) from None
         arms = assign(dep, accounts)
-        decisions: list[Decision | None] = [None] * len(accounts)
-        for arm in (dep.champion, dep.challenger):
-            idx = [i for i, (a, _) in enumerate(arms) if a is arm]
-            if arm is None or not idx:
-                continue
-            for i, d in zip(idx, arm.fn.decide_batch(views_from_rows([views[i] for i in idx]), probs=log.enabled), strict=True):
-                decisions[i] = d
-        done = [d for d in decisions if d is not None]
+        if dep.challenger is None:
+            done = dep.champion.fn.decide_batch(batch, probs=log.enabled)
+        else:
+            slots: list[Decision | None] = [None] * len(accounts)
+            for arm in (dep.champion, dep.challenger):
+                idx = np.array([i for i, (a, _) in enumerate(arms) if a is arm], dtype=np.int64)
+                if idx.size:
+                    for i, d in zip(idx.tolist(), arm.fn.decide_batch(batch.take(idx), probs=log.enabled), strict=True):
+                        slots[i] = d
+            done = [d for d in slots if d is not None]
+        views = [batch.row(i) for i in range(len(accounts))] if log.enabled else [{}] * len(accounts)
         record(rid, accounts, views, arms, done)
         out = [d.as_dict() | {"account_id": a.account_id, "arm": arm.name} for a, d, (arm, _) in zip(accounts, done, arms, strict=True)]
         return _json_response({"request_id": rid, "policy_id": dep.champion.fn.policy_id, "decisions": out})

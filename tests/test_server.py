@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 from fastapi.testclient import TestClient  # noqa: E402
 
 from agents.export import export  # noqa: E402
-from policies.records import Account, parse_record, records_from_views, row_from_account  # noqa: E402
+from policies.records import Account, parse_record, records_from_views, row_from_account, views_from_accounts, views_from_rows  # noqa: E402
 from policies.server import MAX_BATCH, assignment_unit, create_app  # noqa: E402
 from tests.helpers_views import random_views  # noqa: E402
 
@@ -157,6 +157,12 @@ def test_the_wire_decoder_gives_the_views_of_the_one_validator():
     for i, rec in enumerate(records):
         wire = row_from_account(msgspec.json.decode(json.dumps(rec).encode(), type=Account))
         assert wire == parse_record(rec, i), i
+    # the batch endpoint builds the same views column by column
+    accounts = msgspec.json.decode(json.dumps(records).encode(), type=list[Account])
+    columnar, by_rows = views_from_accounts(accounts), views_from_rows([row_from_account(a) for a in accounts])
+    for name in by_rows.field_names():
+        a, b = getattr(columnar, name), getattr(by_rows, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all(), name
 
 
 def test_the_document_says_what_the_validator_does(artifact):
@@ -174,6 +180,14 @@ def test_the_document_says_what_the_validator_does(artifact):
         assert c.post("/v1/decide", json=OK | {"dpd": 12.0}).status_code == 200  # JSON Schema's integers include 12.0
         r = c.post("/v1/decide", json=OK | {"dpd": 12.5})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "dpd"]
+        assert c.post("/v1/decide/batch", json={"accounts": [OK | {"dpd": 12.0, "contacts_7d": {"sms": 1.0}}]}).status_code == 200
+        for bad, loc in (
+            ({"dpd": 2.5}, ["dpd"]),
+            ({"contacts_7d": {"sms": 1, "call": 0.5}}, ["contacts_7d", "call"]),
+            ({"days_since_contact": 1.5}, ["days_since_contact"]),
+        ):
+            r = c.post("/v1/decide/batch", json={"accounts": [OK, OK | bad]})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "accounts", 1, *loc], bad
         r = c.post("/v1/decide/batch", json={"accounts": [OK] * (MAX_BATCH + 1)})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "accounts"]  # over maxItems: 422, not 413
 
