@@ -4,6 +4,7 @@ every check), champion/challenger, metrics, hot reload, and a live load test on 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -509,3 +510,36 @@ def test_collectrl_serve_champion_challenger_flags(artifact, challenger_artifact
     assert set(arms.values()) == {"champion", "challenger"}
     assert policy["arms"]["challenger"]["share"] == 0.5 and policy["policy_id"] == "digital_first"
     assert len(log.read_text().splitlines()) == 60
+
+
+def test_sighup_replaces_the_workers_and_they_load_the_replaced_artifact(artifact, challenger_artifact, tmp_path):
+    import shutil
+    import signal
+
+    from experiments.perf import serving
+    from policies.runtime import load
+
+    versions = {"digital_first": load(artifact).version, "segment_journeys": load(challenger_artifact).version}
+    live = tmp_path / "live"
+    shutil.copytree(artifact, live)
+    log = tmp_path / "d.jsonl"
+    answered: list[str] = []
+    with serving(str(live), "--workers", "2", "--decision-log", str(log)) as url:
+        for i in range(10):
+            status, body = _post(url, "/v1/decide", OK | {"account_id": f"h{i}"}, "")
+            assert status == 200
+            answered.append(body["policy_id"])
+        shutil.rmtree(live)
+        shutil.copytree(challenger_artifact, live)
+        os.kill(url.pid, signal.SIGHUP)
+        for i in range(2000):  # until both replacement workers answer with the new artifact (bounded in count)
+            status, body = _post(url, "/v1/decide", OK | {"account_id": f"s{i}"}, "")
+            assert status == 200
+            answered.append(body["policy_id"])
+            if answered[-20:] == ["segment_journeys"] * 20:
+                break
+            threading.Event().wait(0.01)
+    assert answered[:10] == ["digital_first"] * 10 and answered[-20:] == ["segment_journeys"] * 20
+    lines = [json.loads(x) for f in tmp_path.glob("d.jsonl.w*") for x in f.read_text().splitlines()]
+    assert len(lines) == len(answered)
+    assert all(line["policy_version"] == versions[line["policy_id"]] for line in lines)
