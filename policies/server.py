@@ -21,12 +21,15 @@ can re-score it; the log is flushed on a clean shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
 import json
 import os
 import re
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -390,6 +393,12 @@ def create_app(
         champion = Arm("champion", load(artifact), str(artifact))
         other = Arm("challenger", load(challenger), str(challenger)) if challenger is not None else None
         state["deployment"] = Deployment(champion, other, challenger_share if other else 0.0, salt)
+        # one process: SIGHUP reloads every arm from its directory (with several workers the uvicorn
+        # supervisor owns SIGHUP and replaces the workers instead); only the main thread may set it
+        if workers == 1 and threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_from_disk()))
         # everything loaded so far lives as long as the server: keep it out of the garbage
         # collector's scans, which would otherwise show up as latency spikes
         gc.collect()
@@ -555,6 +564,22 @@ def create_app(
             state["deployment"] = replace(dep, champion=new) if body.arm == "champion" else replace(dep, challenger=new)
             metrics.reloads.labels(body.arm, "ok").inc()
         return _json_response({"detail": f"{body.arm} now serves {fn.policy_id} version {fn.version}"})
+
+    async def reload_from_disk() -> None:
+        async with reload_lock:
+            dep = deployment()
+            try:
+                champion = Arm("champion", await run_in_threadpool(load, dep.champion.artifact), dep.champion.artifact)
+                other = dep.challenger
+                if other is not None:
+                    other = Arm("challenger", await run_in_threadpool(load, other.artifact), other.artifact)
+            except ArtifactError as e:
+                metrics.reloads.labels("all", "refused").inc()
+                print(f"collectrl serve: SIGHUP reload refused, still serving {dep.champion.fn.version}: {e}", file=sys.stderr)
+                return
+            state["deployment"] = replace(dep, champion=champion, challenger=other)
+            metrics.reloads.labels("all", "ok").inc()
+            print(f"collectrl serve: SIGHUP reloaded champion {champion.fn.policy_id} version {champion.fn.version}", file=sys.stderr)
 
     @app.get("/healthz")
     async def healthz() -> Response:

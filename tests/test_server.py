@@ -543,3 +543,42 @@ def test_sighup_replaces_the_workers_and_they_load_the_replaced_artifact(artifac
     lines = [json.loads(x) for f in tmp_path.glob("d.jsonl.w*") for x in f.read_text().splitlines()]
     assert len(lines) == len(answered)
     assert all(line["policy_version"] == versions[line["policy_id"]] for line in lines)
+
+
+def test_sighup_on_one_worker_reloads_from_disk_and_refuses_a_tampered_artifact(artifact, challenger_artifact, tmp_path):
+    import shutil
+    import signal
+
+    from experiments.perf import serving
+
+    live = tmp_path / "live"
+    shutil.copytree(artifact, live)
+
+    def until(url: str, policy_id: str) -> list[str]:
+        seen = []
+        for i in range(500):  # bounded in count
+            status, body = _post(url, "/v1/decide", OK | {"account_id": f"u{i}"}, "")
+            assert status == 200
+            seen.append(body["policy_id"])
+            if seen[-1] == policy_id:
+                break
+            threading.Event().wait(0.01)
+        return seen
+
+    with serving(str(live)) as url:
+        assert until(url, "digital_first")[-1] == "digital_first"
+        shutil.rmtree(live)
+        shutil.copytree(challenger_artifact, live)
+        os.kill(url.pid, signal.SIGHUP)
+        assert until(url, "segment_journeys")[-1] == "segment_journeys"
+        manifest = json.loads((live / "manifest.json").read_text())
+        (live / "manifest.json").write_text(json.dumps(manifest | {"format_version": 999}))
+        os.kill(url.pid, signal.SIGHUP)
+        for _ in range(200):  # the refusal is counted once the reload has run
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+                if 'collectrl_reloads_total{arm="all",result="refused"} 1.0' in r.read().decode():
+                    break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("the tampered reload was never refused")
+        assert _post(url, "/v1/decide", OK, "")[1]["policy_id"] == "segment_journeys"  # still serving the last good one
