@@ -193,11 +193,12 @@ def test_the_document_says_what_the_validator_does(artifact):
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "accounts"]  # over maxItems: 422, not 413
 
 
-def _schemathesis(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(url: str, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """``schemathesis run --checks all`` as a new user would run it, bounded in examples (not time)."""
     st = Path(sys.executable).parent / "schemathesis"
     cmd = [str(st), "run", url + "/openapi.json", "--checks", "all", "--max-examples", "25", "--seed", "1", "--workers", "1"]
-    return subprocess.run([*cmd, "--exclude-path", "/v1/admin/reload", *extra], capture_output=True, text=True, timeout=900)
+    # run in a scratch folder: schemathesis keeps a cache in its working directory
+    return subprocess.run([*cmd, "--exclude-path", "/v1/admin/reload", *extra], capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
 @pytest.mark.slow
@@ -208,7 +209,7 @@ def test_schemathesis_with_every_check_passes_against_the_served_artifact(artifa
     token = tmp_path / "token"
     token.write_text("s3cret")
     with serving(str(artifact if kind == "rule" else learned_artifact), "--token-file", str(token)) as url:
-        run = _schemathesis(url, "--header", "Authorization: Bearer s3cret")
+        run = _schemathesis(url, tmp_path, "--header", "Authorization: Bearer s3cret")
     assert run.returncode == 0, run.stdout[-4000:]
     generated = [line for line in run.stdout.splitlines() if " generated" in line]
     assert generated and int(generated[-1].split()[0]) >= 200, run.stdout[-2000:]  # it really sent a variety of requests
