@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -444,15 +445,21 @@ def create_app(
     def record(
         request_id: str, accounts: Sequence[Any], views: list[dict[str, Any]], arms: list[tuple[Arm, float]], decisions: list[Decision]
     ) -> None:
+        # counted per distinct label set, not per decision: a batch touches a few series many times
+        by_action = Tally((arm.name, d.channel, d.tone, d.offer) for (arm, _), d in zip(arms, decisions, strict=True))
+        for (arm_name, channel, tone, offer), k in by_action.items():
+            metrics.decisions.labels(arm_name, channel, tone, offer).inc(k)
+        by_arm = Tally(arm.name for arm, _ in arms)
+        for name, k in by_arm.items():
+            metrics.assignments.labels(name).inc(k)
+        by_reason = Tally((arm.name, _override_reason(d.reason)) for (arm, _), d in zip(arms, decisions, strict=True) if d.reason is not None)
+        for (arm_name, rule), k in by_reason.items():
+            metrics.overrides.labels(arm_name, rule).inc(k)
+        if not log.enabled:
+            return
         now = time.time()
         entries = []
         for a, view, (arm, prob), d in zip(accounts, views, arms, decisions, strict=True):
-            metrics.decisions.labels(arm.name, d.channel, d.tone, d.offer).inc()
-            metrics.assignments.labels(arm.name).inc()
-            if d.reason is not None:
-                metrics.overrides.labels(arm.name, _override_reason(d.reason)).inc()
-            if not log.enabled:
-                continue
             probs = None if d.probs is None else dict(zip(("channel", "window", "tone", "offer"), d.probs, strict=True))
             entries.append(
                 {
