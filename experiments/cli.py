@@ -474,8 +474,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from policies.runtime import ArtifactError, load
     from policies.server import create_app
 
-    champion = args.champion or args.artifact
-    if champion is None or (args.champion and args.artifact and args.champion != args.artifact):
+    named = {p for p in (args.artifact, args.artifact_flag, args.champion) if p}
+    champion = next(iter(named), None)
+    if champion is None or len(named) > 1:
         raise UsageError("serve needs one champion artifact: `collectrl serve ART` or `collectrl serve --champion ART`")
     if args.challenger is not None and not 0.0 < args.challenger_share < 1.0:
         raise UsageError(f"--challenger-share must be between 0 and 1 (exclusive), got {args.challenger_share}")
@@ -727,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI on uvicorn), optionally with a challenger")
     sv.add_argument("artifact", nargs="?", default=None, help="the champion artifact (or --champion)")
     sv.add_argument("--champion", default=None, help="the champion artifact directory")
+    sv.add_argument("--artifact", dest="artifact_flag", default=None, help="the same as --champion")
     sv.add_argument("--challenger", default=None, help="a challenger artifact, deciding for --challenger-share of the accounts")
     sv.add_argument("--challenger-share", type=float, default=0.1, help="share of accounts (by salted hash of account_id) for the challenger")
     sv.add_argument("--salt", default="", help="the assignment salt: a new salt reshuffles which accounts the challenger gets")

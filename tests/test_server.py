@@ -490,6 +490,8 @@ def test_collectrl_serve_champion_challenger_flags(artifact, challenger_artifact
 
     assert main(["serve", "--champion", str(artifact), "--challenger", str(challenger_artifact), "--challenger-share", "1.5"]) == 2
     assert main(["serve", "--champion", str(artifact), "--challenger", str(tmp_path)]) == 2  # not an artifact: refused before binding
+    assert main(["serve", "--artifact", str(artifact), "--champion", str(challenger_artifact)]) == 2  # two champions
+    assert main(["serve"]) == 2
     log = tmp_path / "cli.jsonl"
     args = [
         "--champion",
