@@ -492,10 +492,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from policies.runtime import ArtifactError, load
     from policies.server import create_app
 
-    try:
-        load(args.artifact)  # refuse a bad artifact before binding a port
-    except ArtifactError as e:
-        raise UsageError(str(e)) from None
+    named = {p for p in (args.artifact, args.artifact_flag, args.champion) if p}
+    champion = next(iter(named), None)
+    if champion is None or len(named) > 1:
+        raise UsageError("serve needs one champion artifact: `collectrl serve ART` or `collectrl serve --champion ART`")
+    if args.challenger is not None and not 0.0 < args.challenger_share < 1.0:
+        raise UsageError(f"--challenger-share must be between 0 and 1 (exclusive), got {args.challenger_share}")
+    for path in (champion, args.challenger):
+        try:
+            if path is not None:
+                load(path)  # refuse a bad artifact before binding a port
+        except ArtifactError as e:
+            raise UsageError(str(e)) from None
     token = None
     if args.token_file:
         try:
@@ -504,9 +512,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
-    app = create_app(args.artifact, token=token, decision_log=args.decision_log)
-    print(f"serving {args.artifact} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    settings = {
+        "artifact": champion,
+        "decision_log": args.decision_log,
+        "challenger": args.challenger,
+        "challenger_share": args.challenger_share if args.challenger else 0.0,
+        "salt": args.salt,
+        "access_log": args.access_log,
+    }
+    arms = f"{champion} ({1 - args.challenger_share:.0%}) and challenger {args.challenger}" if args.challenger else champion
+    print(f"serving {arms} on http://{args.host}:{args.port} with {args.workers} worker(s) (OpenAPI at /openapi.json)", file=sys.stderr)
+    if args.workers == 1:
+        uvicorn.run(create_app(token=token, **settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+        return 0
+    import os
+    import tempfile
+
+    from policies.server import CONFIG_ENV
+
+    # workers are fresh processes: they read the settings (and the token from its file) themselves, and
+    # share their metrics through a directory that prometheus-client's multiprocess mode sums
+    with tempfile.TemporaryDirectory(prefix="collectrl-metrics-") as metrics_dir:
+        os.environ[CONFIG_ENV] = json.dumps(settings | {"workers": args.workers, "token_file": args.token_file})
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "policies.server:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning", access_log=False
+        )
     return 0
 
 
@@ -803,8 +834,15 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--no-progress", action="store_true")
     dc.set_defaults(func=cmd_decide)
 
-    sv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI on uvicorn)")
-    sv.add_argument("artifact")
+    sv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI on uvicorn), optionally with a challenger")
+    sv.add_argument("artifact", nargs="?", default=None, help="the champion artifact (or --champion)")
+    sv.add_argument("--champion", default=None, help="the champion artifact directory")
+    sv.add_argument("--artifact", dest="artifact_flag", default=None, help="the same as --champion")
+    sv.add_argument("--challenger", default=None, help="a challenger artifact, deciding for --challenger-share of the accounts")
+    sv.add_argument("--challenger-share", type=float, default=0.1, help="share of accounts (by salted hash of account_id) for the challenger")
+    sv.add_argument("--salt", default="", help="the assignment salt: a new salt reshuffles which accounts the challenger gets")
+    sv.add_argument("--access-log", default=None, help="append one JSON line per HTTP request to this file")
+    sv.add_argument("--workers", type=_int_at_least(1), default=1, help="worker processes; each writes its own logs, FILE.w<pid>")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_int_at_least(1), default=8000)
     sv.add_argument("--token-file", default=None, help="a file holding the bearer token clients must send")

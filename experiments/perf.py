@@ -280,11 +280,11 @@ def _percentiles_us(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
+def _wrk(url: str, seconds: int, script: str | None, connections: int = 32) -> dict[str, float]:
     import re
     import subprocess
 
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url] + (["-s", script] if script else [])
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url] + (["-s", script] if script else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -292,6 +292,9 @@ def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
     p99_ms = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_s": rps, "p99_ms": p99_ms, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}
+
+
+BATCH_ROWS_HTTP = 1000  # the service's MAX_BATCH
 
 
 def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -341,16 +344,24 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         reps += 1
     batch_rate = reps * len(big) / (time.perf_counter() - t0)
 
-    with serving(artifact) as base:
-        body = json.dumps(records[0]).replace('"', '\\"')
+    def post_script(payload: Any) -> str:
+        body = json.dumps(payload).replace("\\", "\\\\").replace('"', '\\"')
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
-            script = f.name
-        try:
+            return f.name
+
+    one, batch = post_script(records[0]), post_script({"accounts": records[:BATCH_ROWS_HTTP]})
+    try:
+        with serving(artifact) as base:
             health = _wrk(base + "/healthz", seconds, None)
-            decide = _wrk(base + "/v1/decide", seconds, script)
-        finally:
-            os.unlink(script)
+            decide = _wrk(base + "/v1/decide", seconds, one)
+            # a few connections, each carrying a full batch: the rows/s a bulk caller gets
+            over_http = _wrk(base + "/v1/decide/batch", seconds, batch, connections=4)
+        with serving(artifact, "--workers", "2") as base:
+            decide2 = _wrk(base + "/v1/decide", seconds, one)
+    finally:
+        os.unlink(one)
+        os.unlink(batch)
     return {
         "benchmark": "serve",
         "artifact": artifact,
@@ -366,6 +377,13 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         "http_healthz_p99_ms": round(health["p99_ms"], 2),
         "http_ratio": round(decide["requests_per_s"] / health["requests_per_s"], 3),
         "http_decide_non_2xx": int(decide["non_2xx"]),
+        "http_decide_2_workers_requests_per_s": round(decide2["requests_per_s"]),
+        "http_decide_2_workers_p99_ms": round(decide2["p99_ms"], 2),
+        "http_2_workers_over_1": round(decide2["requests_per_s"] / decide["requests_per_s"], 2),
+        "http_batch_rows_per_request": BATCH_ROWS_HTTP,
+        "http_batch_rows_per_s": round(over_http["requests_per_s"] * BATCH_ROWS_HTTP),
+        "http_batch_p99_ms": round(over_http["p99_ms"], 2),
+        "http_non_2xx": int(decide["non_2xx"] + decide2["non_2xx"] + over_http["non_2xx"]),
     }
 
 

@@ -9,8 +9,14 @@ import time
 from collections.abc import Iterator
 
 
+class ServedURL(str):
+    """The base URL of a server started by :func:`serving`, with the server's process id."""
+
+    pid: int
+
+
 @contextlib.contextmanager
-def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator[str]:
+def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator[ServedURL]:
     """Run ``collectrl serve ARTIFACT`` on a free port of 127.0.0.1 (with extra ``args``) until the
     block ends, then stop it cleanly (SIGTERM, so buffered decision logs are flushed); yields the
     base URL once ``/readyz`` answers, and raises if the server exits or is not ready in time."""
@@ -41,7 +47,9 @@ def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"collectrl serve was not ready on {base} within {ready_within_s:.0f} s") from None
                 time.sleep(0.1)
-        yield base
+        served = ServedURL(base)
+        served.pid = proc.pid
+        yield served
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
