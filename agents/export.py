@@ -48,9 +48,29 @@ class _ScoreHead(torch.nn.Module):
         return p.action_net(p.mlp_extractor.forward_actor(features))
 
 
+def _onnx_export(head: torch.nn.Module, path: Path) -> None:
+    """Trace the score head with torch's current exporter (``torch.export``, ``dynamo=True``) into one
+    self-contained ONNX file with a dynamic batch dimension. An example batch of 2, not 1: a size-1
+    dimension would be specialised to a constant."""
+    with torch.no_grad():
+        program = torch.onnx.export(
+            head,
+            (torch.zeros(2, N_FEATURES),),
+            input_names=["obs"],
+            output_names=["scores"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    if program is None:  # pragma: no cover - the dynamo exporter always returns its program
+        raise RuntimeError("torch.onnx.export returned no program")
+    program.save(str(path), external_data=False)
+
+
 def _versions() -> dict[str, str]:
     out = {}
-    for pkg in ("collectrl", "numpy", "torch", "stable-baselines3", "sb3-contrib", "onnx", "onnxruntime", "gymnasium", "simpy"):
+    for pkg in ("collectrl", "numpy", "torch", "onnxscript", "stable-baselines3", "sb3-contrib", "onnx", "onnxruntime", "gymnasium", "simpy"):
         with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
     return out
@@ -88,16 +108,7 @@ def export(source: str, out: str | Path, scenario: str = "default", eval_debtors
             cfg = yaml.safe_load(cfg_path.read_text())
             model = load_model(cfg["algo"], src / "best" / "model.zip")
             head = _ScoreHead(model.policy).eval()
-            torch.onnx.export(
-                head,
-                (torch.zeros(1, N_FEATURES),),
-                str(tmp / "model.onnx"),
-                input_names=["obs"],
-                output_names=["scores"],
-                dynamic_axes={"obs": {0: "batch"}, "scores": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+            _onnx_export(head, tmp / "model.onnx")
             learned = LearnedPolicy(model, src.name)
             learned.reset(DECISION_SEED)
             sc = load_scenario(cfg["scenario"], cfg.get("scenario_overrides", []))

@@ -78,10 +78,19 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     from sim.runner import run_portfolio
 
     sc = load_scenario(args.scenario, args.set or [])
-    policy = resolve_policy(args.policy)
+    replay = args.policy.startswith("replay:")
+    if replay:  # the history's own contacts on its own accounts (experiments.calibrate)
+        from experiments import calibrate
+
+        history, _ = calibrate.open_replay(args.policy)
+        args.debtors = history.n_accounts
+    else:
+        policy = resolve_policy(args.policy)
     update, close = _progress(f"simulate {sc.name}/{args.policy}", not args.no_progress)
     try:
-        if args.log_decisions is not None:  # the policy samples with known propensities
+        if replay:
+            world = calibrate.replay(sc, history, args.seed, progress=update, record_events=args.out is not None)
+        elif args.log_decisions is not None:  # the policy samples with known propensities
             from experiments.decision_log import log_run
 
             world, _ = log_run(
@@ -483,10 +492,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from policies.runtime import ArtifactError, load
     from policies.server import create_app
 
-    try:
-        load(args.artifact)  # refuse a bad artifact before binding a port
-    except ArtifactError as e:
-        raise UsageError(str(e)) from None
+    named = {p for p in (args.artifact, args.artifact_flag, args.champion) if p}
+    champion = next(iter(named), None)
+    if champion is None or len(named) > 1:
+        raise UsageError("serve needs one champion artifact: `collectrl serve ART` or `collectrl serve --champion ART`")
+    if args.challenger is not None and not 0.0 < args.challenger_share < 1.0:
+        raise UsageError(f"--challenger-share must be between 0 and 1 (exclusive), got {args.challenger_share}")
+    for path in (champion, args.challenger):
+        try:
+            if path is not None:
+                load(path)  # refuse a bad artifact before binding a port
+        except ArtifactError as e:
+            raise UsageError(str(e)) from None
     token = None
     if args.token_file:
         try:
@@ -495,9 +512,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
-    app = create_app(args.artifact, token=token, decision_log=args.decision_log)
-    print(f"serving {args.artifact} on http://{args.host}:{args.port} (OpenAPI at /openapi.json)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    settings = {
+        "artifact": champion,
+        "decision_log": args.decision_log,
+        "challenger": args.challenger,
+        "challenger_share": args.challenger_share if args.challenger else 0.0,
+        "salt": args.salt,
+        "access_log": args.access_log,
+    }
+    arms = f"{champion} ({1 - args.challenger_share:.0%}) and challenger {args.challenger}" if args.challenger else champion
+    print(f"serving {arms} on http://{args.host}:{args.port} with {args.workers} worker(s) (OpenAPI at /openapi.json)", file=sys.stderr)
+    if args.workers == 1:
+        uvicorn.run(create_app(token=token, **settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+        return 0
+    import os
+    import tempfile
+
+    from policies.server import CONFIG_ENV
+
+    # workers are fresh processes: they read the settings (and the token from its file) themselves, and
+    # share their metrics through a directory that prometheus-client's multiprocess mode sums
+    with tempfile.TemporaryDirectory(prefix="collectrl-metrics-") as metrics_dir:
+        os.environ[CONFIG_ENV] = json.dumps(settings | {"workers": args.workers, "token_file": args.token_file})
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "policies.server:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning", access_log=False
+        )
     return 0
 
 
@@ -530,6 +570,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.action in ("fit", "check"):
+        from experiments import calibrate
+
+        return calibrate.command(args)
     from sim.calibration import measure_all
 
     names = available_scenarios() if args.scenario == "all" else [args.scenario]
@@ -579,6 +623,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         result = perf.perf_train(args.scenario, args.n_envs, args.timesteps, args.seed, args.rounds or 8)
     elif args.what == "experiment":
         result = perf.perf_experiment(args.debtors or 8000)
+    elif args.what == "calibrate":
+        result = perf.perf_calibrate(args.scenario, args.debtors or 100_000, args.days, args.seed)
     elif args.what == "ope":
         result = perf.perf_ope(args.scenario, args.debtors or 20_000, args.days, args.seed)
     else:
@@ -594,6 +640,36 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ history
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from experiments.dataset import make_dataset
+
+    update, close = _progress(f"dataset {args.scenario} / {args.policy}", not args.no_progress, unit="debtor")
+    try:
+        summary = make_dataset(
+            args.scenario,
+            args.policy,
+            args.episodes,
+            Path(args.out),
+            epsilon=args.epsilon,
+            seed=args.seed,
+            name=args.name,
+            ref_debtors=args.ref_debtors,
+            progress=None if update is None else (lambda done: update(done, args.episodes)),
+        )
+    finally:
+        close()
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(
+            f"wrote {summary.dataset_id} under {args.out}: {summary.episodes:,} episodes, {summary.steps:,} steps; mean return "
+            f"{summary.mean_return:.2f} EUR = normalised score {summary.normalised_score:.3f} (static ladder {summary.ref_min_score:.2f}, "
+            f"oracle {summary.ref_max_score:.2f}); smallest propensity {summary.min_propensity:.2g}\n"
+            f"load it with: MINARI_DATASETS_PATH={args.out} python -c \"import minari; print(minari.load_dataset('{summary.dataset_id}'))\""
+        )
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -664,19 +740,6 @@ def cmd_ope(args: argparse.Namespace) -> int:
         return 0
     print((out / "report.md").read_text().split("## Verdict", 1)[1].strip())
     print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'ope.json'}")
-    return 0
-
-
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from experiments.dataset import write_dataset
-
-    result = write_dataset(args.scenario, args.policy, args.episodes, args.out, seed=args.seed, dataset_id=args.dataset_id)
-    print(
-        json.dumps(result)
-        if args.json
-        else f"wrote {result['dataset_id']} ({args.episodes:,} episodes) under {result['path']}: "
-        f"load it with MINARI_DATASETS_PATH={result['path']} and minari.load_dataset({result['dataset_id']!r})"
-    )
     return 0
 
 
@@ -771,8 +834,15 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--no-progress", action="store_true")
     dc.set_defaults(func=cmd_decide)
 
-    sv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI on uvicorn)")
-    sv.add_argument("artifact")
+    sv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI on uvicorn), optionally with a challenger")
+    sv.add_argument("artifact", nargs="?", default=None, help="the champion artifact (or --champion)")
+    sv.add_argument("--champion", default=None, help="the champion artifact directory")
+    sv.add_argument("--artifact", dest="artifact_flag", default=None, help="the same as --champion")
+    sv.add_argument("--challenger", default=None, help="a challenger artifact, deciding for --challenger-share of the accounts")
+    sv.add_argument("--challenger-share", type=float, default=0.1, help="share of accounts (by salted hash of account_id) for the challenger")
+    sv.add_argument("--salt", default="", help="the assignment salt: a new salt reshuffles which accounts the challenger gets")
+    sv.add_argument("--access-log", default=None, help="append one JSON line per HTTP request to this file")
+    sv.add_argument("--workers", type=_int_at_least(1), default=1, help="worker processes; each writes its own logs, FILE.w<pid>")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_int_at_least(1), default=8000)
     sv.add_argument("--token-file", default=None, help="a file holding the bearer token clients must send")
@@ -804,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="train (or reuse) every learner and score every policy on every preset (fixed protocol)")
     lb.add_argument("--scenarios", default="default,telecom,late_stage")
     lb.add_argument("--algos", default="maskable_ppo,ppo,a2c,dqn", help="learners to train or reuse")
-    lb.add_argument("--timesteps", type=_positive_int, default=2_000_000, help="training debtor-days per learner")
+    lb.add_argument("--timesteps", type=_positive_int, default=None, help="training debtor-days per learner (default: each learner's shipped config)")
     lb.add_argument("--runs", default="runs/leaderboard", help="where learner runs are kept and reused")
     lb.add_argument("--out", default="runs/leaderboard", help="where leaderboard.md and leaderboard.json go")
     lb.add_argument("--debtors", type=_positive_int, default=None, help="override the protocol's debtors (not comparable then)")
@@ -812,12 +882,27 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = sub.add_parser("calibrate", help="check a preset against the published figures it claims (exit 1 on a miss)")
-    c.add_argument("--scenario", default="all", help="a preset, a .yaml path, or 'all'")
+    c = sub.add_parser(
+        "calibrate",
+        help="figures: check a preset against the published figures it claims (exit 1 on a miss); fit: a scenario fitted to a history; "
+        "check: known-truth recovery of the fit",
+    )
+    c.add_argument("action", nargs="?", choices=("figures", "fit", "check"), default="figures")
+    c.add_argument("--scenario", default="all", help="figures: a preset, a .yaml path, or 'all'")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
-    c.add_argument("--debtors", type=_positive_int, default=20_000)
+    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check: debtors of each policy evaluation")
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--history", default=None, help="fit: the history folder")
+    c.add_argument("--base", default="default", help="fit, check: the preset the fitted scenario extends")
+    c.add_argument("--out", default=None, help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json")
+    c.add_argument("--logging-policy", default=None, help="fit: the policy that produced the history, if known (else its contacts are replayed)")
+    c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
+    c.add_argument("--workers", type=_positive_int, default=1, help="fit: local worker processes for the replicates of each step")
+    c.add_argument("--perturbations", type=_positive_int, default=20, help="check: perturbed worlds")
+    c.add_argument("--accounts", type=_positive_int, default=50_000, help="check: accounts of each simulated history")
+    c.add_argument("--explore-share", type=float, default=0.05, help="check: share of random allowed actions of the logging ladder")
+    c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
     hs = sub.add_parser("history", help="a portfolio's history: export a simulated run into the history format, or validate a folder")
@@ -827,6 +912,19 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="export: the tables' file format")
     hs.add_argument("--json", action="store_true", help="validate: print the report as JSON")
     hs.set_defaults(func=cmd_history)
+
+    ds = sub.add_parser("dataset", help="a Minari dataset for offline RL: debtors under a logging policy with known propensities")
+    ds.add_argument("--scenario", default="default")
+    ds.add_argument("--policy", required=True, help="a registered id, a training run directory or an exported artifact")
+    ds.add_argument("--episodes", type=_positive_int, default=10_000, help="debtors (one episode each)")
+    ds.add_argument("--out", required=True, help="a Minari datasets folder (set MINARI_DATASETS_PATH to it to load)")
+    ds.add_argument("--epsilon", type=float, default=0.0, help="share of uniformly random allowed actions (needed for a deterministic policy)")
+    ds.add_argument("--name", default=None, help="the dataset's name in collectrl/SCENARIO/NAME-v0 (default: the policy's)")
+    ds.add_argument("--ref-debtors", type=_positive_int, default=20_000, help="debtors per seed for the reference scores (the leaderboard's)")
+    ds.add_argument("--seed", type=_seed, default=0)
+    ds.add_argument("--json", action="store_true")
+    ds.add_argument("--no-progress", action="store_true")
+    ds.set_defaults(func=cmd_dataset)
 
     op = sub.add_parser("ope", help="off-policy evaluation of policies on decision logs (or `ope bench`: the estimators checked against the truth)")
     op.add_argument("action", nargs="?", choices=("bench",), help="bench: log, estimate and compare with the simulator's true values")
@@ -851,16 +949,6 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--no-progress", action="store_true")
     op.set_defaults(func=cmd_ope)
 
-    ds = sub.add_parser("dataset", help="episodes of collectrl/Debtor-v0 under a policy as a Minari dataset (offline RL)")
-    ds.add_argument("--scenario", default="default")
-    ds.add_argument("--policy", default="static_ladder", help="registered rule or exported artifact; it samples from its own probabilities")
-    ds.add_argument("--episodes", type=_positive_int, default=1000)
-    ds.add_argument("--out", required=True, help="Minari datasets folder to write into")
-    ds.add_argument("--dataset-id", default=None, help="namespace/env/name-vN (default collectrl/SCENARIO/POLICY-v0)")
-    ds.add_argument("--seed", type=_seed, default=0)
-    ds.add_argument("--json", action="store_true")
-    ds.set_defaults(func=cmd_dataset)
-
     pl = sub.add_parser("policies", help="list the registered policies with their versions")
     pl.set_defaults(func=cmd_policies)
 
@@ -868,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     pf = sub.add_parser("perf", help="benchmarks, as ratios to a reference measured in the same run")
-    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "ope"))
+    pf.add_argument("what", choices=("sim", "env", "train", "serve", "experiment", "calibrate", "ope"))
     pf.add_argument("--artifact", default=None, help="perf serve: the artifact directory")
     pf.add_argument("--timesteps", type=_positive_int, default=400_000, help="perf train: env-steps measured on each of the two, over all rounds")
     pf.add_argument("--n-envs", type=_positive_int, default=256, help="perf train: parallel environments (debtor slots / CartPole copies)")
@@ -876,7 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=None, help="perf train / env: alternating rounds; the median ratio is reported (default 8 / 9)"
     )
     pf.add_argument("--scenario", default="default")
-    pf.add_argument("--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000)")
+    pf.add_argument(
+        "--debtors", type=_positive_int, default=None, help="perf sim: portfolio size (default 200000); perf calibrate: accounts (100000)"
+    )
     pf.add_argument("--days", type=_positive_int, default=180, help="perf sim: horizon days")
     pf.add_argument("--slots", type=_positive_int, default=16384, help="perf env: slots of the batched env")
     pf.add_argument("--seconds", type=float, default=4.0, help="perf env: seconds of each of the four measurements (over all rounds)")

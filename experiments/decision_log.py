@@ -29,10 +29,12 @@ Every logging policy in collectrl fits that form exactly: a deterministic rule i
 masked softmax heads, the random policy ``epsilon = 1``.
 
 The server's JSON lines map onto the same table: ``account_id``, ``day``, ``arm``,
-``assignment_prob``, ``policy_id``, ``policy_version``, ``action`` (an object with ``channel``,
-``window``, ``tone``, ``offer`` and ``index``), ``propensity``, ``probs`` (an object of the four
-per-dimension lists, or one list of 19), optional ``epsilon`` (default 0) and ``allowed`` (default:
-the compliance mask recomputed from the view), and ``view`` (the validated account record).
+``assignment_prob``, ``policy_id``, ``policy_version``, the action (``action_index``, or
+``decision`` / ``action``: an object with ``channel``, ``window``, ``tone``, ``offer``),
+``propensity``, ``probs`` (an object of the four per-dimension lists, or one list of 19; null when
+the policy chose with probability 1), optional ``epsilon`` (default 0) and ``allowed`` (default: the
+compliance mask recomputed from the view), and ``view`` (the validated view's fields, as the server
+logs it, or an account record).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from policies.base import Policy
 from policies.decision import HEAD_WIDTH, OFFSETS, masked_probabilities
 from policies.features import encode
 from policies.fileio import atomic_write
-from policies.records import RecordError, views_from_records
+from policies.records import RecordError, parse_record, views_from_rows
 from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES, ViewBatch
 from sim.runner import WorldPolicy
 from sim.world import World
@@ -431,6 +433,25 @@ def _action_of(line: int, raw: Any, path: Path) -> list[int]:
         raise UsageError(f"{path}:{line}: action: {e}") from None
 
 
+def _logged_action(r: dict[str, Any], path: Path) -> list[int]:
+    if r.get("action_index") is not None:
+        return _action_of(r["_line"], {"index": r["action_index"]}, path)
+    return _action_of(r["_line"], r.get("action") or r.get("decision"), path)
+
+
+def _probs_or_point(r: dict[str, Any], action: list[int], path: Path) -> list[float]:
+    """The logged probabilities; a policy that logs none (a deterministic rule, a Q-value argmax)
+    chose with probability 1, which its propensity must say."""
+    if r.get("probs") is not None:
+        return _probs_of(r["_line"], r["probs"], path)
+    if abs(float(r["propensity"]) - 1.0) > 1e-9:
+        raise UsageError(f"{path}:{r['_line']}: probs missing while the propensity is {r['propensity']} (not 1): the log cannot be reweighted")
+    out = [0.0] * HEAD_WIDTH
+    for k, (s, _) in enumerate(_SEG):
+        out[s + action[k]] = 1.0
+    return out
+
+
 def _read_jsonl(path: Path, profile: str) -> Decisions:
     rows: list[dict[str, Any]] = []
     with path.open() as f:
@@ -441,17 +462,24 @@ def _read_jsonl(path: Path, profile: str) -> Decisions:
                 rec = json.loads(text)
             except json.JSONDecodeError as e:
                 raise UsageError(f"{path}:{line}: not JSON ({e})") from None
-            missing = [k for k in ("account_id", "day", "policy_id", "action", "propensity", "probs", "view") if k not in rec]
+            missing = [k for k in ("account_id", "day", "policy_id", "propensity", "view") if rec.get(k) is None]
+            if not any(k in rec for k in ("action", "decision", "action_index")):
+                missing.append("action (or decision / action_index)")
             if missing:
                 raise UsageError(f"{path}:{line}: missing field(s) {', '.join(missing)}")
             rec["_line"] = line
             rows.append(rec)
     if not rows:
         raise UsageError(f"{path}: no decisions")
+    fields_ = set(ViewBatch.field_names())
     try:
-        views = views_from_records([r["view"] for r in rows])
+        # the server logs the validated view as a row of view fields; other systems may log the account record
+        views = views_from_rows([r["view"] if fields_ <= set(r["view"]) else parse_record(r["view"], i) for i, r in enumerate(rows)])
     except RecordError as e:
         raise UsageError(f"{path}: line {rows[e.index]['_line']}: view: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{path}: a view is neither an account record nor a row of view fields ({e})") from None
+    actions = canonical(np.array([_logged_action(r, path) for r in rows], dtype=np.int64))
     computed = compliance.action_mask(views, compliance.get_profile(profile))
     allowed = np.array([r["allowed"] if "allowed" in r else computed[i] for i, r in enumerate(rows)], dtype=bool)
     return Decisions(
@@ -461,9 +489,9 @@ def _read_jsonl(path: Path, profile: str) -> Decisions:
         policy_version=np.array([int(r.get("policy_version") or 1) for r in rows], dtype=np.int64),
         arm=np.array([r.get("arm") for r in rows], dtype=object),
         assignment_prob=np.array([float(r.get("assignment_prob") or 1.0) for r in rows]),
-        actions=canonical(np.array([_action_of(r["_line"], r["action"], path) for r in rows], dtype=np.int64)),
+        actions=actions,
         propensity=np.array([float(r["propensity"]) for r in rows]),
-        probs=np.array([_probs_of(r["_line"], r["probs"], path) for r in rows], dtype=np.float64),
+        probs=np.array([_probs_or_point(r, a, path) for r, a in zip(rows, actions.tolist(), strict=True)], dtype=np.float64),
         epsilon=np.array([float(r.get("epsilon") or 0.0) for r in rows]),
         allowed=allowed,
         views=views,

@@ -2,9 +2,10 @@
 
 Protocol (fixed; changing it makes scores incomparable)
 --------------------------------------------------------
-* Learners are trained with their default config (``configs/training/{algo}.yaml``), seed 0, for
-  ``timesteps`` debtor-days on the preset; a finished run of the same (preset, algo, seed,
-  timesteps) under ``runs_dir`` is reused.
+* Learners are trained with their shipped config (``configs/training/{algo}.yaml``), seed 0, for
+  its own length (stopped early by patience, the best model chosen by the config's selection) or
+  for ``timesteps`` debtor-days when given; a finished run of the same (preset, algo, seed, length)
+  under ``runs_dir`` is reused.
 * Every policy is evaluated by ``experiments.evaluate`` on ``PROTOCOL_DEBTORS`` debtors x the
   seeds ``PROTOCOL_SEEDS`` (never used for training or the training-time evaluation), with common
   random numbers, under the preset's compliance profile.
@@ -22,7 +23,7 @@ import yaml
 
 import policies
 from agents.learned import ALGOS
-from agents.train import train
+from agents.train import load_train_config, train
 from experiments import stats
 from experiments.evaluate import evaluate
 from experiments.resolve import resolve_policy
@@ -45,27 +46,31 @@ def find_run(runs_dir: Path, scenario: str, algo: str, seed: int, timesteps: int
 def leaderboard(
     scenarios: list[str],
     algos: list[str],
-    timesteps: int,
+    timesteps: int | None,
     runs_dir: Path,
     debtors: int = PROTOCOL_DEBTORS,
     seeds: tuple[int, ...] = PROTOCOL_SEEDS,
     log: Callable[[str], None] = print,
     train_overrides: list[str] | None = None,
 ) -> dict[str, Any]:
+    for algo in algos:
+        if algo not in ALGOS:
+            raise ValueError(f"unknown learner {algo!r}; choose from {', '.join(ALGOS)}")
+    # without an explicit length, every learner trains as `collectrl train` would: its shipped config's
+    # own length (stopped early by patience), so the leaderboard shows what the defaults deliver
+    lengths = {algo: timesteps or load_train_config(algo, train_overrides or []).timesteps for algo in algos}
     table: dict[str, Any] = {
-        "protocol": {"debtors": debtors, "seeds": list(seeds), "timesteps": timesteps, "train_seed": TRAIN_SEED},
+        "protocol": {"debtors": debtors, "seeds": list(seeds), "timesteps": lengths, "train_seed": TRAIN_SEED},
         "scenarios": {},
     }
     for sc_name in scenarios:
         sc = load_scenario(sc_name)
         runs: dict[str, Path] = {}
         for algo in algos:
-            if algo not in ALGOS:
-                raise ValueError(f"unknown learner {algo!r}; choose from {', '.join(ALGOS)}")
-            found = find_run(runs_dir, sc_name, algo, TRAIN_SEED, timesteps)
+            found = find_run(runs_dir, sc_name, algo, TRAIN_SEED, lengths[algo])
             if found is None:
-                log(f"training {algo} on {sc_name} for {timesteps:,} debtor-days ...")
-                found = train(sc_name, algo, timesteps, TRAIN_SEED, runs_dir, train_overrides=train_overrides).root
+                log(f"training {algo} on {sc_name} for up to {lengths[algo]:,} debtor-days ...")
+                found = train(sc_name, algo, lengths[algo], TRAIN_SEED, runs_dir, train_overrides=train_overrides).root
             else:
                 log(f"reusing {found}")
             runs[algo] = found
@@ -90,6 +95,13 @@ def leaderboard(
     return table
 
 
+def _lengths(timesteps: int | dict[str, int]) -> str:
+    """Training lengths as written in a table (one number in tables from before the lengths were per learner)."""
+    if isinstance(timesteps, int):
+        return f"{timesteps:,}"
+    return ", ".join(f"{n:,} ({algo})" for algo, n in timesteps.items())
+
+
 def markdown(table: dict[str, Any]) -> str:
     scen = list(table["scenarios"])
     ids = sorted(
@@ -101,7 +113,8 @@ def markdown(table: dict[str, Any]) -> str:
         "# collectrl leaderboard",
         "",
         f"Normalised score (0 = static ladder, 1 = oracle) with 95 % CI; {pr['debtors']:,} debtors x seeds {pr['seeds']}, "
-        f"common random numbers; learners trained {pr['timesteps']:,} debtor-days with default configs (seed {pr['train_seed']}).",
+        f"common random numbers; learners trained with their shipped configs (seed {pr['train_seed']}) "
+        f"for up to {_lengths(pr['timesteps'])} debtor-days.",
     ]
 
     def grid(cell: Callable[[dict[str, Any]], str]) -> list[str]:

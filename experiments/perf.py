@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -16,6 +15,7 @@ import numpy as np
 
 import policies
 from experiments.errors import UsageError
+from experiments.served import serving
 from experiments.whatif import Spec, cells, run_experiment
 from policies.features import encode
 from policies.records import records_from_views
@@ -280,11 +280,11 @@ def _percentiles_us(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
+def _wrk(url: str, seconds: int, script: str | None, connections: int = 32) -> dict[str, float]:
     import re
     import subprocess
 
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url] + (["-s", script] if script else [])
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url] + (["-s", script] if script else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -294,44 +294,7 @@ def _wrk(url: str, seconds: int, script: str | None) -> dict[str, float]:
     return {"requests_per_s": rps, "p99_ms": p99_ms, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}
 
 
-@contextlib.contextmanager
-def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator[str]:
-    """Run ``collectrl serve ARTIFACT`` on a free port of 127.0.0.1 (with extra ``args``) until the
-    block ends, then stop it cleanly (SIGTERM, so buffered decision logs are flushed); yields the
-    base URL once ``/readyz`` answers, and raises if the server exits or is not ready in time."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import tempfile
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "experiments.cli", "serve", artifact, "--host", "127.0.0.1", "--port", str(port), *args]
-    errors = tempfile.TemporaryFile("w+")  # noqa: SIM115  (a file, not a pipe: a chatty server never blocks; closed below)
-    proc = subprocess.Popen(cmd, stderr=errors, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_within_s
-        while True:
-            if proc.poll() is not None:
-                errors.seek(0)
-                raise RuntimeError(f"collectrl serve exited with code {proc.returncode}: {errors.read().strip()}")
-            try:
-                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"collectrl serve was not ready on {base} within {ready_within_s:.0f} s") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-        errors.close()
+BATCH_ROWS_HTTP = 1000  # the service's MAX_BATCH
 
 
 def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -381,16 +344,24 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         reps += 1
     batch_rate = reps * len(big) / (time.perf_counter() - t0)
 
-    with serving(artifact) as base:
-        body = json.dumps(records[0]).replace('"', '\\"')
+    def post_script(payload: Any) -> str:
+        body = json.dumps(payload).replace("\\", "\\\\").replace('"', '\\"')
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
-            script = f.name
-        try:
+            return f.name
+
+    one, batch = post_script(records[0]), post_script({"accounts": records[:BATCH_ROWS_HTTP]})
+    try:
+        with serving(artifact) as base:
             health = _wrk(base + "/healthz", seconds, None)
-            decide = _wrk(base + "/v1/decide", seconds, script)
-        finally:
-            os.unlink(script)
+            decide = _wrk(base + "/v1/decide", seconds, one)
+            # a few connections, each carrying a full batch: the rows/s a bulk caller gets
+            over_http = _wrk(base + "/v1/decide/batch", seconds, batch, connections=4)
+        with serving(artifact, "--workers", "2") as base:
+            decide2 = _wrk(base + "/v1/decide", seconds, one)
+    finally:
+        os.unlink(one)
+        os.unlink(batch)
     return {
         "benchmark": "serve",
         "artifact": artifact,
@@ -406,6 +377,13 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         "http_healthz_p99_ms": round(health["p99_ms"], 2),
         "http_ratio": round(decide["requests_per_s"] / health["requests_per_s"], 3),
         "http_decide_non_2xx": int(decide["non_2xx"]),
+        "http_decide_2_workers_requests_per_s": round(decide2["requests_per_s"]),
+        "http_decide_2_workers_p99_ms": round(decide2["p99_ms"], 2),
+        "http_2_workers_over_1": round(decide2["requests_per_s"] / decide["requests_per_s"], 2),
+        "http_batch_rows_per_request": BATCH_ROWS_HTTP,
+        "http_batch_rows_per_s": round(over_http["requests_per_s"] * BATCH_ROWS_HTTP),
+        "http_batch_p99_ms": round(over_http["p99_ms"], 2),
+        "http_non_2xx": int(decide["non_2xx"] + decide2["non_2xx"] + over_http["non_2xx"]),
     }
 
 
@@ -446,6 +424,46 @@ def perf_experiment(debtors: int = 8000, seed_count: int = 2) -> dict[str, Any]:
         "seconds_2_workers": round(times[2], 2),
         "speedup": round(times[1] / times[2], 2),
         "identical_results": same,
+    }
+
+
+def perf_calibrate(scenario: str = "default", accounts: int = 100_000, days: int = 180, seed: int = 0, replicates: int = 2) -> dict[str, Any]:
+    """``calibrate fit`` on a simulated history of ``accounts`` x ``days`` (the ladder with 5 % random
+    actions, written to disk and read back as a user's would be), by replay as for a user's history,
+    against one ``perf sim`` of the same portfolio in the same run."""
+    import tempfile
+
+    from experiments import calibrate
+    from sim import history as fmt
+
+    sc = load_scenario(scenario, [f"horizon_days={days}"])
+    world = run_portfolio(sc, calibrate.make_policy("exploring_ladder:0.05"), accounts, seed, record_events=True)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        fmt.write_history(calibrate.world_history(world), tmp)
+        del world
+        t0 = time.perf_counter()
+        reference = run_portfolio(sc, policies.make("static_ladder"), accounts, seed + 1)
+        sim_s = time.perf_counter() - t0
+        del reference
+        base = tmp + "/base.yaml"
+        with open(base, "w") as f:
+            f.write(f"extends: {scenario}\nhorizon_days: {days}\n")
+        t0 = time.perf_counter()
+        fitted = calibrate.fit(tmp, base, seed + 2, replicates)
+        fit_s = time.perf_counter() - t0
+    return {
+        "benchmark": "calibrate",
+        "scenario": scenario,
+        "accounts": accounts,
+        "days": days,
+        "method": "replay (simulated moments)",
+        "simulations": fitted.replays,
+        "fit_seconds": round(fit_s, 1),
+        "sim_seconds": round(sim_s, 2),
+        "ratio_fit_to_sim": round(fit_s / sim_s, 1),
+        "fitted_keys": len(fitted.estimates()),
+        "peak_rss_mb": round(_peak_rss_mb()),
+        "backends": "local, one process (a Ray fan-out of the replicates is not implemented)",
     }
 
 

@@ -6,8 +6,11 @@ so a batch gives the same actions as one view at a time.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import operator
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -87,3 +90,9 @@ def _weights(k: int) -> np.ndarray:
         w = np.array([mix_scalar(0xC011EC7 + j) | 1 for j in range(k)], dtype=np.uint64)
         _WEIGHTS[k] = w
     return w
+
+
+def view_hash(view: dict[str, Any]) -> str:
+    """A digest of a validated view (defaults filled in, account id left out): the same account
+    state gives the same hash however the request spelled it (logged with every served decision)."""
+    return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

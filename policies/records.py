@@ -11,10 +11,12 @@ allowed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 
 from policies.schema import CONTACT_CHANNEL_NAMES, NEVER_DAYS, PRODUCT_NAMES, LastOutcome, ViewBatch
@@ -159,7 +161,9 @@ _PARSERS = {
 # record field -> view field (the two channel sets and the counts are named for people in records)
 _VIEW_NAME = {"channels_on_file": "on_file"}
 _PLAN = tuple((f, _VIEW_NAME.get(f.name, f.name), _PARSERS[f.kind], f.default is None and f.kind != "days_since") for f in FIELDS)
-_ALLOWED = frozenset(FIELD_NAMES) | {"account_id"}
+# fields of a record that are not part of the view: the caller's references, echoed and logged
+META_FIELDS = ("account_id", "day")
+_ALLOWED = frozenset(FIELD_NAMES) | frozenset(META_FIELDS)
 _EMPTY_CHANNELS = [False] * len(CONTACT_CHANNEL_NAMES)
 _ZERO_COUNTS = [0] * len(CONTACT_CHANNEL_NAMES)
 
@@ -175,7 +179,7 @@ def parse_record(rec: Any, index: int = 0) -> dict[str, Any]:
         raise RecordError(index, "(record)", f"expected an object with the account's fields, got {type(rec).__name__}")
     if not _ALLOWED.issuperset(rec):
         unknown = sorted(set(rec) - _ALLOWED)
-        raise RecordError(index, str(unknown[0]), f"unknown field; allowed fields: {', '.join(FIELD_NAMES)} (and account_id)")
+        raise RecordError(index, str(unknown[0]), f"unknown field; allowed fields: {', '.join(FIELD_NAMES)} (and {', '.join(META_FIELDS)})")
     out: dict[str, Any] = {}
     for f, name, parse, required in _PLAN:
         v = rec.get(f.name)
@@ -193,8 +197,8 @@ def parse_record(rec: Any, index: int = 0) -> dict[str, Any]:
                 out[name] = parse(index, f, f.default)
             continue
         out[name] = parse(index, f, v)
-    if out["outstanding_eur"] > out["balance_eur"] * 10 + 1e6:
-        raise RecordError(index, "outstanding_eur", "is implausibly larger than balance_eur")
+    # outstanding_eur may exceed balance_eur (interest and fees accrue): each is bounded on its own,
+    # which is all the published schema can say, so the validator says no more
     return out
 
 
@@ -253,3 +257,261 @@ def records_from_views(v: ViewBatch) -> list[dict[str, Any]]:
             rec[k] = None if d >= NEVER_DAYS else d
         out.append(rec)
     return out
+
+
+# -- the wire schema: msgspec Structs generated from FIELDS; the HTTP service decodes and validates
+# requests with them and publishes their JSON Schema as its OpenAPI document (one definition, both uses)
+
+_ChannelName = Literal[CONTACT_CHANNEL_NAMES]  # type: ignore[valid-type]
+_Meta: Any = msgspec.Meta  # constraints built from FIELDS as keyword dicts, which its typed overloads cannot check
+
+
+def _whole(lo: float, hi: float | None = None, **meta: Any) -> Any:
+    """A whole number from ``lo`` to ``hi``. JSON Schema counts 3.0 as an integer, so the decoder
+    takes an int or a float and :func:`row_from_account` refuses a fractional part; the published
+    schema shows only the integer branch (see :func:`wire_schema_components`)."""
+    bounds = {"ge": int(lo)} | ({"le": int(hi)} if hi is not None and hi != math.inf else {})
+    return Annotated[int, _Meta(**bounds, **meta)] | Annotated[float, _Meta(**bounds, **meta)]
+
+
+ContactCounts = msgspec.defstruct(
+    "ContactCounts",
+    [(c, _whole(0, 10_000), 0) for c in CONTACT_CHANNEL_NAMES],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
+
+
+def _wire_field(f: FieldSpec) -> tuple[str, Any, Any] | tuple[str, Any]:
+    meta: dict[str, Any] = {"description": f.doc} if f.doc else {}
+    t: Any
+    if f.kind in ("float", "int"):
+        if f.kind == "int":
+            t = _whole(f.lo, f.hi, **meta)
+        else:
+            t = Annotated[float, _Meta(ge=f.lo, **({"le": f.hi} if f.hi != math.inf else {}), **meta)]
+    elif f.kind == "bool":
+        t = Annotated[bool, _Meta(**meta)] if meta else bool
+    elif f.kind == "days_since":
+        desc = (f.doc + "; " if f.doc else "") + "whole days, or null for never"
+        t = Annotated[_whole(0, NEVER_DAYS) | None, msgspec.Meta(description=desc)]
+        return (f.name, t, None)
+    elif f.kind == "channels":
+        t = Annotated[list[_ChannelName], msgspec.Meta(max_length=len(CONTACT_CHANNEL_NAMES), **meta)]
+    elif f.kind == "counts":
+        t = Annotated[ContactCounts, _Meta(**meta)] if meta else ContactCounts
+    elif f.kind == "product":
+        t = Annotated[Literal[PRODUCT_NAMES], _Meta(**meta)]  # type: ignore[valid-type]
+    elif f.kind == "outcome":
+        t = Annotated[Literal[LAST_OUTCOME_NAMES], _Meta(**meta)]  # type: ignore[valid-type]
+    else:  # pragma: no cover - FIELDS and this table are declared together
+        raise AssertionError(f.kind)
+    if f.default is None:
+        return (f.name, t)
+    if f.kind == "channels":
+        return (f.name, t, msgspec.field(default_factory=list))
+    if f.kind == "counts":
+        return (f.name, t, msgspec.field(default_factory=ContactCounts))
+    return (f.name, t, f.default)
+
+
+Account = msgspec.defstruct(
+    "Account",
+    [
+        (
+            "account_id",
+            Annotated[Annotated[str, msgspec.Meta(max_length=200)] | None, msgspec.Meta(description="your reference, echoed back and logged")],
+            None,
+        ),
+        (
+            "day",
+            Annotated[
+                _whole(0) | None,
+                msgspec.Meta(
+                    description="your day number for this decision (e.g. days since an epoch), logged for evaluation; not used by the policy"
+                ),
+            ],
+            None,
+        ),
+        *(_wire_field(f) for f in FIELDS),
+    ],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
+"""One account as the HTTP service receives it (a msgspec Struct made from ``FIELDS``)."""
+
+_PRODUCT_INDEX = {p: k for k, p in enumerate(PRODUCT_NAMES)}
+_OUTCOME_INDEX = {o: k for k, o in enumerate(LAST_OUTCOME_NAMES)}
+
+
+class WireError(ValueError):
+    """A decoded account whose value the schema's types could not refuse (a whole number with a
+    fractional part); ``loc`` is the path inside the account."""
+
+    def __init__(self, loc: list[str | int], message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
+
+
+def _int(v: int | float, loc: list[str | int]) -> int:
+    if type(v) is int:
+        return v
+    if not float(v).is_integer():
+        raise WireError(loc, f"expected a whole number, got {v!r}")
+    return int(v)
+
+
+def _channel_flags(v: list[str], _name: str) -> list[bool]:
+    flags = [False] * len(CONTACT_CHANNEL_NAMES)
+    for c in v:
+        flags[_CHANNEL_INDEX[c]] = True
+    return flags
+
+
+def _count_list(v: Any, name: str) -> list[int]:
+    out = [getattr(v, c) for c in CONTACT_CHANNEL_NAMES]
+    return out if all(type(x) is int for x in out) else [_int(x, [name, c]) for x, c in zip(out, CONTACT_CHANNEL_NAMES, strict=True)]
+
+
+_WIRE_CONVERT: dict[str, Any] = {
+    "float": lambda v, _name: float(v),
+    "int": lambda v, name: v if type(v) is int else _int(v, [name]),
+    "bool": None,  # as decoded
+    "days_since": lambda v, name: NEVER_DAYS if v is None else (v if type(v) is int else _int(v, [name])),
+    "channels": _channel_flags,
+    "counts": _count_list,
+    "product": lambda v, _name: _PRODUCT_INDEX[v],
+    "outcome": lambda v, _name: _OUTCOME_INDEX[v],
+}
+_WIRE_STEPS = tuple((f.name, _VIEW_NAME.get(f.name, f.name), _WIRE_CONVERT[f.kind]) for f in FIELDS)
+
+
+def row_from_account(a: Any) -> dict[str, Any]:
+    """The view row of a decoded :data:`Account`: the same dict :func:`parse_record` returns for
+    the same record (tested). Raises :class:`WireError` for a fractional whole number."""
+    if a.day is not None and type(a.day) is not int:
+        _int(a.day, ["day"])
+    out: dict[str, Any] = {}
+    for field_name, name, convert in _WIRE_STEPS:
+        v = getattr(a, field_name)
+        out[name] = v if convert is None else convert(v, field_name)
+    return out
+
+
+def _whole_column(values: list[Any], loc: Any) -> np.ndarray:
+    """Whole numbers as int64; ``loc(i)`` names the first account with a fractional part."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero((arr != np.floor(arr)).reshape(len(values), -1).any(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            raise WireError(loc(i), f"expected a whole number, got {values[i]!r}")
+    return arr.astype(np.int64)
+
+
+def views_from_accounts(accounts: Sequence[Any]) -> ViewBatch:
+    """The views of decoded :data:`Account` objects, built column by column: the same ViewBatch as
+    :func:`views_from_rows` of their :func:`row_from_account` rows (tested), without a dict per
+    account. Raises :class:`WireError` (``loc`` starting with the account's index)."""
+    n = len(accounts)
+    for i, a in enumerate(accounts):
+        if a.day is not None and type(a.day) is not int:
+            _int(a.day, [i, "day"])
+    cols: dict[str, Any] = {}
+    for f in FIELDS:
+        name = _VIEW_NAME.get(f.name, f.name)
+        values = [getattr(a, f.name) for a in accounts]
+        if f.kind == "float":
+            cols[name] = np.array(values, dtype=np.float64).reshape(n)
+        elif f.kind == "bool":
+            cols[name] = np.array(values, dtype=bool).reshape(n)
+        elif f.kind == "int":
+            cols[name] = _whole_column(values, lambda i, f=f: [i, f.name]).reshape(n)
+        elif f.kind == "days_since":
+            cols[name] = _whole_column([NEVER_DAYS if v is None else v for v in values], lambda i, f=f: [i, f.name]).reshape(n)
+        elif f.kind == "channels":
+            flags = [[False] * len(CONTACT_CHANNEL_NAMES) for _ in range(n)]
+            for row, chosen in zip(flags, values, strict=True):
+                for c in chosen:
+                    row[_CHANNEL_INDEX[c]] = True
+            cols[name] = np.array(flags, dtype=bool).reshape(n, len(CONTACT_CHANNEL_NAMES))
+        elif f.kind == "counts":
+            counts = [[getattr(v, c) for c in CONTACT_CHANNEL_NAMES] for v in values]
+            try:
+                cols[name] = _whole_column(counts, lambda i, f=f: [i, f.name]).reshape(n, len(CONTACT_CHANNEL_NAMES))
+            except WireError as e:
+                i = int(e.loc[0])
+                c = next(c for c, x in zip(CONTACT_CHANNEL_NAMES, counts[i], strict=True) if not float(x).is_integer())
+                raise WireError([i, f.name, c], f"expected a whole number, got {getattr(values[i], c)!r}") from None
+        elif f.kind == "product":
+            cols[name] = np.array([_PRODUCT_INDEX[v] for v in values], dtype=np.int64).reshape(n)
+        else:
+            cols[name] = np.array([_OUTCOME_INDEX[v] for v in values], dtype=np.int64).reshape(n)
+    return ViewBatch(**cols)
+
+
+def wire_schema_components(types: Sequence[Any], ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:
+    """JSON Schema components of msgspec types, with each whole-number field shown as the integer it
+    is (the decoder's float branch is an implementation detail: JSON Schema's integers include 3.0)."""
+    _, components = msgspec.json.schema_components(types, ref_template=ref_template)
+    return _integer_only(components)  # type: ignore[no-any-return]
+
+
+def _integer_only(node: Any) -> Any:
+    if isinstance(node, dict):
+        branches = node.get("anyOf")
+        if isinstance(branches, list):
+            types = [b.get("type") for b in branches if isinstance(b, dict)]
+            if "integer" in types and "number" in types:
+                branches = [b for b in branches if b.get("type") != "number"]
+                node = {k: v for k, v in node.items() if k != "anyOf"}
+                if len(branches) == 1:
+                    node |= branches[0]
+                else:
+                    node["anyOf"] = branches
+        return {k: _integer_only(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_integer_only(v) for v in node]
+    return node
+
+
+_PATH_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+_AT = re.compile(r"^(.*?)(?: - at `\$([^`]*)`)?$", re.DOTALL)
+_NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]*)`")
+_SPECS = {f.name: f for f in FIELDS}
+
+
+def wire_error(e: msgspec.ValidationError | msgspec.DecodeError) -> tuple[list[str | int], str]:
+    """The location (``["dpd"]``, ``["accounts", 1, "contacts_7d", "call"]``) and a message naming
+    what is allowed, from a msgspec error."""
+    if not isinstance(e, msgspec.ValidationError):  # (a ValidationError is also a DecodeError)
+        return [], f"the body is not valid JSON: {e}"
+    m = _AT.match(str(e))
+    assert m is not None  # the pattern matches any text
+    text, path = m.group(1), m.group(2) or ""
+    loc: list[str | int] = [name if name else int(index) for name, index in _PATH_STEP.findall(path)]
+    named = _NAMED_FIELD.search(text)
+    if named:
+        loc.append(named.group(1))
+        if "unknown" in text:
+            text += f"; allowed fields: {', '.join(FIELD_NAMES)} (and {', '.join(META_FIELDS)})" if len(loc) == 1 or isinstance(loc[-2], int) else ""
+    spec = next((_SPECS[x] for x in reversed(loc) if isinstance(x, str) and x in _SPECS), None)
+    if spec is not None and not named:
+        text += f" ({_allowed(spec)})"
+    return loc, text
+
+
+def _allowed(f: FieldSpec) -> str:
+    if f.kind in ("float", "int"):
+        return f"{f.name}: {'a number' if f.kind == 'float' else 'a whole number'} from {f.lo:g} to {f.hi:g}"
+    if f.kind == "days_since":
+        return f"{f.name}: whole days from 0 to {NEVER_DAYS}, or null for never"
+    if f.kind == "channels":
+        return f"{f.name}: a list of channel names from {list(CONTACT_CHANNEL_NAMES)}"
+    if f.kind == "counts":
+        return f'{f.name}: an object of counts per channel, e.g. {{"call": 2}}, each from 0 to 10000'
+    if f.kind == "product":
+        return f"{f.name}: one of {list(PRODUCT_NAMES)}"
+    if f.kind == "outcome":
+        return f"{f.name}: one of {list(LAST_OUTCOME_NAMES)}"
+    return f"{f.name}: true or false"

@@ -75,6 +75,10 @@ class Decision:
     propensity: float  # the probability the policy gave this action (for off-policy evaluation)
     alternatives: list[Alternative] = field(default_factory=list)
     reason: str | None = None  # why compliance changed the model's first choice, if it did
+    # for the decision log (not in ``as_dict``): the action's indices (channel, window, tone, offer),
+    # and the policy's masked probabilities per head when it has factored heads (None otherwise)
+    action: tuple[int, ...] = ()
+    probs: list[list[float]] | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (written out field by field: ``dataclasses.asdict`` deep-copies
@@ -155,6 +159,8 @@ class DecisionFunction:
         self.root = root
         self.manifest = dict(manifest)
         self.policy_id: str = manifest["policy_id"]
+        # the manifest lists every file's sha256, so its own digest names this exact artifact
+        self.version: str = sha256_file(root / MANIFEST)[:16] if (root / MANIFEST).is_file() else "unversioned"
         self.kind: str = manifest["kind"]
         self.profile = compliance.get_profile(profile or manifest["compliance_profile"])
         self._key = int(manifest.get("decision_key", 0))
@@ -248,8 +254,7 @@ class DecisionFunction:
         if scores is None:
             return [[] for _ in range(len(actions))]
         if probs is not None:
-            rows = [p.tolist() for p in probs]
-            return [_named_alternatives(alternatives([r[i] for r in rows], actions[i].tolist(), k)) for i in range(len(actions))]
+            return _factored_alternatives(probs, actions, k)
         # Q-values over the flat codec: a softmax over the allowed actions ranks the alternatives
         q = np.where(joint_mask(run["mask"]), scores, -np.inf)
         joint = np.exp(q - q.max(axis=1, keepdims=True))
@@ -284,19 +289,24 @@ class DecisionFunction:
             reason, action, prop = _reason_guardrail(still), [0, 0, 0, 0], 0.0
         a = _named(action)
         alts = _named_alternatives(alternatives(probs, action))
-        return Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, prop, alts, reason)
+        return Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, prop, alts, reason, tuple(action), probs)
 
     # -- public API
-    def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True) -> list[Decision]:
-        """Decisions for many accounts (a ViewBatch, or account records as dicts)."""
+    def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True, probs: bool = False) -> list[Decision]:
+        """Decisions for many accounts (a ViewBatch, or account records as dicts); ``probs`` also
+        fills each decision's per-head probabilities (for the decision log)."""
         v = views if isinstance(views, ViewBatch) else views_from_records(views)
         run = self._run(v)
         actions, prop, reasons = run["actions"], run["prop"], run["reasons"]
         alts = self._alternatives(run) if alternatives else [[] for _ in range(len(v))]
+        heads = [h.tolist() for h in run["probs"]] if probs and run["probs"] is not None else None
         out = []
         for i, row in enumerate(actions.tolist()):
             a = _named(row)
-            out.append(Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts[i], reasons[i]))
+            p = [h[i] for h in heads] if heads is not None else None
+            out.append(
+                Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts[i], reasons[i], tuple(row), p)
+            )
         return out
 
     def decide(self, view: ViewBatch | Mapping[str, Any]) -> Decision:
@@ -310,7 +320,7 @@ class DecisionFunction:
         ``ViewBatch.row``), for callers that keep the validated view, like the server's log."""
         if self._row_path:
             return self._decide_row(row)
-        return self.decide_batch(views_from_rows([row]))[0]
+        return self.decide_batch(views_from_rows([row]), probs=True)[0]
 
 
 _NAMED: dict[tuple[int, ...], Action] = {}
@@ -329,6 +339,57 @@ def _named_alternatives(ranked: Sequence[tuple[float, Sequence[int]]]) -> list[A
     for p, action in ranked:
         a = _named(action)
         out.append(Alternative(a.channel, a.window, a.tone, a.offer, round(p, 6)))
+    return out
+
+
+_WTO = ACTION_DIMS[1] * ACTION_DIMS[2] * ACTION_DIMS[3]  # (window, tone, offer) combinations per channel
+
+
+def _factored_alternatives(probs: list[np.ndarray], actions: np.ndarray, k: int = 3) -> list[list[Alternative]]:
+    """:func:`policies.decision.alternatives` for every row at once: the same pairs, to the last bit
+    (the joint probability is formed with the same operations, ``-(pw * pt * po) * pc``; tested),
+    ranked over all 385 actions (waiting and 6 x 64 contacts) instead of row by row in Python."""
+    pc, pw, pt, po = probs
+    n = len(pc)
+    neg_wto = -((pw[:, :, None, None] * pt[:, None, :, None]) * po[:, None, None, :]).reshape(n, 1, _WTO)
+    q = np.empty((n, 1 + (ACTION_DIMS[0] - 1) * _WTO))  # -probability; column 0 waits, then (c, w, t, o) in order
+    q[:, 0] = -pc[:, 0]
+    q[:, 1:] = (neg_wto * pc[:, 1:, None]).reshape(n, -1)
+    rows = np.arange(n)
+    contact = actions[:, 0] > 0
+    chosen = np.where(contact, 1 + (actions[:, 0] - 1) * _WTO + (actions[:, 1] * ACTION_DIMS[2] + actions[:, 2]) * ACTION_DIMS[3] + actions[:, 3], 0)
+    q[rows, chosen] = np.inf
+    q[q >= 0] = np.inf  # impossible actions are no alternative
+    if n == 0 or k == 0:
+        return [[] for _ in range(n)]
+    m = min(k + 1, q.shape[1])
+    part = np.argpartition(q, m - 1, axis=1)[:, :m]
+    vals = np.take_along_axis(q, part, axis=1)
+    order = np.lexsort((part, vals), axis=-1)  # by probability, ties to the lower action
+    top, top_q = np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    # Where two of the best k + 1 are (nearly) tied, decision.alternatives' pruned search and this
+    # full ranking may resolve the tie differently after rounding: those rows take the definition.
+    finite = np.isfinite(top_q)
+    with np.errstate(invalid="ignore"):  # inf - inf among impossible actions: not a tie
+        close = np.abs(np.diff(top_q, axis=1)) <= 1e-9 * np.abs(top_q[:, 1:])
+    defer = set(np.flatnonzero((close & finite[:, 1:]).any(axis=1)).tolist())
+    top, top_q = top[:, :k], top_q[:, :k]
+    lists = [p.tolist() for p in probs] if defer else []
+    out = []
+    for i, (cols, qs) in enumerate(zip(top.tolist(), top_q.tolist(), strict=True)):
+        if i in defer:
+            out.append(_named_alternatives(alternatives([h[i] for h in lists], actions[i].tolist(), k)))
+            continue
+        ranked = []
+        for j, v in zip(cols, qs, strict=True):
+            if v == np.inf:
+                break
+            if j == 0:
+                ranked.append((-v, (0, 0, 0, 0)))
+            else:
+                c, r = divmod(j - 1, _WTO)
+                ranked.append((-v, (c + 1, r // (ACTION_DIMS[2] * ACTION_DIMS[3]), r // ACTION_DIMS[3] % ACTION_DIMS[2], r % ACTION_DIMS[3])))
+        out.append(_named_alternatives(ranked))
     return out
 
 

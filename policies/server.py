@@ -1,92 +1,155 @@
 """The next-best-action HTTP service (FastAPI): the production face of an exported policy.
 
 Endpoints: ``POST /v1/decide`` (one account), ``POST /v1/decide/batch`` (many), ``GET /v1/policy``
-(what is being served), ``GET /healthz`` (the process is up), ``GET /readyz`` (the artifact is
-loaded), and the OpenAPI spec at ``/openapi.json``.
+(what is being served, both arms), ``POST /v1/admin/reload`` (swap an arm's artifact),
+``GET /healthz`` (the process is up), ``GET /readyz`` (the artifacts are loaded), ``GET /metrics``
+(Prometheus text format) and the OpenAPI document at ``/openapi.json``.
 
+Requests are decoded and validated by msgspec Structs generated from ``policies.records.FIELDS``;
+the OpenAPI document is those Structs' JSON Schema, so what is documented is what is accepted.
 Bad input never produces a 500: invalid bodies get 422 naming the field, bodies over the size
-limit 413, and a missing or wrong bearer token 401 when a token is configured. Every decision is
-written as one JSON line to the decision log (request id, policy id, view hash, decision,
-propensity, time); the log is flushed on a clean shutdown.
+limit 413, and a missing or wrong bearer token 401 when a token is configured.
+
+Champion/challenger: with a challenger, each account goes to the challenger when a salted hash of
+its ``account_id`` falls below ``challenger_share`` (sticky: the same id always gets the same arm);
+each arm decides with its own artifact and guardrails. Every decision is one JSON line in the
+decision log (fields in the README), with the arm, its assignment probability, the policy version,
+the propensity, the policy's probabilities and the validated view, so that off-policy evaluation
+can re-score it; the log is flushed on a clean shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
 import json
+import os
+import re
+import signal
+import sys
 import threading
 import time
 import uuid
+from collections import Counter as Tally
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
+import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from policies.records import FIELDS, LAST_OUTCOME_NAMES, RecordError, parse_record, views_from_rows
-from policies.runtime import Decision, DecisionFunction, load
-from policies.schema import CONTACT_CHANNEL_NAMES, PRODUCT_NAMES
+from policies import compliance
+from policies.hashing import view_hash
+from policies.records import Account, WireError, row_from_account, views_from_accounts, wire_error, wire_schema_components
+from policies.runtime import ArtifactError, Decision, DecisionFunction, load
+from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES
 
 MAX_BODY_BYTES = 1_000_000
-MAX_BATCH = 5_000
+# with the body limit, any batch over MAX_BATCH minimal accounts still fits in the limit, so it is
+# answered 422 naming maxItems rather than 413
+MAX_BATCH = 1_000
+ARMS = ("champion", "challenger")
+CONFIG_ENV = "COLLECTRL_SERVE_CONFIG"  # how `collectrl serve --workers N` hands its settings to each worker
 
-_Channel = Literal["sms", "email", "push", "messenger", "letter", "call"]
-_TYPES: dict[str, Any] = {
-    "float": float,
-    "int": int,
-    "bool": bool,
-    "days_since": int | None,
-    "channels": list[_Channel],
-    "counts": dict[_Channel, Annotated[int, Field(ge=0, le=10_000)]],
-    "product": Literal[PRODUCT_NAMES],  # type: ignore[valid-type]
-    "outcome": Literal[LAST_OUTCOME_NAMES],  # type: ignore[valid-type]
-}
+Batch = msgspec.defstruct(
+    "Batch",
+    [("accounts", Annotated[list[Account], msgspec.Meta(min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} accounts")])],  # type: ignore[valid-type]
+    forbid_unknown_fields=True,
+)
 
 
-def _account_model() -> type[BaseModel]:
-    """The request schema of one account, generated from ``policies.records.FIELDS`` (one place)."""
-    fields: dict[str, Any] = {"account_id": (str | None, Field(default=None, max_length=200, description="your reference, echoed back"))}
-    for f in FIELDS:
-        t = _TYPES[f.kind]
-        kw: dict[str, Any] = {"description": f.doc or f.name}
-        if f.kind in ("float", "int"):
-            kw |= {"ge": f.lo} | ({"le": f.hi} if f.hi != float("inf") else {})
-        if f.kind == "days_since":
-            kw |= {"ge": 0, "le": 10_000}
-        if f.kind == "channels":
-            kw |= {"max_length": len(CONTACT_CHANNEL_NAMES)}
-        required = f.default is None and f.kind != "days_since"
-        default = ... if required else (list(f.default) if isinstance(f.default, tuple) else f.default)
-        fields[f.name] = (t, Field(default, **kw))
-    return create_model("Account", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+class Reload(msgspec.Struct, forbid_unknown_fields=True):
+    """Swap the artifact of one arm."""
+
+    artifact: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, description="the artifact directory, as the server sees it")]
+    arm: Literal["champion", "challenger"] = "champion"
 
 
-Account = _account_model()
+class Alternative(msgspec.Struct):
+    channel: str
+    window: str
+    tone: str
+    offer: str
+    probability: float
 
 
-class DecisionLog:
+class DecisionOut(msgspec.Struct):
+    channel: Literal[CHANNEL_NAMES]  # type: ignore[valid-type]
+    window: Literal[("", *WINDOW_NAMES)]  # type: ignore[valid-type]
+    window_start: str
+    window_end: str
+    tone: Literal[("", *TONE_NAMES)]  # type: ignore[valid-type]
+    offer: Literal[("", *OFFER_NAMES)]  # type: ignore[valid-type]
+    propensity: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    alternatives: list[Alternative]
+    reason: str | None
+    account_id: str | None
+
+
+class DecideOut(msgspec.Struct):
+    request_id: str
+    policy_id: str
+    arm: Literal[ARMS]  # type: ignore[valid-type]
+    decision: DecisionOut
+
+
+class BatchDecisionOut(DecisionOut):
+    arm: Literal[ARMS]  # type: ignore[valid-type]
+
+
+class BatchOut(msgspec.Struct):
+    request_id: str
+    policy_id: str
+    decisions: list[BatchDecisionOut]
+
+
+class ErrorItem(msgspec.Struct):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(msgspec.Struct):
+    detail: list[ErrorItem]
+
+
+class Problem(msgspec.Struct):
+    detail: str
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class JsonLines:
     """Append-only JSON lines, buffered; ``close()`` flushes everything (called on shutdown)."""
 
     def __init__(self, path: str | Path | None) -> None:
         self._lock = threading.Lock()
-        self._f = Path(path).open("a", buffering=1 << 16) if path else None  # noqa: SIM115  (held open for the server's life, closed on shutdown)
+        self._f = Path(path).open("ab", buffering=1 << 16) if path else None  # noqa: SIM115  (held open for the server's life, closed on shutdown)
 
     @property
     def enabled(self) -> bool:
         return self._f is not None
 
-    def write(self, entries: list[dict[str, Any]]) -> None:
+    def write(self, entries: Sequence[Any]) -> None:
         if self._f is None:
             return
-        text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
+        data = b"".join(_encode(e) + b"\n" for e in entries)
         with self._lock:
-            self._f.write(text)
+            if self._f is not None:
+                self._f.write(data)
 
     def close(self) -> None:
         with self._lock:
@@ -96,16 +159,47 @@ class DecisionLog:
                 self._f = None
 
 
-def _view_hash(view: dict[str, Any]) -> str:
-    """A digest of the validated view (defaults filled in, account id left out): the same account
-    state gives the same hash however the request spelled it."""
-    return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+DecisionLog = JsonLines  # the decision log and the access log are both JSON lines
+
+
+def assignment_unit(account_id: str, salt: str) -> float:
+    """A uniform in [0, 1) from the salted account id (BLAKE2b): the account's fixed position on the
+    assignment line. The challenger gets the accounts below its share; a new salt reshuffles them."""
+    digest = hashlib.blake2b(account_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    fn: DecisionFunction
+    artifact: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What is served, swapped as a whole on reload (a request reads it once, so it finishes on the
+    policy it started with)."""
+
+    champion: Arm
+    challenger: Arm | None
+    challenger_share: float
+    salt: str
+
+    def arm_of(self, account_id: str | None) -> tuple[Arm, float]:
+        """The account's arm and the probability of that arm."""
+        if self.challenger is None:
+            return self.champion, 1.0
+        assert account_id is not None, "checked by the caller"
+        if assignment_unit(account_id, self.salt) < self.challenger_share:
+            return self.challenger, self.challenger_share
+        return self.champion, 1.0 - self.challenger_share
 
 
 class _Unprocessable(Exception):
-    def __init__(self, loc: list[Any], msg: str, kind: str = "value_error") -> None:
+    def __init__(self, loc: list[Any], msg: str, kind: str = "value_error", status: int = 422) -> None:
         super().__init__(msg)
-        self.loc, self.msg, self.kind = loc, msg, kind
+        self.loc, self.msg, self.kind, self.status = loc, msg, kind, status
 
 
 class _TooLarge(Exception):
@@ -113,20 +207,95 @@ class _TooLarge(Exception):
 
 
 def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json", headers=headers)
+    return Response(_encode(body), status_code=status, media_type="application/json", headers=headers)
 
 
-class _Guard:
+class _Metrics:
+    """The Prometheus series of one app (its own registry, so several apps in one process, as in
+    the tests, do not share counts)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("collectrl_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "collectrl_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.decisions = Counter("collectrl_decisions", "decisions by arm, channel, tone and offer", ["arm", "channel", "tone", "offer"], registry=r)
+        self.overrides = Counter(
+            "collectrl_compliance_overrides", "decisions where compliance changed the policy's first choice, by rule", ["arm", "reason"], registry=r
+        )
+        self.assignments = Counter("collectrl_arm_assignments", "accounts decided by each arm", ["arm"], registry=r)
+        self.reloads = Counter("collectrl_reloads", "artifact reloads by arm and result", ["arm", "result"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text format. With several workers (PROMETHEUS_MULTIPROC_DIR set before they start),
+        every worker writes its values to that directory and any worker answers with the sum."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)
+            return generate_latest(combined)  # type: ignore[no-any-return]
+        return generate_latest(self.registry)  # type: ignore[no-any-return]
+
+
+_BLOCK = re.compile("|".join(sorted(map(re.escape, compliance.BLOCK_NAMES), key=len, reverse=True)))
+
+
+def _override_reason(reason: str) -> str:
+    """The compliance rule named in a decision's reason (a small, fixed set of metric labels)."""
+    found = _BLOCK.findall(reason)
+    rule = found[-1] if found else "other"
+    return f"guardrail:{rule}" if reason.startswith("guardrail") else rule
+
+
+class _Edge:
     """Pure ASGI middleware (cheaper than ``@app.middleware``): 413 for bodies over the limit,
-    whether announced by content-length or streamed in chunks; 401 on ``/v1/`` without the token."""
+    whether announced by content-length or streamed in chunks; 401 on ``/v1/`` without the token;
+    request counts and latency per route; one JSON line per request in the access log."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, token: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, token: str | None, metrics: _Metrics, access_log: JsonLines, routes: frozenset[str]
+    ) -> None:
         self.app, self.max, self.token = app, max_body_bytes, token.encode() if token is not None else None
+        self.metrics, self.access_log, self.routes = metrics, access_log, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def recorded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, recorded)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = scope["path"] if scope["path"] in self.routes else "other"
+            self.metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if self.access_log.enabled:
+                self.access_log.write(
+                    [
+                        {
+                            "time": time.time(),
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status[0],
+                            "duration_ms": round(elapsed * 1e3, 3),
+                        }
+                    ]
+                )
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = auth = None
         for k, v in scope["headers"]:
             if k == b"content-length":
@@ -167,148 +336,289 @@ class _Guard:
         return _json_response({"detail": f"request body over {self.max} bytes; send fewer accounts per request"}, 413)
 
 
-def _account_schema() -> dict[str, Any]:
-    return Account.model_json_schema()  # type: ignore[attr-defined,no-any-return]
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def _operation(body: str | None, ok: str, errors: Sequence[int]) -> dict[str, Any]:
+    texts = {
+        401: "missing or wrong bearer token (when the server has one)",
+        403: "admin endpoints are off: the server has no token",
+        409: "the server runs several workers: reload them with SIGHUP",
+        413: f"request body over the size limit ({MAX_BODY_BYTES} bytes by default)",
+        422: "the body is not valid: `detail` names the field and what is allowed",
+    }
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": _ref(ok)}}}}
+    for code in errors:
+        schema = _ref("Invalid" if code == 422 else "Problem")
+        responses[str(code)] = {"description": texts[code], "content": {"application/json": {"schema": schema}}}
+    out: dict[str, Any] = {"responses": responses}
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    return out
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _Unprocessable(["body"], f"the body is not valid JSON: {e}", "json_invalid") from None
-    if not isinstance(body, dict):
-        raise _Unprocessable(["body"], f"expected a JSON object, got {type(body).__name__}", "dict_type")
-    return body
-
-
-def _account_id(record: dict[str, Any], loc: list[Any]) -> str | None:
-    aid = record.get("account_id")
-    if aid is not None and not (isinstance(aid, str) and len(aid) <= 200):
-        raise _Unprocessable([*loc, "account_id"], "account_id must be a string of at most 200 characters, or null")
-    return aid
+def _action_index(action: Sequence[int]) -> int:
+    c, w, t, o = action
+    return ((c * ACTION_DIMS[1] + w) * ACTION_DIMS[2] + t) * ACTION_DIMS[3] + o
 
 
 def create_app(
-    artifact: str | Path, token: str | None = None, decision_log: str | Path | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    artifact: str | Path,
+    token: str | None = None,
+    decision_log: str | Path | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    challenger: str | Path | None = None,
+    challenger_share: float = 0.0,
+    salt: str = "",
+    access_log: str | Path | None = None,
+    workers: int = 1,
 ) -> FastAPI:
-    """The service for one artifact. Request bodies are validated by ``policies.records`` (the one
-    validator, also behind ``collectrl decide``); the pydantic models only document them in OpenAPI."""
-    state: dict[str, Any] = {"fn": None}
-    log = DecisionLog(decision_log)
+    """The service for a champion ``artifact`` and, optionally, a ``challenger`` deciding for a
+    ``challenger_share`` of the accounts (by a hash of ``account_id`` salted with ``salt``)."""
+    if challenger is not None and not 0.0 < challenger_share < 1.0:
+        raise ValueError(f"challenger_share must be between 0 and 1 (exclusive) with a challenger, got {challenger_share}")
+    state: dict[str, Any] = {"deployment": None}
+    log = JsonLines(decision_log)
+    access = JsonLines(access_log)
+    metrics = _Metrics()
+    reload_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
-        state["fn"] = load(artifact)
+        champion = Arm("champion", load(artifact), str(artifact))
+        other = Arm("challenger", load(challenger), str(challenger)) if challenger is not None else None
+        state["deployment"] = Deployment(champion, other, challenger_share if other else 0.0, salt)
+        # one process: SIGHUP reloads every arm from its directory (with several workers the uvicorn
+        # supervisor owns SIGHUP and replaces the workers instead); only the main thread may set it
+        if workers == 1 and threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_from_disk()))
         # everything loaded so far lives as long as the server: keep it out of the garbage
         # collector's scans, which would otherwise show up as latency spikes
         gc.collect()
         gc.freeze()
         yield
         log.close()
+        access.close()
 
     app = FastAPI(title="collectrl next-best-action service", version="1", lifespan=lifespan)
     app.state.decision_log = log
-    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, token=token)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
+    app.state.metrics = metrics
 
     @app.exception_handler(_Unprocessable)
     async def unprocessable(_request: Request, exc: _Unprocessable) -> Response:
-        return _json_response({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]}, 422)
+        return _json_response({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]}, exc.status)
 
-    def fn() -> DecisionFunction:
-        f = state["fn"]
-        assert f is not None, "the artifact is loaded at start-up"
-        return f
+    def deployment() -> Deployment:
+        d = state["deployment"]
+        assert d is not None, "the artifacts are loaded at start-up"
+        return d  # type: ignore[no-any-return]
 
-    def logged(request_id: str, records: list[dict[str, Any]], views: list[dict[str, Any]], decisions: list[Decision]) -> list[dict[str, Any]]:
+    def decode(raw: bytes, kind: Any) -> Any:
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.DecodeError as e:  # (and its subclass ValidationError)
+            loc, msg = wire_error(e)
+            raise _Unprocessable(["body", *loc], msg, "json_invalid" if not isinstance(e, msgspec.ValidationError) else "value_error") from None
+
+    def view_of(account: Any, loc: list[Any]) -> dict[str, Any]:
+        try:
+            return row_from_account(account)
+        except WireError as e:
+            raise _Unprocessable([*loc, *e.loc], str(e)) from None
+
+    def assign(dep: Deployment, accounts: Sequence[Any]) -> list[tuple[Arm, float]]:
+        if dep.challenger is not None:
+            for i, a in enumerate(accounts):
+                if a.account_id is None:
+                    loc = ["body", "account_id"] if len(accounts) == 1 and i == 0 else ["body", "accounts", i, "account_id"]
+                    raise _Unprocessable(loc, "account_id is required while a challenger is served: it assigns the account to an arm")
+        return [dep.arm_of(a.account_id) for a in accounts]
+
+    def record(
+        request_id: str, accounts: Sequence[Any], views: list[dict[str, Any]], arms: list[tuple[Arm, float]], decisions: list[Decision]
+    ) -> None:
+        # counted per distinct label set, not per decision: a batch touches a few series many times
+        by_action = Tally((arm.name, d.channel, d.tone, d.offer) for (arm, _), d in zip(arms, decisions, strict=True))
+        for (arm_name, channel, tone, offer), k in by_action.items():
+            metrics.decisions.labels(arm_name, channel, tone, offer).inc(k)
+        by_arm = Tally(arm.name for arm, _ in arms)
+        for name, k in by_arm.items():
+            metrics.assignments.labels(name).inc(k)
+        by_reason = Tally((arm.name, _override_reason(d.reason)) for (arm, _), d in zip(arms, decisions, strict=True) if d.reason is not None)
+        for (arm_name, rule), k in by_reason.items():
+            metrics.overrides.labels(arm_name, rule).inc(k)
+        if not log.enabled:
+            return
         now = time.time()
-        policy_id = fn().policy_id
-        out, entries = [], []
-        for rec, view, d in zip(records, views, decisions, strict=True):
-            body = d.as_dict()
-            body["account_id"] = rec.get("account_id")
-            out.append(body)
-            if not log.enabled:
-                continue
+        entries = []
+        for a, view, (arm, prob), d in zip(accounts, views, arms, decisions, strict=True):
+            probs = None if d.probs is None else dict(zip(("channel", "window", "tone", "offer"), d.probs, strict=True))
             entries.append(
                 {
-                    "request_id": request_id,
-                    "policy_id": policy_id,
-                    "account_id": body["account_id"],
-                    "view_hash": _view_hash(view),
-                    "decision": {k: body[k] for k in ("channel", "window", "tone", "offer")},
-                    "propensity": d.propensity,
-                    "reason": d.reason,
                     "time": now,
+                    "request_id": request_id,
+                    "account_id": a.account_id,
+                    "day": a.day,
+                    "arm": arm.name,
+                    "assignment_prob": prob,
+                    "policy_id": arm.fn.policy_id,
+                    "policy_version": arm.fn.version,
+                    "decision": {"channel": d.channel, "window": d.window, "tone": d.tone, "offer": d.offer},
+                    "action_index": _action_index(d.action),
+                    "propensity": d.propensity,
+                    "probs": probs,
+                    "reason": d.reason,
+                    "view_hash": view_hash(view),
+                    "view": view,
                 }
             )
-        if entries:
-            log.write(entries)
-        return out
+        log.write(entries)
 
-    @app.post("/v1/decide", summary="the next best action for one account", openapi_extra=_body_spec(_account_schema()))
+    @app.post("/v1/decide", summary="the next best action for one account", openapi_extra=_operation("Account", "DecideOut", (401, 413, 422)))
     async def decide(request: Request) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        record = await _json_object(request)
-        _account_id(record, ["body"])
-        try:
-            view = parse_record(record)
-        except RecordError as e:
-            raise _Unprocessable(["body", *e.loc], str(e)) from None
-        d = fn().decide_row(view)
-        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decision": logged(rid, [record], [view], [d])[0]})
+        account = decode(await request.body(), Account)
+        dep = deployment()
+        view = view_of(account, ["body"])
+        arms = assign(dep, [account])
+        arm = arms[0][0]
+        d = arm.fn.decide_row(view)
+        record(rid, [account], [view], arms, [d])
+        body = d.as_dict() | {"account_id": account.account_id}
+        return _json_response({"request_id": rid, "policy_id": arm.fn.policy_id, "arm": arm.name, "decision": body})
 
-    batch_schema = {
-        "type": "object",
-        "properties": {"accounts": {"type": "array", "items": _account_schema(), "minItems": 1, "maxItems": MAX_BATCH}},
-        "required": ["accounts"],
-        "additionalProperties": False,
-    }
-
-    @app.post("/v1/decide/batch", summary="next best actions for many accounts", openapi_extra=_body_spec(batch_schema))
+    @app.post("/v1/decide/batch", summary="next best actions for many accounts", openapi_extra=_operation("Batch", "BatchOut", (401, 413, 422)))
     async def decide_batch(request: Request) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        body = await _json_object(request)
-        extra = sorted(set(body) - {"accounts"})
-        if extra:
-            raise _Unprocessable(["body", extra[0]], 'unknown field; the body is {"accounts": [...]}')
-        records = body.get("accounts")
-        if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
-            raise _Unprocessable(["body", "accounts"], f"expected a list of 1 to {MAX_BATCH} account objects")
-        for i, rec in enumerate(records):
-            if isinstance(rec, dict):
-                _account_id(rec, ["body", "accounts", i])
+        accounts = decode(await request.body(), Batch).accounts
+        dep = deployment()
         try:
-            views = [parse_record(rec, i) for i, rec in enumerate(records)]
-        except RecordError as e:
-            raise _Unprocessable(["body", "accounts", e.index, *e.loc] if e.field != "(record)" else ["body", "accounts", e.index], str(e)) from None
-        decisions = fn().decide_batch(views_from_rows(views))
-        return _json_response({"request_id": rid, "policy_id": fn().policy_id, "decisions": logged(rid, records, views, decisions)})
+            batch = views_from_accounts(accounts)
+        except WireError as e:
+            raise _Unprocessable(["body", "accounts", *e.loc], str(e)) from None
+        arms = assign(dep, accounts)
+        if dep.challenger is None:
+            done = dep.champion.fn.decide_batch(batch, probs=log.enabled)
+        else:
+            slots: list[Decision | None] = [None] * len(accounts)
+            for arm in (dep.champion, dep.challenger):
+                idx = np.array([i for i, (a, _) in enumerate(arms) if a is arm], dtype=np.int64)
+                if idx.size:
+                    for i, d in zip(idx.tolist(), arm.fn.decide_batch(batch.take(idx), probs=log.enabled), strict=True):
+                        slots[i] = d
+            done = [d for d in slots if d is not None]
+        views = [batch.row(i) for i in range(len(accounts))] if log.enabled else [{}] * len(accounts)
+        record(rid, accounts, views, arms, done)
+        out = [d.as_dict() | {"account_id": a.account_id, "arm": arm.name} for a, d, (arm, _) in zip(accounts, done, arms, strict=True)]
+        return _json_response({"request_id": rid, "policy_id": dep.champion.fn.policy_id, "decisions": out})
 
-    @app.get("/v1/policy", summary="what is being served")
-    async def policy() -> dict[str, Any]:
-        m = fn().manifest
-        return {
-            k: m.get(k)
-            for k in ("policy_id", "kind", "algo", "scenario", "compliance_profile", "format_version", "created", "evaluation", "files", "versions")
+    def describe(arm: Arm | None, share: float) -> dict[str, Any] | None:
+        if arm is None:
+            return None
+        m = arm.fn.manifest
+        keys = ("policy_id", "kind", "algo", "scenario", "compliance_profile", "format_version", "created", "evaluation", "files", "versions")
+        return {k: m.get(k) for k in keys} | {"policy_version": arm.fn.version, "share": share, "artifact": arm.artifact}
+
+    @app.get(
+        "/v1/policy",
+        summary="what is being served: the champion and, if any, the challenger",
+        openapi_extra={"responses": {"401": {"description": "missing or wrong bearer token"}}},
+    )
+    async def policy() -> Response:
+        dep = deployment()
+        body = describe(dep.champion, 1.0 - dep.challenger_share) or {}
+        body["arms"] = {"champion": describe(dep.champion, 1.0 - dep.challenger_share), "challenger": describe(dep.challenger, dep.challenger_share)}
+        body["assignment"] = {
+            "by": "blake2b(account_id, key=salt) / 2**64 < challenger_share",
+            "challenger_share": dep.challenger_share,
+            "salted": bool(dep.salt),
         }
+        return _json_response(body)
+
+    @app.post(
+        "/v1/admin/reload",
+        summary="swap the artifact of one arm (atomic; a bad artifact is refused and the current one keeps serving)",
+        openapi_extra=_operation("Reload", "Problem", (401, 403, 409, 413, 422)),
+    )
+    async def reload(request: Request) -> Response:
+        if token is None:
+            return _json_response({"detail": "admin endpoints need the server to run with a token (--token-file)"}, 403)
+        if workers > 1:
+            detail = (
+                "with several workers a reload would reach only one of them: replace the artifact directories"
+                " and send SIGHUP to the server, which restarts its workers one by one"
+            )
+            return _json_response({"detail": detail}, 409)
+        body = decode(await request.body(), Reload)
+        async with reload_lock:
+            dep = deployment()
+            if body.arm == "challenger" and dep.challenger is None:
+                raise _Unprocessable(["body", "arm"], "no challenger is served; start the server with --challenger to have one")
+            try:
+                fn = await run_in_threadpool(load, body.artifact)
+            except ArtifactError as e:
+                metrics.reloads.labels(body.arm, "refused").inc()
+                raise _Unprocessable(["body", "artifact"], f"refused, still serving {getattr(dep, body.arm).fn.version}: {e}") from None
+            new = Arm(body.arm, fn, body.artifact)
+            state["deployment"] = replace(dep, champion=new) if body.arm == "champion" else replace(dep, challenger=new)
+            metrics.reloads.labels(body.arm, "ok").inc()
+        return _json_response({"detail": f"{body.arm} now serves {fn.policy_id} version {fn.version}"})
+
+    async def reload_from_disk() -> None:
+        async with reload_lock:
+            dep = deployment()
+            try:
+                champion = Arm("champion", await run_in_threadpool(load, dep.champion.artifact), dep.champion.artifact)
+                other = dep.challenger
+                if other is not None:
+                    other = Arm("challenger", await run_in_threadpool(load, other.artifact), other.artifact)
+            except ArtifactError as e:
+                metrics.reloads.labels("all", "refused").inc()
+                print(f"collectrl serve: SIGHUP reload refused, still serving {dep.champion.fn.version}: {e}", file=sys.stderr)
+                return
+            state["deployment"] = replace(dep, champion=champion, challenger=other)
+            metrics.reloads.labels("all", "ok").inc()
+            print(f"collectrl serve: SIGHUP reloaded champion {champion.fn.policy_id} version {champion.fn.version}", file=sys.stderr)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Response:
+        return _json_response({"status": "ok"})
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        ready = state["fn"] is not None
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    async def readyz() -> Response:
+        ready = state["deployment"] is not None
+        return _json_response({"ready": ready}, 200 if ready else 503)
 
+    @app.get("/metrics", summary="Prometheus metrics (text format)", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = frozenset(r.path for r in app.routes if hasattr(r, "path"))
+    app.add_middleware(_Edge, max_body_bytes=max_body_bytes, token=token, metrics=metrics, access_log=access, routes=routes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = wire_schema_components([Account, Batch, Reload, DecideOut, BatchOut, Invalid, Problem])
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker of ``collectrl serve --workers N`` (a uvicorn factory): settings from
+    the ``COLLECTRL_SERVE_CONFIG`` JSON; each worker writes its own decision and access logs, named
+    ``FILE.w<pid>``, so no two processes append to one file."""
+    cfg = json.loads(os.environ[CONFIG_ENV])
+    token = Path(cfg.pop("token_file")).read_text().strip() if cfg.get("token_file") else None
+    cfg.pop("token_file", None)
+    for key in ("decision_log", "access_log"):
+        if cfg.get(key):
+            cfg[key] = f"{cfg[key]}.w{os.getpid()}"
+    return create_app(token=token, **cfg)

@@ -84,6 +84,25 @@ def test_jsonl_log_maps_onto_the_table(logs: Path, tmp_path: Path) -> None:
     with (tmp_path / "decisions.jsonl").open("w") as f:
         for i in range(len(d)):
             a = d.actions[i].tolist()
+            if i % 2:  # the server's own form: decision + action_index, the view as a row of view fields
+                server = {
+                    "account_id": d.account_id[i],
+                    "day": int(d.day[i]),
+                    "arm": "champion",
+                    "assignment_prob": 0.9,
+                    "policy_id": "static_ladder",
+                    "policy_version": 1,
+                    "decision": {"channel": names[0][a[0]]},
+                    "action_index": int(a[0] * 64 + a[1] * 16 + a[2] * 4 + a[3]),
+                    "propensity": float(d.propensity[i]),
+                    "probs": {
+                        k: d.probs[i, s : s + n].tolist() for k, s, n in (("channel", 0, 7), ("window", 7, 4), ("tone", 11, 4), ("offer", 15, 4))
+                    },
+                    "epsilon": float(d.epsilon[i]),
+                    "view": d.views.row(i),
+                }
+                f.write(json.dumps(server) + "\n")
+                continue
             line = {
                 "request_id": str(i),
                 "time": "2026-01-01T00:00:00Z",
@@ -253,25 +272,6 @@ def test_perf_ope_small() -> None:
     assert r["accounts"] == 150 and r["decisions"] > 150
     assert r["per_decision_seconds"] > 0 and r["sequential_seconds"] >= r["per_decision_seconds"] * 0.5
     assert r["ratio_per_decision_to_sim"] == pytest.approx(r["per_decision_seconds"] / r["sim_seconds"], rel=0.05, abs=0.01)
-
-
-def test_minari_dataset_loads_with_propensities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import minari
-
-    from experiments.dataset import write_dataset
-
-    r = write_dataset("default", "random", 3, tmp_path, seed=2, reference_debtors=100)
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    ds = minari.load_dataset(r["dataset_id"])
-    assert ds.total_episodes == 3
-    ep = next(ds.iterate_episodes())
-    assert ep.observations.shape[0] == ep.actions.shape[0] + 1 and ep.actions.shape[1] == 4
-    p = ep.infos["propensity"][1:]
-    assert ((p > 0) & (p <= 1)).all() and (p < 1).any()  # the random policy: known, non-trivial propensities
-    assert ep.infos["action_mask"].shape == (len(ep.observations), 19)
-    assert ds.recover_environment().spec.id == "collectrl/Debtor-v0"
-    assert r["ref_max_score"] > r["ref_min_score"]  # the oracle beats the ladder
-    assert main(["dataset", "--policy", "oracle", "--episodes", "1", "--out", str(tmp_path)]) == EXIT_BAD_INPUT
 
 
 @pytest.fixture(scope="module")

@@ -98,10 +98,17 @@ def test_one_account_decisions_equal_the_batch_decisions(artifacts, algo, profil
     batch path gives for the same account: action, propensity, alternatives and reason."""
     fn = load(artifacts[algo], profile=profile)
     records = records_from_views(random_views(np.random.default_rng(21), 1500))
-    batch = fn.decide_batch(records)
+    batch = fn.decide_batch(records, probs=True)
     singles = [fn.decide(r) for r in records]
     assert [d.as_dict() for d in singles] == [d.as_dict() for d in batch]
-    assert all(d.as_dict() == dataclasses.asdict(d) for d in singles[:50])  # the hand-written as_dict misses no field
+    # the decision log's fields agree too: the action's indices and the policy's probabilities
+    assert [d.action for d in singles] == [d.action for d in batch] and all(len(d.action) == 4 for d in batch)
+    assert [d.probs for d in singles] == [d.probs for d in batch]
+    assert (batch[0].probs is not None) == (algo == "maskable_ppo")
+    logged_only = {"action", "probs"}
+    assert all(
+        d.as_dict() == {k: v for k, v in dataclasses.asdict(d).items() if k not in logged_only} for d in singles[:50]
+    )  # as_dict misses no field
     assert sum(d.reason is not None for d in batch) > 10  # the comparison covered reasons too
 
 
@@ -253,3 +260,40 @@ def test_a_random_rule_artifact_reports_its_true_propensity(tmp_path):
     np.testing.assert_allclose(prop[wait], 1.0 / m[wait, :7].sum(axis=1))
     expect = 1.0 / (m[:, :7].sum(1) * m[:, 7:11].sum(1) * m[:, 11:15].sum(1) * m[:, 15:19].sum(1))
     np.testing.assert_allclose(prop[~wait], expect[~wait])
+
+
+def test_learned_artifacts_come_from_torchs_current_onnx_exporter(artifacts):
+    """torch.export-based (dynamo) export: opset 18 or later (the TorchScript exporter wrote 17 here),
+    one self-contained file, a symbolic batch dimension."""
+    import onnx
+
+    for algo, root in artifacts.items():
+        model = onnx.load(str(root / "model.onnx"), load_external_data=False)
+        opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        assert opset >= 18, (algo, opset)
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer), algo
+        batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch.dim_param and not batch.dim_value, algo
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_batch_alternatives_equal_the_one_account_definition_including_ties(tied):
+    """runtime._factored_alternatives ranks every row at once; it must return exactly what
+    decision.alternatives returns row by row, also when probabilities tie (integer logits)."""
+    from policies.decision import HEAD_WIDTH, alternatives, masked_probabilities
+    from policies.runtime import _factored_alternatives, _named_alternatives
+
+    rng = np.random.default_rng(4)
+    n = 2000
+    logits = rng.integers(-2, 3, size=(n, HEAD_WIDTH)).astype(float) if tied else rng.normal(size=(n, HEAD_WIDTH))
+    mask = rng.random((n, HEAD_WIDTH)) < 0.8
+    mask[:, 0] = True  # waiting is always allowed
+    for a, b in ((7, 11), (11, 15), (15, 19)):  # each head keeps one allowed choice
+        mask[np.arange(n), rng.integers(a, b, size=n)] = True
+    probs = masked_probabilities(logits, mask)
+    actions = np.stack([rng.integers(0, d, size=n) for d in (7, 4, 4, 4)], axis=1)
+    got = _factored_alternatives(probs, actions)
+    rows = [p.tolist() for p in probs]
+    want = [_named_alternatives(alternatives([r[i] for r in rows], actions[i].tolist())) for i in range(n)]
+    assert got == want
+    assert sum(len(g) < 3 for g in got) < n  # mostly full lists: the comparison is not vacuous

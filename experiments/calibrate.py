@@ -1,0 +1,1150 @@
+"""Calibrating a world to a portfolio's history: ``collectrl calibrate fit`` and ``calibrate check``.
+
+The fit turns a history folder (``sim.history``) into a scenario that ``extends`` a base preset.
+
+**Population** keys are read off the accounts table directly: the balance's median and log-spread
+(robust, from the interquartile range), the range of days past due at entry, the product mix, the
+channels on file, app use and the entry spread. Intervals are bootstrap percentiles (medians and
+spreads) or normal intervals of a share.
+
+**Behaviour** keys are fitted by the method of simulated moments on the history's own decisions:
+each fitted key (a *knob*) is paired with one statistic of the history that it moves most (the
+delivery rate of a channel with its delivered share, the attention to a channel with its opened
+share, a channel's engagement logit with its engaged share, ...). The world simulates the
+history's accounts (their observable fields as recorded, latent traits drawn from the candidate
+scenario) under the history's decisions: the logging policy when it is known (closed loop), else
+a *replay* of the logged contacts on the same days (:class:`ReplayPolicy`, open loop; the
+statistics then count each account's contacts up to its first reaction only, see
+:func:`statistics`).
+A first pair of replays at the base values and at every knob moved by :data:`STEP` gives each
+knob's slope (common random numbers: the same seed, so the difference is the knob's effect, not
+luck); Newton steps ``knob += (g(observed) - g(simulated)) / slope`` (``g`` = logit of a share, log
+of a rate) then bring every simulated statistic onto the observed one. A knob's interval is
+``+-1.96 x`` the standard error of the statistic's gap (the history's sampling error and the
+replay's simulation error, both clustered by account) divided by the slope, widened by the gap
+left at the last step. A knob whose statistic rests on too few observations in this history, or
+does not move with it, is reported as not identifiable and keeps the base value, as does every
+key no statistic reaches (archetype shares and traits, fatigue, tone effects, ...: :data:`NOT_FITTED`).
+
+``calibrate check`` measures all this on worlds whose truth is known (:func:`check`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import yaml
+
+from experiments.errors import UsageError
+from experiments.io import write_json
+from experiments.resolve import resolve_policy
+from policies.fileio import atomic_write
+from policies.rules import RandomPolicy, StaticLadder
+from policies.schema import CONTACT_CHANNEL_NAMES, PRODUCT_NAMES, ViewBatch
+from sim import history as fmt
+from sim.config import ARCHETYPES, ConfigError, Scenario, load_raw
+from sim.population import Debtors, sample
+from sim.runner import ProgressFn, run_portfolio
+from sim.world import World
+
+if TYPE_CHECKING:
+    from policies.base import Policy
+
+Z95 = 1.959963984540054
+STEP = 0.2  # how far each knob moves (in its own unit) for the slope replay
+MIN_TRIALS = 200  # a share resting on fewer observations (contacts, promises, ...) is not fitted
+MIN_EVENTS = 20  # ... nor one with fewer successes or failures than this
+NEWTON_STEPS = 4
+_INTEGER_KEYS = ("population.dpd_at_entry.min", "population.dpd_at_entry.max", "population.entry_spread_days")
+_CH = {name: i for i, name in enumerate(CONTACT_CHANNEL_NAMES)}
+_OUT = {name: i for i, name in enumerate(fmt.CONTACT_OUTCOMES)}
+_EV = {name: i for i, name in enumerate(fmt.EVENT_KINDS)}
+_PAY_UNPROMPTED = 1  # sim.ledger.PaymentKind.UNPROMPTED
+
+# keys of the base scenario that no statistic of a history reaches, kept at the base value
+NOT_FITTED: tuple[tuple[str, str], ...] = (
+    ("population.archetypes.*.share, ability, willingness, distressed_prob", "latent mixture: only their joint effect on the fitted rates is seen"),
+    (
+        "population.archetypes.*.window_habit, channels.*.window_sensitivity",
+        "time-of-day habits: confounded with attention unless windows are randomised",
+    ),
+    (
+        "population.archetypes.*.tone_effect, offer_effect; population.*_sd",
+        "tone and offer reactions vary by latent type; not separated from the outcome bases",
+    ),
+    ("population.archetypes.*.deliverability", "only its product with channels.*.delivery_rate is seen"),
+    ("channels.call.delivery_rate", "a call that does not ring and one not answered both look like 'no right-party contact'"),
+    ("population.digital_only_share, digital_only_attention", "latent; folded into the attention fit"),
+    ("population.on_file.call", "the model gives every account with an SMS number a phone (on_file.call follows on_file.sms)"),
+    (
+        "behaviour.fatigue_*, willingness_engage, age_engage_per_30d, firm_/empathetic_distressed_*",
+        "need varied contact intensity and tone by segment",
+    ),
+    ("behaviour.outcomes.*.ability, willingness, log_balance", "slopes on latent traits"),
+    ("behaviour.intensity_*", "the excitation of unprompted payments is folded into the self-cure scale"),
+    ("behaviour.keep_ability, keep_willingness, deferral_keep_bonus", "slopes on latent traits"),
+    ("behaviour.churn_*, archetypes.*.churn_logit, reward.*", "churn and penalties are not in the history format"),
+    ("call_centre.*, channels.*.cost_eur", "capacity and prices are the user's to set"),
+)
+
+
+class CalibrationError(UsageError):
+    """A history or request the fit cannot use; the message says what and why."""
+
+
+# ------------------------------------------------------------------ statistics of a history
+
+
+@dataclass
+class Statistic:
+    """A share or rate of the history, clustered by account: ``success[i]`` of ``trials[i]`` for account i."""
+
+    success: np.ndarray
+    trials: np.ndarray
+    # share: g = logit; fraction: a share on the log scale (g = log); rate: successes per unit of exposure;
+    # ratio: successes per reference event (odds against it)
+    kind: Literal["share", "fraction", "rate", "ratio"] = "share"
+
+    @property
+    def n(self) -> float:
+        return float(self.trials.sum())
+
+    @property
+    def k(self) -> float:
+        return float(self.success.sum())
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n > 0 else float("nan")
+
+    @property
+    def se(self) -> float:
+        """Standard error of :attr:`value`, clustered by account (a ratio estimator)."""
+        if self.n <= 0:
+            return float("nan")
+        resid = self.success - self.value * self.trials
+        return float(math.sqrt(float((resid * resid).sum())) / self.n)
+
+    def g(self) -> float:
+        """The statistic on the scale the knobs move it linearly: logit of a share, else the log."""
+        v = min(max(self.value, 1e-9), 1 - 1e-9) if self.kind == "share" else max(self.value, 1e-12)
+        return math.log(v / (1 - v)) if self.kind == "share" else math.log(v)
+
+    def g_se(self) -> float:
+        v = min(max(self.value, 1e-9), 1 - 1e-9)
+        return self.se / (v * (1 - v)) if self.kind == "share" else self.se / max(self.value, 1e-12)
+
+    def enough(self) -> bool:
+        if self.kind == "rate":
+            return self.k >= MIN_EVENTS
+        if self.kind == "ratio":
+            return self.k >= MIN_EVENTS and self.n >= MIN_EVENTS
+        return self.n >= MIN_TRIALS and self.k >= MIN_EVENTS and self.n - self.k >= MIN_EVENTS
+
+
+def _per_account(n: int, account: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    return np.bincount(account, weights=None if weight is None else weight.astype(np.float64), minlength=n).astype(np.float64)
+
+
+def open_until(h: fmt.History) -> np.ndarray:
+    """The day after each account's resolution or sale, else the history's end."""
+    end = np.full(h.n_accounts, h.days, dtype=np.int64)
+    e = h.events
+    if e is not None and len(e["account"]):
+        ev = e["event"].astype(np.int64)
+        closing = (ev == _EV["resolved"]) | (ev == _EV["sold"])
+        np.minimum.at(end, e["account"].astype(np.int64)[closing], e["day"].astype(np.int64)[closing] + 1)
+    return end
+
+
+def first_reaction(h: fmt.History) -> np.ndarray:
+    """Each account's first day of a reaction to a contact (complaint, opt-out, engagement) or of a payment;
+    ``h.days`` if there was none."""
+    c = h.contacts
+    out = c["outcome"].astype(np.int64)
+    reacted = (out == _OUT["complaint"]) | (out == _OUT["opt_out"]) | (out >= _OUT["engaged"])
+    cutoff = np.full(h.n_accounts, h.days, dtype=np.int64)
+    np.minimum.at(cutoff, c["account"].astype(np.int64)[reacted], c["day"].astype(np.int64)[reacted])
+    np.minimum.at(cutoff, h.payments["account"].astype(np.int64), h.payments["day"].astype(np.int64))
+    return cutoff
+
+
+def statistics(h: fmt.History, early_only: bool = True, limit: np.ndarray | None = None) -> dict[str, Statistic]:
+    """The statistics the fit matches (name -> :class:`Statistic`), from the contacts, payments and events.
+    ``early_only``: count contacts and unprompted payments up to each account's first reaction only (for a
+    fit by replay, see below); ``limit``: the history's :func:`first_reaction`, when ``h`` is a replay of it."""
+    n = h.n_accounts
+    c = h.contacts
+    acc, ch, out = c["account"].astype(np.int64), c["channel"].astype(np.int64), c["outcome"].astype(np.int64)
+    offer = c["offer"].astype(np.int64)
+    delivered, opened = c["delivered"].astype(bool), c["opened"].astype(bool)
+    made = out != _OUT["dropped"]
+    complaint, opt_out = out == _OUT["complaint"], out == _OUT["opt_out"]
+    engaged = out >= _OUT["engaged"]
+    answered = opened & ~complaint & ~opt_out
+    # The funnel counts each account's contacts up to its first reaction (a complaint, an opt-out, an
+    # engagement) or first payment, whichever comes first. Until then a rule policy's decisions depend
+    # on the account's observable fields and the calendar only, which the replay shares; after it they
+    # depend on how this debtor reacted, so the later contacts of a history fall on debtors selected by
+    # their latent traits (many reminders go to those who never answer), which a replay's debtors,
+    # drawn afresh, are not.
+    # A replay counts up to the earlier of its own debtor's first reaction and the history's
+    # (``limit``): past the history's, the logged contacts follow a reaction the replay may not have had.
+    if early_only:
+        cutoff = first_reaction(h) if limit is None else np.minimum(first_reaction(h), limit)
+    else:
+        cutoff = np.full(n, h.days, dtype=np.int64)
+    early = c["day"].astype(np.int64) <= cutoff[acc]
+    stats: dict[str, Statistic] = {}
+
+    def share(name: str, success: np.ndarray, among: np.ndarray, kind: Literal["share", "fraction"] = "share") -> None:
+        stats[name] = Statistic(_per_account(n, acc[among & success]), _per_account(n, acc[among]), kind)
+
+    for name, k in _CH.items():
+        on = (ch == k) & early
+        share(f"delivered_share.{name}", delivered, on & made, "fraction")
+        share(f"opened_share.{name}", opened, on & delivered)
+        share(f"engaged_share.{name}", engaged, on & answered)
+    share("complaint_share", complaint, opened & early)
+    share("opt_out_share", opt_out, opened & ~complaint & (ch != _CH["letter"]) & early)
+    # an outcome's odds against "nothing" (engaged, no payment or commitment), among contacts where it
+    # was possible: in a multinomial logit these move one for one with the outcome's base logit alone
+    nothing = out == _OUT["engaged"]
+    for name, off in (("paid_full", -1), ("paid_part", -1), ("promise", -1), ("plan", 1), ("settlement", 2), ("deferral", 3)):
+        among = engaged & early if off < 0 else engaged & early & (offer == off)
+        stats[f"outcome_odds.{name}"] = Statistic(
+            _per_account(n, acc[among & (out == _OUT[name])]), _per_account(n, acc[among & nothing]), kind="ratio"
+        )
+    e = h.events
+    if e is not None and len(e["account"]):
+        eacc, ev = e["account"].astype(np.int64), e["event"].astype(np.int64)
+        kept, broken = ev == _EV["promise_kept"], ev == _EV["promise_broken"]
+        stats["promise_kept_share"] = Statistic(_per_account(n, eacc[kept]), _per_account(n, eacc[kept | broken]))
+        plans, plan_broken = ev == _EV["plan"], ev == _EV["plan_broken"]
+        stats["plan_kept_share"] = Statistic(_per_account(n, eacc[plans]) - _per_account(n, eacc[plan_broken]), _per_account(n, eacc[plans]))
+    # Unprompted payments before any reaction or payment: the intensity is then its baseline alone (no
+    # engaged contact or payment has excited it yet), the self-cure rate of the archetypes
+    p = h.payments
+    pacc = p["account"].astype(np.int64)
+    first = (p["kind"].astype(np.int64) == _PAY_UNPROMPTED) & (p["day"].astype(np.int64) <= cutoff[pacc])
+    end = np.minimum(open_until(h), cutoff + 1)
+    exposure = np.maximum(end - h.accounts["entry_day"].astype(np.int64), 0).astype(np.float64)
+    stats["unprompted_per_open_day"] = Statistic(_per_account(n, pacc[first]), exposure, kind="rate")
+    return stats
+
+
+# ------------------------------------------------------------------ knobs: fitted keys and their statistics
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A fitted behaviour key (or a family of archetype keys moved together) and the statistic that identifies it.
+
+    ``unit`` says how the knob's value ``theta`` maps onto the scenario: ``rate`` theta = ln(key) (a probability
+    at most 1), ``logit`` theta = key, ``odds`` theta = a shift of the logit of every archetype's key,
+    ``scale`` theta = ln(multiplier) of every archetype's key. Reported values are in natural units (the
+    key, or the odds / scale multiplier)."""
+
+    name: str
+    path: tuple[str, ...]  # the key's path; for archetype families the path under each archetype
+    unit: Literal["rate", "logit", "odds", "scale"]
+    statistic: str
+    doc: str
+
+    @property
+    def per_archetype(self) -> bool:
+        return self.unit in ("odds", "scale")
+
+    def theta(self, raw: dict[str, Any]) -> float:
+        """The knob's value in ``raw`` relative to ... itself: families are measured against ``raw`` = 0."""
+        if self.per_archetype:
+            return 0.0
+        v = float(_get(raw, self.path))
+        return math.log(max(v, 1e-12)) if self.unit == "rate" else v
+
+    def apply(self, raw: dict[str, Any], theta: float, base: dict[str, Any]) -> None:
+        """Set the knob to ``theta`` in ``raw`` (families: relative to their values in ``base``)."""
+        if self.unit == "rate":
+            _set(raw, self.path, min(math.exp(theta), 1.0))
+        elif self.unit == "logit":
+            _set(raw, self.path, theta)
+        else:
+            for a in ARCHETYPES:
+                path = ("population", "archetypes", a, *self.path)
+                b = float(_get(base, path))
+                if self.unit == "odds":
+                    bb = min(max(b, 1e-4), 1 - 1e-4)
+                    _set(raw, path, 1.0 / (1.0 + math.exp(-(math.log(bb / (1 - bb)) + theta))))
+                else:
+                    _set(raw, path, b * math.exp(theta))
+
+    def prior_slope(self, raw: dict[str, Any]) -> float:
+        """How much the statistic's g moves per unit of theta in a homogeneous population: 1, or for a
+        scale on the archetypes' logits their mean (weighted by share)."""
+        if self.unit != "scale" or not self.path[-1].endswith("logit"):
+            return 1.0
+        arche = raw["population"]["archetypes"]
+        return float(sum(arche[a]["share"] * arche[a][self.path[-1]] for a in ARCHETYPES))
+
+    def natural(self, theta: float) -> float:
+        if self.unit == "rate":
+            return min(math.exp(theta), 1.0)
+        if self.unit == "logit":
+            return theta
+        return math.exp(theta)
+
+    def label(self) -> str:
+        if self.unit == "odds":
+            return f"population.archetypes.*.{'.'.join(self.path)} (odds multiplier)"
+        if self.unit == "scale":
+            return f"population.archetypes.*.{'.'.join(self.path)} (multiplier)"
+        return ".".join(self.path)
+
+
+def _knobs() -> tuple[Knob, ...]:
+    out: list[Knob] = []
+    for ch in CONTACT_CHANNEL_NAMES:
+        if ch != "call":  # a call's ring and its answer are one observation (see NOT_FITTED)
+            out.append(
+                Knob(f"delivery.{ch}", ("channels", ch, "delivery_rate"), "rate", f"delivered_share.{ch}", f"share of {ch} attempts delivered")
+            )
+        out.append(Knob(f"attention.{ch}", ("attention", ch), "odds", f"opened_share.{ch}", f"share of delivered {ch} contacts opened / answered"))
+        out.append(Knob(f"engage.{ch}", ("channels", ch, "engage_logit"), "logit", f"engaged_share.{ch}", f"share of answered {ch} contacts engaged"))
+    out.append(Knob("complaint", ("complaint_logit",), "scale", "complaint_share", "complaints per opened contact"))
+    out.append(Knob("opt_out", ("behaviour", "opt_out_logit"), "logit", "opt_out_share", "opt-outs per opened message"))
+    for name, key in (
+        ("paid_full", "pay_full"),
+        ("paid_part", "pay_part"),
+        ("promise", "promise"),
+        ("plan", "plan"),
+        ("settlement", "settlement"),
+        ("deferral", "deferral"),
+    ):
+        out.append(
+            Knob(
+                f"outcome.{key}",
+                ("behaviour", "outcomes", key, "base"),
+                "logit",
+                f"outcome_odds.{name}",
+                f"odds of {name} against no result, engaged contacts",
+            )
+        )
+    out.append(Knob("promise_keep", ("behaviour", "promise_keep_logit"), "logit", "promise_kept_share", "share of promises kept"))
+    out.append(Knob("instalment_keep", ("behaviour", "instalment_pay_logit"), "logit", "plan_kept_share", "share of plans never broken"))
+    out.append(Knob("self_cure", ("self_cure_per_day",), "scale", "unprompted_per_open_day", "unprompted payments per open account-day"))
+    return tuple(out)
+
+
+KNOBS = _knobs()
+
+
+def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = raw
+    for p in path:
+        node = node[p]
+    return node
+
+
+def _set(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node: Any = raw
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node[path[-1]] = value
+
+
+# ------------------------------------------------------------------ replaying a history
+
+
+class ReplayPolicy:
+    """The history's own contacts: on each day, each account gets the contact logged for it (or waits).
+
+    Accounts are the world's slots in the history's order (:func:`replay_population`). A history may
+    log several contacts of one account on one day; the world makes one a day, so only the last one
+    logged is replayed (:attr:`skipped_` counts the others). A logged contact the compliance profile
+    forbids in the replayed world (an opt-out that came earlier there) is blocked and counted as such."""
+
+    policy_id = "replay"
+    version = 1
+
+    def __init__(self, history: fmt.History) -> None:
+        self.history = history
+        c = history.contacts
+        day = c["day"].astype(np.int64)
+        order = np.argsort(day, kind="stable")
+        self._day = day[order]
+        self._account = c["account"].astype(np.int64)[order]
+        self._action = np.stack([c["channel"].astype(np.int64) + 1, c["window"], c["tone"], c["offer"]], axis=1)[order].astype(np.int64)
+        self._starts = np.searchsorted(self._day, np.arange(history.days + 2))
+        pairs = day * history.n_accounts + c["account"].astype(np.int64)
+        self.skipped_ = int(len(pairs) - len(np.unique(pairs)))
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def actions_on(self, day: int, n: int) -> np.ndarray:
+        out = np.zeros((n, 4), dtype=np.int64)
+        if 0 <= day < len(self._starts) - 1:
+            lo, hi = self._starts[day], self._starts[day + 1]
+            out[self._account[lo:hi]] = self._action[lo:hi]
+        return out
+
+    def act_with_world(self, world: World, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
+        return self.actions_on(world.day, len(views))
+
+    def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:  # only reachable through a world
+        raise TypeError("the replay policy needs the world's day: run it with sim.runner.run_portfolio")
+
+
+def replay_population(sc: Scenario, h: fmt.History, seed: int) -> Debtors:
+    """The history's accounts as debtors: observable fields as recorded, latent traits drawn from ``sc``."""
+    n = h.n_accounts
+    d = sample(sc, seed, 0, n)
+    a = h.accounts
+    d.balance_eur = a["balance_eur"].astype(np.float64).copy()
+    d.dpd_at_entry = a["dpd_at_entry"].astype(np.int16)
+    d.product = a["product"].astype(np.int8)
+    d.app_user = a["app_user"].astype(bool)
+    d.on_file = a["channels_on_file"].astype(bool).copy()
+    d.entry_offset = a["entry_day"].astype(np.int16)
+    if "behaviour_score" in a:
+        score = a["behaviour_score"].astype(np.float64)
+        d.behaviour_score = np.where(np.isnan(score), d.behaviour_score, score).astype(np.float32)
+    return d
+
+
+def replay(sc: Scenario, h: fmt.History, seed: int = 0, *, progress: ProgressFn | None = None, record_events: bool = True) -> World:
+    """A world of the history's accounts under the history's logged contacts, over the history's days."""
+    return run_portfolio(
+        sc,
+        ReplayPolicy(h),  # type: ignore[arg-type]
+        h.n_accounts,
+        seed,
+        record_events=record_events,
+        progress=progress,
+        max_days=h.days,
+        population=replay_population(sc, h, seed),
+    )
+
+
+def world_history(world: World) -> fmt.History:
+    """The history a finished world with a ledger would export (in memory)."""
+    s = world.state
+    accounts = fmt.accounts_table(s.debtor_id, s.entry_day, s.balance, world.traits)
+    return fmt.from_ledger(world.ledger.columns(), accounts, {"days": world.day})
+
+
+def load_history(folder: str | Path) -> fmt.History:
+    """A validated history, or :class:`CalibrationError` with the validation report."""
+    try:
+        return fmt.read_history(folder)
+    except fmt.HistoryError as e:
+        raise CalibrationError(str(e)) from None
+
+
+def open_replay(spec: str) -> tuple[fmt.History, str]:
+    """``replay:HISTORY_DIR`` -> (the history, its folder)."""
+    folder = spec.split(":", 1)[1]
+    if not folder:
+        raise CalibrationError("replay needs a history folder: --policy replay:HISTORY_DIR")
+    return load_history(folder), folder
+
+
+# ------------------------------------------------------------------ the population
+
+
+@dataclass
+class Estimate:
+    """A fitted value, its 95 % interval, and how it was obtained."""
+
+    key: str
+    value: float
+    low: float
+    high: float
+    base: float
+    method: str
+    statistic: str = ""
+    observed: float = float("nan")
+    simulated: float = float("nan")
+
+    def covers(self, truth: float) -> bool:
+        return self.low - 1e-12 <= truth <= self.high + 1e-12
+
+
+def _share_interval(k: float, n: float) -> tuple[float, float]:
+    p = k / n
+    half = Z95 * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+    return max(0.0, p - half), min(1.0, p + half)
+
+
+def fit_population(h: fmt.History, base: dict[str, Any], seed: int = 0, bootstrap: int = 200) -> list[Estimate]:
+    """Population keys read off the accounts table (see the module docstring)."""
+    a = h.accounts
+    n = h.n_accounts
+    pop = base["population"]
+    out: list[Estimate] = []
+    rng = np.random.default_rng(seed)
+    logb = np.log(a["balance_eur"].astype(np.float64))
+
+    def robust(x: np.ndarray) -> tuple[float, float]:
+        q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=-1)
+        return np.exp(q50), (q75 - q25) / 1.3489795003921634  # type: ignore[return-value]
+
+    med, sig = robust(logb)
+    boot = rng.integers(0, n, size=(bootstrap, n)) if n * bootstrap <= 20_000_000 else rng.integers(0, n, size=(20_000_000 // n, n))
+    bm, bs = robust(logb[boot])
+    m_lo, m_hi = (float(x) for x in np.quantile(bm, [0.025, 0.975]))
+    s_lo, s_hi = (float(x) for x in np.quantile(bs, [0.025, 0.975]))
+    out.append(Estimate("population.balance.median_eur", float(med), m_lo, m_hi, pop["balance"]["median_eur"], "median"))
+    out.append(Estimate("population.balance.sigma", float(sig), s_lo, s_hi, pop["balance"]["sigma"], "IQR of log balance / 1.349"))
+    bal = a["balance_eur"]
+    lo_b, hi_b = min(float(bal.min()), pop["balance"]["min_eur"]), max(float(bal.max()), pop["balance"]["max_eur"])
+    out.append(
+        Estimate(
+            "population.balance.min_eur", lo_b, lo_b, pop["balance"]["min_eur"], pop["balance"]["min_eur"], "base, widened to the smallest balance"
+        )
+    )
+    out.append(
+        Estimate(
+            "population.balance.max_eur", hi_b, pop["balance"]["max_eur"], hi_b, pop["balance"]["max_eur"], "base, widened to the largest balance"
+        )
+    )
+    dpd = a["dpd_at_entry"]
+    for end, v in (("min", int(dpd.min())), ("max", int(dpd.max()))):
+        out.append(Estimate(f"population.dpd_at_entry.{end}", v, v, v, pop["dpd_at_entry"][end], f"{end} observed"))
+    entry = a["entry_day"]
+    spread = int(entry.max() - entry.min())
+    out.append(Estimate("population.entry_spread_days", spread, spread, spread, pop["entry_spread_days"], "range of entry days"))
+    counts = np.bincount(a["product"].astype(np.int64), minlength=len(PRODUCT_NAMES))
+    for i, name in enumerate(PRODUCT_NAMES):
+        if counts[i] or name in pop["products"]:
+            lo, hi = _share_interval(float(counts[i]), n)
+            out.append(Estimate(f"population.products.{name}", counts[i] / n, lo, hi, pop["products"].get(name, 0.0), "share of accounts"))
+    app = a["app_user"].astype(bool)
+    out.append(
+        Estimate("population.app_user_share", float(app.mean()), *_share_interval(float(app.sum()), n), pop["app_user_share"], "share of accounts")
+    )
+    on = a["channels_on_file"].astype(bool)
+    among = {"sms": np.ones(n, bool), "email": np.ones(n, bool), "letter": np.ones(n, bool), "push": app, "messenger": on[:, _CH["sms"]]}
+    for ch, sel in among.items():
+        m = int(sel.sum())
+        if m:
+            k = float(on[sel, _CH[ch]].sum())
+            why = {"push": "share of app users", "messenger": "share of accounts with an SMS number"}.get(ch, "share of accounts")
+            out.append(Estimate(f"population.on_file.{ch}", k / m, *_share_interval(k, m), pop["on_file"][ch], why))
+    return out
+
+
+# ------------------------------------------------------------------ behaviour: simulated moments
+
+
+@dataclass
+class Fit:
+    """What :func:`fit` found."""
+
+    base: str
+    history: str
+    accounts: int
+    days: int
+    population: list[Estimate]
+    behaviour: list[Estimate]
+    not_identified: list[tuple[str, str]]  # (key, why)
+    raw: dict[str, Any]  # the fitted scenario (merged, as a mapping)
+    overrides: dict[str, Any]  # what the output file sets on top of the base
+    observed: dict[str, Statistic] = field(default_factory=dict)
+    simulated: dict[str, Statistic] = field(default_factory=dict)
+    seconds: float = 0.0
+    replays: int = 0
+
+    def estimates(self) -> list[Estimate]:
+        return self.population + self.behaviour
+
+
+def _scenario(raw: dict[str, Any]) -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except Exception as e:  # pydantic's ValidationError: a fitted value outside its allowed range
+        raise CalibrationError(f"the fitted scenario does not validate: {e}") from None
+
+
+def _simulate_one(raw: dict[str, Any], h: fmt.History, seed: int, logging: Policy | None) -> dict[str, Statistic]:
+    """The statistics of one simulation of the history's accounts: a replay of its contacts, or a run of its
+    ``logging`` policy when that is known."""
+    sc = _scenario(raw)
+    if logging is None:
+        return statistics(world_history(replay(sc, h, seed)), True, first_reaction(h))
+    world = run_portfolio(sc, logging, h.n_accounts, seed, record_events=True, max_days=h.days, population=replay_population(sc, h, seed))
+    return statistics(world_history(world), False)
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's history and logging policy, sent once when it starts
+
+
+def _init_worker(h: fmt.History, logging: Policy | None) -> None:
+    _WORKER.update(history=h, logging=logging)
+
+
+def _simulate_in_worker(raw: dict[str, Any], seed: int) -> dict[str, Statistic]:
+    return _simulate_one(raw, _WORKER["history"], seed, _WORKER["logging"])
+
+
+def worker_pool(workers: int, h: fmt.History, logging: Policy | None) -> ProcessPoolExecutor | None:
+    """Local worker processes for the replicates of each step (None for one worker)."""
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(h, logging))
+
+
+def _simulated(
+    raw: dict[str, Any], h: fmt.History, seed: int, replicates: int, logging: Policy | None, pool: ProcessPoolExecutor | None = None
+) -> dict[str, Statistic]:
+    """The statistics of ``replicates`` simulations (seeds ``seed, seed+1, ...``), pooled; on ``pool``'s workers if given."""
+    if pool is None:
+        parts = [_simulate_one(raw, h, seed + r, logging) for r in range(replicates)]
+    else:
+        parts = list(pool.map(_simulate_in_worker, [raw] * replicates, [seed + r for r in range(replicates)]))
+    pooled: dict[str, Statistic] = {}
+    for st in parts:
+        for k, v in st.items():
+            if k in pooled:
+                p = pooled[k]
+                pooled[k] = Statistic(np.concatenate([p.success, v.success]), np.concatenate([p.trials, v.trials]), v.kind)
+            else:
+                pooled[k] = v
+    return pooled
+
+
+def _with(raw0: dict[str, Any], knobs: list[Knob], theta: np.ndarray) -> dict[str, Any]:
+    raw = copy.deepcopy(raw0)
+    for k, t in zip(knobs, theta, strict=True):
+        k.apply(raw, float(t), raw0)
+    return raw
+
+
+def fit_behaviour(
+    h: fmt.History,
+    raw0: dict[str, Any],
+    seed: int = 0,
+    replicates: int = 2,
+    steps: int = NEWTON_STEPS,
+    progress: Callable[[str], None] | None = None,
+    logging: Policy | None = None,
+    pool: ProcessPoolExecutor | None = None,
+) -> tuple[list[Estimate], list[tuple[str, str]], dict[str, Any], dict[str, Statistic], dict[str, Statistic], int]:
+    """Fit the behaviour knobs (module docstring). Returns (estimates, not identified, fitted raw, observed, simulated, replays)."""
+    say = progress or (lambda _msg: None)
+    observed = statistics(h, early_only=logging is None)
+    knobs: list[Knob] = []
+    skipped: list[tuple[str, str]] = []
+    for k in KNOBS:
+        st = observed.get(k.statistic)
+        if st is None:
+            skipped.append((k.label(), f"the history has no {k.statistic.split('.')[0]} (no events table)"))
+        elif not st.enough():
+            skipped.append((k.label(), f"{k.doc}: {st.k:.0f} of {st.n:.0f}, too few to fit"))
+        else:
+            knobs.append(k)
+    theta0 = np.array([k.theta(raw0) for k in knobs])
+    target = np.array([observed[k.statistic].g() for k in knobs])
+    replays = 0
+
+    def simulate(theta: np.ndarray) -> dict[str, Statistic]:
+        nonlocal replays
+        replays += replicates
+        return _simulated(_with(raw0, knobs, theta), h, seed, replicates, logging, pool)
+
+    say("replay at the base values")
+    sim0 = simulate(theta0)
+    g0 = np.array([sim0[k.statistic].g() for k in knobs])
+    # the slope replay moves each knob away from its bound: delivery rates down (they cap at 1)
+    step = np.array([-STEP if k.unit == "rate" else STEP for k in knobs])
+    say("replay with every knob moved (slopes)")
+    sim1 = simulate(theta0 + step)
+    measured = (np.array([sim1[k.statistic].g() for k in knobs]) - g0) / step
+    # each knob moves its statistic about one for one on the g scale (a scale on logits: by the mean logit);
+    # the measured slope, noisy where the data are thin and blurred by the other knobs moving with it, is kept
+    # within a factor 2 of that
+    prior = np.array([k.prior_slope(raw0) for k in knobs])
+    slope = prior * np.clip(measured / prior, 0.5, 1.5)
+    theta, g = theta0, g0
+    sim = sim0
+    for i in range(steps):
+        theta = theta + np.clip((target - g) / slope, -2.0, 2.0)
+        theta = np.array([min(t, 0.0) if k.unit == "rate" else t for k, t in zip(knobs, theta, strict=True)])
+        say(f"replay, Newton step {i + 1} of {steps}")
+        sim = simulate(theta)
+        g = np.array([sim[k.statistic].g() for k in knobs])
+    raw = _with(raw0, knobs, theta)
+    estimates: list[Estimate] = []
+    for k, t, s, gi in zip(knobs, theta, slope, g, strict=True):
+        ob, si = observed[k.statistic], sim[k.statistic]
+        half = (Z95 * math.hypot(ob.g_se(), si.g_se()) + abs(ob.g() - gi)) / abs(s)
+        lo, hi = sorted((k.natural(t - half), k.natural(t + half)))
+        estimates.append(
+            Estimate(k.label(), k.natural(t), lo, hi, k.natural(k.theta(raw0)), f"simulated moments: {k.doc}", k.statistic, ob.value, si.value)
+        )
+    return estimates, skipped, raw, observed, sim, replays
+
+
+# ------------------------------------------------------------------ the fit and its output
+
+
+def _base_raw(base: str) -> dict[str, Any]:
+    try:
+        raw = load_raw(base)
+        Scenario.model_validate(raw)
+    except ConfigError as e:
+        raise CalibrationError(f"base scenario: {e}") from None
+    return raw
+
+
+def fit(
+    history: str | Path,
+    base: str = "default",
+    seed: int = 0,
+    replicates: int = 2,
+    progress: Callable[[str], None] | None = None,
+    logging_policy: str | None = None,
+    workers: int = 1,
+) -> Fit:
+    """Fit a scenario extending ``base`` to the history in ``history`` (see the module docstring)."""
+    start = time.perf_counter()
+    raw0 = _base_raw(base)
+    h = load_history(history)
+    logging = make_policy(logging_policy) if logging_policy else None
+    pool = worker_pool(min(workers, replicates), h, logging)
+    try:
+        f = fit_history(h, raw0, base, str(history), seed, replicates, progress, logging, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    f.seconds = time.perf_counter() - start
+    return f
+
+
+def fit_history(
+    h: fmt.History,
+    raw0: dict[str, Any],
+    base: str,
+    source: str,
+    seed: int = 0,
+    replicates: int = 2,
+    progress: Callable[[str], None] | None = None,
+    logging: Policy | None = None,
+    pool: ProcessPoolExecutor | None = None,
+) -> Fit:
+    """:func:`fit` on a history in memory and a base scenario's mapping ``raw0`` (named ``base``)."""
+    start = time.perf_counter()
+    history = source
+    if h.contacts["account"].size == 0:
+        raise CalibrationError(f"history {history}: the contacts table is empty; there is nothing to fit behaviour to")
+    population = fit_population(h, raw0, seed)
+    raw = copy.deepcopy(raw0)
+    overrides: dict[str, Any] = {}
+    for e in population:
+        path = tuple(e.key.split("."))
+        value: Any = int(e.value) if e.key in _INTEGER_KEYS else float(e.value)
+        _set(raw, path, value)
+        _set(overrides, path, value)
+    for name in list(raw0["population"]["products"]):
+        if not any(e.key == f"population.products.{name}" and e.value > 0 for e in population):
+            del raw["population"]["products"][name]
+            _set(overrides, ("population", "products", name), None)
+    _scenario(raw)
+    behaviour, skipped, raw, observed, simulated, replays = fit_behaviour(h, raw, seed, replicates, progress=progress, logging=logging, pool=pool)
+    for e in behaviour:
+        k = next(k for k in KNOBS if k.label() == e.key)
+        if k.per_archetype:
+            for a in ARCHETYPES:
+                path = ("population", "archetypes", a, *k.path)
+                _set(overrides, path, _get(raw, path))
+        else:
+            _set(overrides, k.path, _get(raw, k.path))
+    return Fit(
+        base=base,
+        history=str(history),
+        accounts=h.n_accounts,
+        days=h.days,
+        population=population,
+        behaviour=behaviour,
+        not_identified=skipped + list(NOT_FITTED),
+        raw=raw,
+        overrides=overrides,
+        observed=observed,
+        simulated=simulated,
+        seconds=time.perf_counter() - start,
+        replays=replays,
+    )
+
+
+def _has(raw: dict[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = raw
+    for p in path:
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+    return True
+
+
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, int) else format(v, ".6g")
+
+
+def scenario_yaml(f: Fit, name: str) -> str:
+    """The fitted scenario file: ``extends`` the base, sets what was fitted, each value with its interval."""
+    comments: dict[tuple[str, ...], str] = {}
+    for e in f.population:
+        comments[tuple(e.key.split("."))] = f"95 % [{_num(e.low)}, {_num(e.high)}]; {e.method}; base {_num(e.base)}"
+    for e in f.behaviour:
+        k = next(k for k in KNOBS if k.label() == e.key)
+        what = f"{k.doc}: history {e.observed:.4g}, replay {e.simulated:.4g}"
+        if k.per_archetype:
+            unit = "odds x" if k.unit == "odds" else "x"
+            for a in ARCHETYPES:
+                comments[("population", "archetypes", a, *k.path)] = (
+                    f"{unit}{e.value:.4g}, 95 % [{e.low:.4g}, {e.high:.4g}] on every archetype; {what}"
+                )
+        else:
+            comments[k.path] = f"95 % [{_num(e.low)}, {_num(e.high)}]; base {_num(e.base)}; {what}"
+    lines = [
+        f"# Fitted by `collectrl calibrate fit` to the history {f.history} ({f.accounts:,} accounts, {f.days} days).",
+        "# Population: read off the accounts table. Behaviour: simulated moments on a replay of the history's own",
+        "# contacts (see the README, 'Calibrating to your portfolio'). Each fitted value carries its 95 % interval.",
+        "# Not identifiable from this history, kept at the base value:",
+        *(f"#   {key}: {why}" for key, why in f.not_identified),
+        f"extends: {f.base}",
+        f"name: {name}",
+        f"description: {f.base} fitted to the history {Path(f.history).name} ({f.accounts:,} accounts)",
+    ]
+
+    def emit(node: dict[str, Any], path: tuple[str, ...], indent: int) -> None:
+        for key, v in node.items():
+            p = (*path, key)
+            pad = "  " * indent
+            if isinstance(v, dict):
+                lines.append(f"{pad}{key}:")
+                emit(v, p, indent + 1)
+            else:
+                text = "null" if v is None else yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").strip()
+                if isinstance(v, float):
+                    text = format(v, ".6g")
+                    if all(c not in text for c in ".e") and "inf" not in text:
+                        text += ".0"
+                note = comments.get(p)
+                lines.append(f"{pad}{key}: {text}" + (f"  # {note}" if note else ""))
+
+    emit(f.overrides, (), 0)
+    return "\n".join(lines) + "\n"
+
+
+def write_scenario(f: Fit, out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise CalibrationError(f"--out {out}: the fitted scenario is a .yaml file")
+    text = scenario_yaml(f, out.stem)
+    return atomic_write(out, lambda p: p.write_text(text))
+
+
+# ------------------------------------------------------------------ a logging policy with exploration
+
+
+def make_policy(name: str) -> Policy:
+    """A policy by name, with ``exploring_ladder:SHARE`` for :class:`ExploringLadder` (``calibrate check``'s logging policy)."""
+    if name.startswith("exploring_ladder"):
+        share = name.partition(":")[2]
+        try:
+            return ExploringLadder(float(share) if share else 0.05)  # type: ignore[return-value]
+        except ValueError:
+            raise CalibrationError(f"{name}: give the random share as exploring_ladder:0.05") from None
+    return resolve_policy(name)
+
+
+class ExploringLadder:
+    """The static ladder, with a share of debtor-days on a uniformly random allowed action instead
+    (the logging policy of ``calibrate check``: the randomised share is what lets tones, offers and
+    channels the ladder never uses be seen at all)."""
+
+    policy_id = "exploring_ladder"
+    version = 1
+
+    def __init__(self, explore_share: float = 0.05) -> None:
+        self.explore_share = explore_share
+        self.ladder_ = StaticLadder()
+        self.random_ = RandomPolicy()
+        self.rng_ = np.random.default_rng(0)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.ladder_.reset(seed)
+        self.random_.reset(seed)
+        self.rng_ = np.random.default_rng([0x45584C, 0 if seed is None else int(seed)])
+
+    def act(self, views: ViewBatch, mask: np.ndarray) -> np.ndarray:
+        out = self.ladder_.act(views, mask)
+        explore = self.rng_.random(len(views)) < self.explore_share
+        if explore.any():
+            out[explore] = self.random_.act(views, mask)[explore]
+        return out
+
+
+__all__ = [
+    "KNOBS",
+    "NOT_FITTED",
+    "CalibrationError",
+    "Estimate",
+    "ExploringLadder",
+    "Fit",
+    "ReplayPolicy",
+    "fit",
+    "replay",
+    "statistics",
+    "write_scenario",
+]
+
+
+# ------------------------------------------------------------------ known-truth recovery
+
+
+RULE_POLICIES = ("static_ladder", "segment_journeys", "digital_first", "random", "no_contact")
+PERTURBATION = 0.3  # each fitted key moves by up to +-30 %
+
+
+def perturb(raw0: dict[str, Any], rng: np.random.Generator, share: float = PERTURBATION) -> tuple[dict[str, Any], dict[str, float]]:
+    """A copy of ``raw0`` with every knob moved by a uniform factor in ``1 +- share`` (a key's value, or the
+    multiplier of an archetype family; a delivery rate stays at most 1), and the knobs' true natural values."""
+    raw = copy.deepcopy(raw0)
+    truth: dict[str, float] = {}
+    for k in KNOBS:
+        u = float(rng.uniform(-share, share))
+        if k.unit == "rate":
+            theta = math.log(min(k.natural(k.theta(raw0)) * (1 + u), 1.0))
+        elif k.unit == "logit":
+            theta = k.theta(raw0) * (1 + u)
+        else:
+            theta = math.log(1 + u)
+        k.apply(raw, theta, raw0)
+        truth[k.label()] = k.natural(theta)
+    return raw, truth
+
+
+def _values(sc: Scenario, debtors: int, seed: int) -> dict[str, float]:
+    from policies.base import make
+
+    out = {}
+    for name in RULE_POLICIES:
+        world = run_portfolio(sc, make(name), debtors, seed)
+        out[name] = float(world.net_value[world.status != 0].mean())
+    return out
+
+
+def check(
+    base: str = "default",
+    perturbations: int = 20,
+    accounts: int = 50_000,
+    explore_share: float = 0.05,
+    debtors: int = 20_000,
+    seed: int = 0,
+    replicates: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Known-truth recovery: for each of ``perturbations`` worlds (the base with every fitted key perturbed
+    by up to +-30 %), simulate a history of ``accounts`` under the ladder with ``explore_share`` random
+    allowed actions, fit it (the logging policy known), and compare: does each interval cover the truth,
+    and is each rule policy's net value (``debtors`` debtors, same seed) on the fitted world within 5 % of
+    its value on the true world, in the same order?"""
+    raw0 = _base_raw(base)
+    rng = np.random.default_rng([0x43484B, seed])
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for j in range(perturbations):
+        raw_true, truth = perturb(raw0, rng)
+        sc_true = _scenario(raw_true)
+        logging = ExploringLadder(explore_share)
+        world = run_portfolio(sc_true, logging, accounts, seed * 1000 + 3 * j, record_events=True)  # type: ignore[arg-type]
+        h = world_history(world)
+        f = fit_history(h, raw0, base, f"perturbation {j}", seed * 1000 + 3 * j + 1, replicates, None, ExploringLadder(explore_share))  # type: ignore[arg-type]
+        covered = {e.key: e.covers(truth[e.key]) for e in f.behaviour}
+        pop_truth = _population_truth(raw_true)
+        for e in f.population:
+            if e.low < e.high and e.key in pop_truth:
+                covered[e.key] = e.covers(pop_truth[e.key])
+        v_true = _values(sc_true, debtors, seed * 1000 + 3 * j + 2)
+        v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2)
+        errors = {p: (v_fit[p] - v_true[p]) / abs(v_true[p]) for p in RULE_POLICIES}
+        rows.append(
+            {
+                "perturbation": j,
+                "covered": covered,
+                "estimates": {e.key: [e.value, e.low, e.high, truth.get(e.key)] for e in f.behaviour},
+                "value_true": v_true,
+                "value_fitted": v_fit,
+                "value_error": errors,
+                "same_ranking": sorted(RULE_POLICIES, key=v_true.__getitem__) == sorted(RULE_POLICIES, key=v_fit.__getitem__),
+                "fit_seconds": f.seconds,
+            }
+        )
+        if out is not None:  # after every world, so that a long check stopped early keeps what it measured
+            write_json(Path(out) / "check.json", summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start))
+        if progress is not None:
+            progress(j + 1, perturbations)
+    return summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start)
+
+
+def _population_truth(raw: dict[str, Any]) -> dict[str, float]:
+    """The true values of the population estimates with an interval, in a simulated world's scenario."""
+    pop = raw["population"]
+    out = {
+        "population.balance.median_eur": pop["balance"]["median_eur"],
+        "population.balance.sigma": pop["balance"]["sigma"],
+        "population.app_user_share": pop["app_user_share"],
+    }
+    out |= {f"population.products.{p}": pop["products"].get(p, 0.0) for p in PRODUCT_NAMES}
+    out |= {f"population.on_file.{c}": pop["on_file"][c] for c in ("sms", "email", "letter", "push", "messenger")}
+    return {k: float(v) for k, v in out.items()}
+
+
+def summarise_check(rows: list[dict[str, Any]], base: str, accounts: int, explore_share: float, debtors: int, seconds: float) -> dict[str, Any]:
+    keys = sorted({k for r in rows for k in r["covered"]})
+    coverage = {}
+    for k in keys:
+        hits = [r["covered"][k] for r in rows if k in r["covered"]]
+        coverage[k] = {"covered": int(sum(hits)), "fits": len(hits), "share": sum(hits) / len(hits)}
+    errors = {p: [r["value_error"][p] for r in rows] for p in RULE_POLICIES}
+    return {
+        "base": base,
+        "perturbations": len(rows),
+        "accounts": accounts,
+        "explore_share": explore_share,
+        "evaluation_debtors": debtors,
+        "seconds": seconds,
+        "coverage": coverage,
+        "parameters_at_least_85pct": sum(c["share"] >= 0.85 for c in coverage.values()),
+        "parameters": len(coverage),
+        "value_error_max_abs": {p: max(abs(e) for e in v) for p, v in errors.items()},
+        "value_error_mean": {p: float(np.mean(v)) for p, v in errors.items()},
+        "within_5pct": sum(all(abs(r["value_error"][p]) <= 0.05 for p in RULE_POLICIES) for r in rows),
+        "same_ranking": sum(r["same_ranking"] for r in rows),
+        "runs": rows,
+    }
+
+
+def format_check(c: dict[str, Any]) -> str:
+    lines = [
+        f"calibrate check: base {c['base']}, {c['perturbations']} perturbations (+-{PERTURBATION:.0%}), {c['accounts']:,} accounts each, "
+        f"logging policy exploring_ladder:{c['explore_share']}, {c['seconds'] / 60:.1f} min",
+        "",
+        f"interval coverage (95 % intervals; target >= 85 %): {c['parameters_at_least_85pct']} of {c['parameters']} parameters reach it",
+    ]
+    for k, v in c["coverage"].items():
+        flag = "" if v["share"] >= 0.85 else "   <-- below 85 %"
+        lines.append(f"  {k:<66} {v['covered']:>3}/{v['fits']:<3} {v['share']:6.0%}{flag}")
+    lines += ["", f"net value per debtor, fitted vs true world ({c['evaluation_debtors']:,} debtors, same seed): relative error"]
+    for p in RULE_POLICIES:
+        lines.append(f"  {p:<18} mean {c['value_error_mean'][p]:+7.2%}   max |error| {c['value_error_max_abs'][p]:6.2%}")
+    n = c["perturbations"]
+    lines += [
+        f"all rule policies within 5 %: {c['within_5pct']} of {n} perturbations",
+        f"same ranking of the rule policies: {c['same_ranking']} of {n}",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the command
+
+
+def _bar_progress(bar: Any) -> Callable[[int, int], None]:
+    def update(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+
+    return update
+
+
+def command(args: Any) -> int:
+    """``collectrl calibrate fit`` and ``collectrl calibrate check`` (argparse namespace of experiments.cli)."""
+    import json
+    import sys
+
+    from tqdm import tqdm
+
+    from experiments.io import clean_json
+
+    if args.action == "check":
+        bar = None if args.no_progress else tqdm(total=args.perturbations, desc="calibrate check", unit="world", file=sys.stderr)
+        result = check(
+            args.base,
+            args.perturbations,
+            args.accounts,
+            args.explore_share,
+            args.debtors,
+            args.seed,
+            progress=None if bar is None else _bar_progress(bar),
+            out=args.out,
+        )
+        if bar is not None:
+            bar.close()
+        print(json.dumps(clean_json({k: v for k, v in result.items() if k != "runs"})) if args.json else format_check(result))
+        return 0
+    if not args.history:
+        raise CalibrationError("calibrate fit needs --history DIR (a folder in the history format)")
+    if not args.out:
+        raise CalibrationError("calibrate fit needs --out FILE.yaml (the fitted scenario to write)")
+    if Path(args.out).suffix not in (".yaml", ".yml"):
+        raise CalibrationError(f"--out {args.out}: the fitted scenario is a .yaml file")
+    bar = None if args.no_progress else tqdm(total=2 + NEWTON_STEPS, desc="calibrate fit", unit="step", file=sys.stderr)
+    f = fit(
+        args.history,
+        args.base,
+        args.seed,
+        args.replicates,
+        progress=(lambda _msg: bar.update(1)) if bar is not None else None,
+        logging_policy=args.logging_policy,
+        workers=args.workers,
+    )
+    if bar is not None:
+        bar.close()
+    path = write_scenario(f, args.out)
+    from experiments.calibrate_report import write_report
+    from sim.config import load_scenario
+
+    sc = load_scenario(str(path))  # the file loads as any scenario does
+    logging = make_policy(args.logging_policy) if args.logging_policy else None
+    report = write_report(f, load_history(args.history), sc, path.parent / f"{path.stem}_report", path, seed=args.seed + 100, logging=logging)
+    if args.json:
+        print(json.dumps(clean_json(fit_summary(f) | {"scenario": str(path), "report": [str(p) for p in report]})))
+        return 0
+    print(format_fit(f))
+    print(f"wrote {path}")
+    for p in report:
+        print(f"wrote {p}")
+    return 0
+
+
+def fit_summary(f: Fit) -> dict[str, Any]:
+    return {
+        "history": f.history,
+        "base": f.base,
+        "accounts": f.accounts,
+        "days": f.days,
+        "seconds": f.seconds,
+        "simulations": f.replays,
+        "estimates": [vars(e) for e in f.estimates()],
+        "not_identified": [{"key": k, "why": w} for k, w in f.not_identified],
+    }
+
+
+def format_fit(f: Fit) -> str:
+    lines = [f"calibrate fit: {f.history} ({f.accounts:,} accounts, {f.days} days) on {f.base}, {f.seconds:.0f} s, {f.replays} simulations", ""]
+    lines.append(f"{'key':<66} {'fitted':>10} {'95 % interval':>24} {'base':>10}")
+    for e in f.estimates():
+        lines.append(f"{e.key:<66} {e.value:>10.4g} [{e.low:>10.4g}, {e.high:>10.4g}] {e.base:>10.4g}")
+    lines += ["", "not identifiable from this history (kept at the base value):"]
+    lines += [f"  {k}: {w}" for k, w in f.not_identified]
+    return "\n".join(lines)

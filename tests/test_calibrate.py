@@ -1,0 +1,191 @@
+"""Calibrating a world to a history (experiments.calibrate): a fit on a history simulated from a
+known, perturbed world moves towards the truth and covers it; the fitted file loads and simulates;
+a replay gives back the history's own contacts; bad input is refused with exit code 2."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments import calibrate as cal
+from experiments.cli import main
+from sim import history as H
+from sim import load_scenario
+from sim.config import load_raw
+from sim.runner import run_portfolio
+
+ACCOUNTS = 5000
+# two keys moved well away from the preset (0.92 and 0.0): the fit must find them again
+TRUTH = {"channels.email.delivery_rate": 0.70, "channels.sms.engage_logit": -0.6}
+LOGGING = "exploring_ladder:0.05"
+
+
+@pytest.fixture(scope="module")
+def perturbed_history(tmp_path_factory):
+    sc = load_scenario("default", [f"{k}={v}" for k, v in TRUTH.items()])
+    world = run_portfolio(sc, cal.make_policy(LOGGING), ACCOUNTS, seed=11, record_events=True)
+    folder = tmp_path_factory.mktemp("history")
+    H.write_history(cal.world_history(world), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(perturbed_history):
+    return cal.fit(perturbed_history, "default", seed=5, replicates=1, logging_policy=LOGGING)
+
+
+def _estimate(fit: cal.Fit, key: str) -> cal.Estimate:
+    return next(e for e in fit.estimates() if e.key == key)
+
+
+@pytest.mark.parametrize("key", sorted(TRUTH))
+def test_the_fit_moves_to_the_true_value_and_its_interval_covers_it(fitted, key):
+    e = _estimate(fitted, key)
+    truth = TRUTH[key]
+    assert e.covers(truth), (e.value, e.low, e.high, truth)
+    assert abs(e.value - truth) < 0.4 * abs(e.base - truth)  # moved most of the way from the base value
+    assert e.high - e.low < abs(e.base - truth)  # and the interval is narrow enough to exclude the base value
+    assert not e.covers(e.base)
+
+
+def test_unperturbed_keys_stay_near_the_base_and_population_shares_are_read_off_the_accounts(fitted):
+    # a key the history was simulated with at its base value: most intervals cover it
+    unmoved = [e for e in fitted.behaviour if e.key not in TRUTH]
+    assert len(unmoved) >= 20
+    assert sum(e.covers(e.base) for e in unmoved) >= 0.8 * len(unmoved)
+    app = _estimate(fitted, "population.app_user_share")
+    assert app.covers(0.55) and app.high - app.low < 0.04
+    median = _estimate(fitted, "population.balance.median_eur")
+    assert median.covers(1200.0)
+
+
+def test_keys_the_history_cannot_identify_are_named_and_keep_the_base_value(fitted):
+    named = " ".join(k for k, _ in fitted.not_identified)
+    assert "channels.call.delivery_rate" in named and "archetypes.*.share" in named
+    base = load_raw("default")
+    assert fitted.raw["channels"]["call"]["delivery_rate"] == base["channels"]["call"]["delivery_rate"]
+    assert fitted.raw["population"]["archetypes"]["strategic"]["share"] == base["population"]["archetypes"]["strategic"]["share"]
+
+
+def test_the_fitted_file_extends_the_base_loads_and_simulates(fitted, tmp_path):
+    path = cal.write_scenario(fitted, tmp_path / "my_portfolio.yaml")
+    text = path.read_text()
+    assert "extends: default" in text and "95 % [" in text
+    sc = load_scenario(str(path))
+    assert sc.name == "my_portfolio"
+    assert math.isclose(sc.channels.email.delivery_rate, _estimate(fitted, "channels.email.delivery_rate").value, rel_tol=1e-5)
+    assert math.isclose(sc.channels.sms.engage_logit, _estimate(fitted, "channels.sms.engage_logit").value, abs_tol=1e-5)
+    assert math.isclose(sc.behaviour.outcomes.pay_full.base, _estimate(fitted, "behaviour.outcomes.pay_full.base").value, abs_tol=1e-5)
+    world = run_portfolio(sc, cal.make_policy("static_ladder"), 300, seed=0)
+    assert world.collected.sum() > 0
+
+
+def test_a_replay_on_the_true_world_gives_back_the_history(perturbed_history):
+    # same scenario and seed: the replayed accounts draw the same latent traits and the same luck, so
+    # replaying the logged contacts must reproduce every contact's outcome and every payment
+    h = H.read_history(perturbed_history)
+    sc = load_scenario("default", [f"{k}={v}" for k, v in TRUTH.items()])
+    again = cal.world_history(cal.replay(sc, h, seed=11))
+    for col in ("account", "day", "channel", "window", "tone", "offer", "outcome"):
+        np.testing.assert_array_equal(again.contacts[col], h.contacts[col], err_msg=col)
+    np.testing.assert_allclose(again.payments["amount_eur"], h.payments["amount_eur"])
+    # another seed: other debtors behind the same accounts, the same decisions where accounts are open
+    other = cal.world_history(cal.replay(sc, h, seed=12))
+    logged = set(zip(h.contacts["account"].tolist(), h.contacts["day"].tolist(), h.contacts["channel"].tolist(), strict=True))
+    replayed = set(zip(other.contacts["account"].tolist(), other.contacts["day"].tolist(), other.contacts["channel"].tolist(), strict=True))
+    assert replayed <= logged and len(replayed) > 0.4 * len(logged)
+
+
+def test_simulate_with_a_replay_policy(perturbed_history, capsys):
+    assert main(["simulate", "--policy", f"replay:{perturbed_history}", "--no-progress", "--json"]) == 0
+    assert '"policy": "replay:' in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_naming_the_problem(perturbed_history, tmp_path, capsys):
+    assert main(["calibrate", "fit", "--history", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.yaml"), "--no-progress"]) == 2
+    assert "nowhere is not a folder" in capsys.readouterr().err
+    assert main(["calibrate", "fit", "--history", str(perturbed_history), "--base", "no_such_preset", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "unknown scenario 'no_such_preset'" in capsys.readouterr().err
+    assert main(["calibrate", "fit", "--history", str(perturbed_history), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "is a .yaml file" in capsys.readouterr().err
+    assert main(["simulate", "--policy", f"replay:{tmp_path / 'nowhere'}", "--no-progress"]) == 2
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "history.json").write_text('{"format": "collectrl-history", "version": 1, "days": 10}')
+    assert main(["calibrate", "fit", "--history", str(broken), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "accounts" in capsys.readouterr().err
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_check_perturbs_every_knob_within_30_percent():
+    raw0 = load_raw("default")
+    raw, truth = cal.perturb(raw0, np.random.default_rng(0))
+    assert set(truth) == {k.label() for k in cal.KNOBS}
+    for k in cal.KNOBS:
+        base = k.natural(k.theta(raw0)) if not k.per_archetype else 1.0
+        ratio = truth[k.label()] / base if base else 1.0
+        assert 0.7 - 1e-9 <= ratio <= 1.3 + 1e-9 or (k.unit == "rate" and truth[k.label()] == 1.0)
+    assert raw["population"]["archetypes"]["forgetful"]["self_cure_per_day"] != raw0["population"]["archetypes"]["forgetful"]["self_cure_per_day"]
+
+
+def test_the_report_compares_history_and_fitted_world_with_a_verdict_per_figure(fitted, perturbed_history, tmp_path):
+    from experiments.calibrate_report import compare, write_report
+
+    h = H.read_history(perturbed_history)
+    path = cal.write_scenario(fitted, tmp_path / "fitted.yaml")
+    sc = load_scenario(str(path))
+    files = write_report(fitted, h, sc, tmp_path / "report", path, replays=1, logging=cal.make_policy(LOGGING))
+    md = (tmp_path / "report" / "report.md").read_text()
+    for figure in (
+        "recovery by month 6",
+        "response sms",
+        "response evening window",
+        "promise keeping",
+        "complaints per contact",
+        "opt-outs per contact",
+    ):
+        assert figure in md
+    assert '<img src="data:image/png;base64,' in (tmp_path / "report" / "report.html").read_text()
+    assert all(p.exists() for p in files)
+    rows, _, _ = compare(h, sc, replays=1, logging=cal.make_policy(LOGGING))
+    by = {r["figure"]: r for r in rows}
+    assert by["response sms (engaged / delivered)"]["verdict"] == "agrees"
+    # a world that answers texts far less often than the history did is caught
+    wrong = load_scenario(str(path), ["channels.sms.engage_logit=-3.0"])
+    rows, _, _ = compare(h, wrong, replays=1, logging=cal.make_policy(LOGGING))
+    by = {r["figure"]: r for r in rows}
+    assert by["response sms (engaged / delivered)"]["verdict"] == "differs: history higher"
+
+
+def test_a_small_known_truth_check_covers_the_truth_and_ranks_policies_alike(tmp_path):
+    # calibrate check in small: one world with every fitted key perturbed, 3,000 accounts
+    result = cal.check("default", perturbations=1, accounts=3000, explore_share=0.05, debtors=2000, seed=3, out=tmp_path)
+    assert result["perturbations"] == 1 and result["parameters"] >= 30
+    covered = sum(c["covered"] for c in result["coverage"].values())
+    assert covered >= 0.8 * result["parameters"], result["coverage"]
+    assert max(result["value_error_max_abs"].values()) < 0.10, result["value_error_max_abs"]
+    assert (tmp_path / "check.json").exists()
+    assert "interval coverage" in cal.format_check(result)
+
+
+def test_worker_processes_give_the_same_fit(perturbed_history, tmp_path):
+    # the replicates of each step on two local workers: the same seeds, so the same numbers
+    h = H.read_history(perturbed_history)
+    small = h.accounts["entry_day"] < 3  # a few hundred accounts keep this quick
+    keep = np.flatnonzero(small)
+    index = -np.ones(h.n_accounts, dtype=np.int64)
+    index[keep] = np.arange(len(keep))
+
+    def subset(t):
+        rows = small[t["account"]]
+        out = {k: v[rows] for k, v in t.items()}
+        out["account"] = index[out["account"]]
+        return out
+
+    part = H.History(h.meta, {k: v[keep] for k, v in h.accounts.items()}, subset(h.contacts), subset(h.payments), subset(h.events))
+    H.write_history(part, tmp_path / "part")
+    one = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING)
+    two = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING, workers=2)
+    assert [(e.key, e.value, e.low, e.high) for e in one.estimates()] == [(e.key, e.value, e.low, e.high) for e in two.estimates()]

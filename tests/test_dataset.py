@@ -1,0 +1,153 @@
+"""``collectrl dataset``: Minari datasets whose propensities are right and whose environment and
+reference scores come back when the dataset is loaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers_views import random_views
+
+from experiments.dataset import LoggingPolicy, joint_probability, make_dataset, one_hot, uniform_probabilities
+from experiments.errors import UsageError
+from policies import make
+from policies.schema import Channel
+
+SMALL = {"ref_debtors": 400, "ref_seeds": (1000,)}
+
+
+@pytest.fixture()
+def minari_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    return tmp_path
+
+
+def _episodes(dataset):  # type: ignore[no-untyped-def]
+    return list(dataset.iterate_episodes())
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Equal actions; a wait equals a wait whatever its window, tone and offer."""
+    return (a == b).all(axis=1) | ((a[:, 0] == Channel.WAIT) & (b[:, 0] == Channel.WAIT))
+
+
+def test_the_ladder_with_exploration_logs_propensities_a_target_can_be_weighted_by(minari_root):
+    """E[pi(a) / p(a)] = 1 at every state when p is the logging probability: with the ladder as the
+    target this fails at once if a propensity is wrong (the exploring share, the wait convention)."""
+    import minari
+
+    s = make_dataset("default", "static_ladder", 60, minari_root, epsilon=0.3, seed=3, **SMALL)
+    data = minari.load_dataset(s.dataset_id)
+    assert data.total_episodes == 60 and data.total_steps == s.steps
+    ladder = make("static_ladder")
+    ladder.reset(3)
+    weights = []
+    from policies.records import views_from_rows
+
+    env = data.recover_environment()
+    assert env.spec.id == "collectrl/Debtor-v0" and env.spec.kwargs["scenario"] == "default"
+    for ep in _episodes(data):
+        # replay the episode in the recovered environment: same seed, same actions, same observations
+        obs, _ = env.reset(seed=int(ep.id) + 3 * 1_000_003)
+        np.testing.assert_allclose(obs, ep.observations[0], rtol=1e-6)
+        for t, a in enumerate(ep.actions):
+            mask = ep.infos["action_mask"][t]
+            np.testing.assert_array_equal(mask, env.unwrapped.action_masks())
+            target = ladder.act(views_from_rows([env.unwrapped.debtor.row()]), mask[None])
+            weights.append(float(_same(target, a[None])[0]) / ep.infos["propensity"][t])
+            obs, *_ = env.step(a)
+            np.testing.assert_allclose(obs, ep.observations[t + 1], rtol=1e-6)
+        assert np.isnan(ep.infos["propensity"][-1]) and len(ep.infos["propensity"]) == len(ep.actions) + 1
+    w = np.asarray(weights)
+    assert abs(w.mean() - 1.0) < 4 * w.std() / np.sqrt(len(w)), (w.mean(), w.std(), len(w))
+    # the reference scores are the leaderboard's, so normalising them gives 0 and 1
+    assert np.allclose(minari.get_normalized_score(data, np.array([s.ref_min_score, s.ref_max_score])), [0.0, 1.0])
+
+
+def test_mixture_propensities_sum_to_one_over_the_allowed_actions():
+    """Every allowed action (waits counted once) gets its mixture probability; they sum to 1."""
+    rng = np.random.default_rng(0)
+    mask = np.ones((1, 19), dtype=bool)
+    mask[0, [2, 5, 8, 14]] = False  # e-mail, letter, a window and the firm tone not allowed
+    chosen = np.array([[1, 0, 0, 0]])
+    from itertools import product
+
+    uniform = uniform_probabilities(mask)
+    own = one_hot(chosen)
+    total = 0.0
+    allowed = [np.flatnonzero(mask[0, s : s + n]) for s, n in ((0, 7), (7, 4), (11, 4), (15, 4))]
+    for a in product(*allowed):
+        act = np.array([a])
+        if a[0] == Channel.WAIT and a[1:] != tuple(x[0] for x in allowed[1:]):
+            continue  # a wait counts once
+        p_own = float(_same(act, chosen)[0])
+        total += 0.2 * joint_probability(uniform, act)[0] + 0.8 * p_own
+    assert total == pytest.approx(1.0)
+    assert joint_probability(own, chosen)[0] == 1.0
+    # the logging policy's reported propensity is that mixture probability
+    ladder = make("static_ladder")
+    views = random_views(rng, 50)
+    m = np.ones((50, 19), dtype=bool)
+    lp = LoggingPolicy(ladder, 0.2, np.random.default_rng(1))
+    actions, props = lp.choose(views, m)
+    own_actions = ladder.act(views, m)
+    expected = 0.8 * _same(actions, own_actions) + 0.2 * joint_probability(uniform_probabilities(m), actions)
+    np.testing.assert_allclose(props, expected)
+    assert (props > 0).all()
+
+
+def test_a_failed_run_keeps_the_dataset_already_there(minari_root, monkeypatch):
+    import minari
+
+    first = make_dataset("default", "random", 5, minari_root, epsilon=0.5, seed=1, name="kept", **SMALL)
+    import experiments.dataset as ds
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ds.make_dataset("default", "random", 7, minari_root, epsilon=0.5, seed=2, name="kept", **SMALL)
+    assert minari.load_dataset(first.dataset_id).total_episodes == 5
+    assert not [p for p in minari_root.iterdir() if p.name.startswith(".dataset-")]  # no staging left behind
+
+
+@pytest.mark.parametrize(
+    ("policy", "epsilon", "message"),
+    [
+        ("static_ladder", 0.0, "chooses deterministically"),
+        ("oracle", 0.1, "hidden state"),
+        ("static_ladder", 1.5, "epsilon must lie in"),
+        ("no_such_policy", 0.1, "no_such_policy"),
+    ],
+)
+def test_bad_requests_are_refused_with_the_reason(minari_root, policy, epsilon, message):
+    with pytest.raises(UsageError, match=message):
+        make_dataset("default", policy, 3, minari_root, epsilon=epsilon, **SMALL)
+
+
+def test_a_learner_logs_by_sampling_from_its_own_probabilities(tmp_path):
+    """The learner's logged actions follow its masked probabilities, and each propensity is the
+    probability of the action taken (so its logs evaluate other policies without bias)."""
+    from agents.learned import action_logits
+    from agents.train import train
+    from experiments.resolve import resolve_policy
+    from policies.decision import masked_probabilities
+    from policies.features import encode
+
+    tiny = ["n_slots=32", "n_steps=8", "batch_size=128", "eval_every_steps=512", "checkpoint_every_steps=100000"]
+    tiny += ["eval_debtors=100", "select_top=null"]
+    run = train("default", "maskable_ppo", 512, seed=0, out=tmp_path, train_overrides=tiny).root
+    learner = resolve_policy(str(run))
+    one = random_views(np.random.default_rng(5), 1)
+    n = 4000
+    many = one.take(np.zeros(n, dtype=np.int64))  # one account, asked n times
+    mask = np.ones((n, 19), dtype=bool)
+    mask[:, 6] = False  # no calls today
+    lp = LoggingPolicy(learner, 0.0, np.random.default_rng(2))
+    assert lp.stochastic
+    actions, props = lp.choose(many, mask)
+    probs = masked_probabilities(action_logits(learner.model, encode(many)), mask)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(props, joint_probability(probs, actions))
+    assert not (actions[:, 0] == 6).any()  # a masked channel is never taken
+    freq = np.bincount(actions[:, 0], minlength=7) / n
+    assert np.abs(freq - probs[0][0]).max() < 4 * np.sqrt(0.25 / n)
