@@ -149,33 +149,49 @@ def sample(dist: Dist, rng: np.random.Generator) -> np.ndarray:
 
 
 class TargetPolicy:
-    """A policy's action probabilities on logged views: a registered rule or an exported artifact."""
+    """A policy's action probabilities on logged views: a registered rule, an exported artifact or a
+    training run directory (its best model's masked softmax heads)."""
 
     def __init__(self, name: str) -> None:
         from policies.runtime import ArtifactError, load
 
         self.name = name
-        self.fn: Any = None
         self.rule: Policy | None = None
+        self._scores: Any = None  # views -> (N, width) scores of a learned policy
         path = Path(name)
-        if path.is_dir():
+        if path.is_dir() and (path / "manifest.json").exists():
             try:
-                self.fn = load(path)
+                fn = load(path)
             except ArtifactError as e:
                 raise UsageError(str(e)) from None
-            self.policy_id, self.version = self.fn.policy_id, int(self.fn.manifest.get("version", 1))
-            if self.fn.kind == "rule":
-                self.rule = self.fn._rule
+            self.policy_id, self.version = fn.policy_id, int(fn.manifest.get("version", 1))
+            if fn.kind == "rule":
+                self.rule = fn._rule
+            else:
+                self._scores = lambda views: fn.scores(encode(views))
         else:
+            from agents.learned import LearnedPolicy, action_logits
             from experiments.resolve import resolve_policy
 
-            self.rule = resolve_policy(name)
-            if isinstance(self.rule, WorldPolicy):
+            policy = resolve_policy(name)
+            if isinstance(policy, WorldPolicy):
                 raise UsageError(
                     f"policy {name!r} reads the simulator's world (latent traits, its own bookkeeping): it cannot re-score logged decisions"
                 )
-            self.policy_id, self.version = self.rule.policy_id, int(getattr(self.rule, "version", 1))
-            self.rule.reset(0)
+            self.policy_id, self.version = policy.policy_id, int(getattr(policy, "version", 1))
+            if isinstance(policy, LearnedPolicy):  # a training run: the model's own heads
+                self._scores = lambda views: action_logits(policy.model, encode(views))
+            else:
+                self.rule = policy
+                self.rule.reset(0)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the policy spreads probability over actions (a logit head, the random policy);
+        a deterministic one logs one-hot probabilities and can evaluate no other policy alone."""
+        if self.rule is not None:
+            return hasattr(self.rule, "propensity")
+        return True  # a learned policy; a Q-value head (DQN) is found deterministic in dist()
 
     def dist(self, views: ViewBatch, allowed: np.ndarray) -> Dist:
         n = len(views)
@@ -183,7 +199,7 @@ class TargetPolicy:
             if hasattr(self.rule, "propensity"):  # the random policy: uniform over the allowed values
                 return Dist(np.zeros((n, HEAD_WIDTH)), np.ones(n), allowed)
             return point_mass(self.rule.act(views, allowed), allowed)
-        scores = self.fn.scores(encode(views))
+        scores = self._scores(views)
         if scores.shape[1] == HEAD_WIDTH:
             return Dist(np.concatenate(masked_probabilities(scores, allowed), axis=1), np.zeros(n), allowed)
         from policies.decision import masked_argmax

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers_views import random_views
 
-from experiments.dataset import LoggingPolicy, joint_probability, make_dataset, one_hot, uniform_probabilities
+from experiments.dataset import make_dataset
 from experiments.errors import UsageError
 from policies import make
 from policies.schema import Channel
@@ -63,38 +63,6 @@ def test_the_ladder_with_exploration_logs_propensities_a_target_can_be_weighted_
     assert np.allclose(minari.get_normalized_score(data, np.array([s.ref_min_score, s.ref_max_score])), [0.0, 1.0])
 
 
-def test_mixture_propensities_sum_to_one_over_the_allowed_actions():
-    """Every allowed action (waits counted once) gets its mixture probability; they sum to 1."""
-    rng = np.random.default_rng(0)
-    mask = np.ones((1, 19), dtype=bool)
-    mask[0, [2, 5, 8, 14]] = False  # e-mail, letter, a window and the firm tone not allowed
-    chosen = np.array([[1, 0, 0, 0]])
-    from itertools import product
-
-    uniform = uniform_probabilities(mask)
-    own = one_hot(chosen)
-    total = 0.0
-    allowed = [np.flatnonzero(mask[0, s : s + n]) for s, n in ((0, 7), (7, 4), (11, 4), (15, 4))]
-    for a in product(*allowed):
-        act = np.array([a])
-        if a[0] == Channel.WAIT and a[1:] != tuple(x[0] for x in allowed[1:]):
-            continue  # a wait counts once
-        p_own = float(_same(act, chosen)[0])
-        total += 0.2 * joint_probability(uniform, act)[0] + 0.8 * p_own
-    assert total == pytest.approx(1.0)
-    assert joint_probability(own, chosen)[0] == 1.0
-    # the logging policy's reported propensity is that mixture probability
-    ladder = make("static_ladder")
-    views = random_views(rng, 50)
-    m = np.ones((50, 19), dtype=bool)
-    lp = LoggingPolicy(ladder, 0.2, np.random.default_rng(1))
-    actions, props = lp.choose(views, m)
-    own_actions = ladder.act(views, m)
-    expected = 0.8 * _same(actions, own_actions) + 0.2 * joint_probability(uniform_probabilities(m), actions)
-    np.testing.assert_allclose(props, expected)
-    assert (props > 0).all()
-
-
 def test_a_failed_run_keeps_the_dataset_already_there(minari_root, monkeypatch):
     import minari
 
@@ -115,7 +83,7 @@ def test_a_failed_run_keeps_the_dataset_already_there(minari_root, monkeypatch):
     ("policy", "epsilon", "message"),
     [
         ("static_ladder", 0.0, "chooses deterministically"),
-        ("oracle", 0.1, "hidden state"),
+        ("oracle", 0.1, "reads the simulator"),
         ("static_ladder", 1.5, "epsilon must lie in"),
         ("no_such_policy", 0.1, "no_such_policy"),
     ],
@@ -125,11 +93,12 @@ def test_bad_requests_are_refused_with_the_reason(minari_root, policy, epsilon, 
         make_dataset("default", policy, 3, minari_root, epsilon=epsilon, **SMALL)
 
 
-def test_a_learner_logs_by_sampling_from_its_own_probabilities(tmp_path):
-    """The learner's logged actions follow its masked probabilities, and each propensity is the
-    probability of the action taken (so its logs evaluate other policies without bias)."""
+def test_a_training_run_logs_by_sampling_from_its_own_probabilities(tmp_path):
+    """A training run directory as a logging policy: its actions follow its model's masked
+    probabilities, and each propensity is the probability of the action taken."""
     from agents.learned import action_logits
     from agents.train import train
+    from experiments.decision_log import TargetPolicy, mix, sample
     from experiments.resolve import resolve_policy
     from policies.decision import masked_probabilities
     from policies.features import encode
@@ -137,17 +106,20 @@ def test_a_learner_logs_by_sampling_from_its_own_probabilities(tmp_path):
     tiny = ["n_slots=32", "n_steps=8", "batch_size=128", "eval_every_steps=512", "checkpoint_every_steps=100000"]
     tiny += ["eval_debtors=100", "select_top=null"]
     run = train("default", "maskable_ppo", 512, seed=0, out=tmp_path, train_overrides=tiny).root
-    learner = resolve_policy(str(run))
-    one = random_views(np.random.default_rng(5), 1)
+    target = TargetPolicy(str(run))
+    assert target.stochastic
     n = 4000
-    many = one.take(np.zeros(n, dtype=np.int64))  # one account, asked n times
+    many = random_views(np.random.default_rng(5), 1).take(np.zeros(n, dtype=np.int64))  # one account, asked n times
     mask = np.ones((n, 19), dtype=bool)
     mask[:, 6] = False  # no calls today
-    lp = LoggingPolicy(learner, 0.0, np.random.default_rng(2))
-    assert lp.stochastic
-    actions, props = lp.choose(many, mask)
-    probs = masked_probabilities(action_logits(learner.model, encode(many)), mask)  # type: ignore[attr-defined]
-    np.testing.assert_allclose(props, joint_probability(probs, actions))
+    dist = mix(target.dist(many, mask), 0.0)
+    actions = sample(dist, np.random.default_rng(2))
+    probs = masked_probabilities(action_logits(resolve_policy(str(run)).model, encode(many)), mask)  # type: ignore[attr-defined]
+    expected = probs[0][np.arange(n), actions[:, 0]]
+    contact = actions[:, 0] != Channel.WAIT
+    for k in (1, 2, 3):
+        expected = np.where(contact, expected * probs[k][np.arange(n), actions[:, k]], expected)
+    np.testing.assert_allclose(dist.prob(actions), expected)
     assert not (actions[:, 0] == 6).any()  # a masked channel is never taken
     freq = np.bincount(actions[:, 0], minlength=7) / n
     assert np.abs(freq - probs[0][0]).max() < 4 * np.sqrt(0.25 / n)
