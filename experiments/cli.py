@@ -699,6 +699,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_ope(args: argparse.Namespace) -> int:
     from experiments import ope
+    from experiments.io import atomic_write
 
     if args.action == "bench":
         sc = load_scenario(args.scenario, args.set or [])
@@ -718,7 +719,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
         )
         if args.out:
             write_json(Path(args.out) / "bench.json", result)
-            (Path(args.out) / "bench.md").write_text(ope.bench_markdown(result))
+            atomic_write(Path(args.out) / "bench.md", lambda tmp: tmp.write_text(ope.bench_markdown(result)))
         print(json.dumps(clean_json({k: v for k, v in result.items() if k != "rows"})) if args.json else ope.bench_markdown(result))
         return 0
     if not args.logs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_train import tiny_run
 from helpers_views import random_views
 
 from experiments.dataset import make_dataset
@@ -97,15 +98,12 @@ def test_a_training_run_logs_by_sampling_from_its_own_probabilities(tmp_path):
     """A training run directory as a logging policy: its actions follow its model's masked
     probabilities, and each propensity is the probability of the action taken."""
     from agents.learned import action_logits
-    from agents.train import train
     from experiments.decision_log import TargetPolicy, mix, sample
     from experiments.resolve import resolve_policy
     from policies.decision import masked_probabilities
     from policies.features import encode
 
-    tiny = ["n_slots=32", "n_steps=8", "batch_size=128", "eval_every_steps=512", "checkpoint_every_steps=100000"]
-    tiny += ["eval_debtors=100", "select_top=null"]
-    run = train("default", "maskable_ppo", 512, seed=0, out=tmp_path, train_overrides=tiny).root
+    run = tiny_run(tmp_path)
     target = TargetPolicy(str(run))
     assert target.stochastic
     n = 4000

@@ -42,19 +42,10 @@ def artifact(tmp_path_factory):
 @pytest.fixture(scope="module")
 def learned_artifact(tmp_path_factory):
     """A tiny MaskablePPO artifact: its one-account requests take the runtime's plain-Python path."""
-    from agents.train import train
+    from helpers_train import tiny_run
 
     root = tmp_path_factory.mktemp("learned")
-    tiny = [
-        "n_slots=32",
-        "n_steps=8",
-        "batch_size=128",
-        "eval_every_steps=512",
-        "checkpoint_every_steps=100000",
-        "eval_debtors=100",
-        "select_top=null",
-    ]
-    run = train("default", "maskable_ppo", 512, seed=0, out=root / "runs", train_overrides=tiny).root
+    run = tiny_run(root / "runs")
     return export(str(run), root / "artifact", eval_debtors=200)
 
 
