@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import yaml
 
+from experiments import stats
 from experiments.errors import UsageError
 from experiments.io import write_json
 from experiments.resolve import resolve_policy
@@ -480,9 +481,8 @@ class Estimate:
 
 
 def _share_interval(k: float, n: float) -> tuple[float, float]:
-    p = k / n
-    half = Z95 * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
-    return max(0.0, p - half), min(1.0, p + half)
+    """95 % interval of a share seen in ``n`` accounts (the project's Wilson interval)."""
+    return stats.wilson(k / n, n, Z95)
 
 
 def fit_population(h: fmt.History, base: dict[str, Any], seed: int = 0, bootstrap: int = 200) -> list[Estimate]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import helpers_train
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -21,16 +22,7 @@ from policies.compliance import PROFILES, action_mask, check, get_profile
 from policies.records import RecordError, records_from_views, views_from_records
 from policies.runtime import ArtifactError, load
 
-TINY = [
-    "n_slots=32",
-    "n_steps=8",
-    "batch_size=128",
-    "eval_every_steps=512",
-    "checkpoint_every_steps=100000",
-    "eval_debtors=100",
-    "select_top=null",
-    "learning_starts=100",
-]
+TINY = [*helpers_train.TINY, "learning_starts=100"]  # DQN's too
 
 
 @pytest.fixture(scope="module")
