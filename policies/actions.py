@@ -13,6 +13,7 @@ array([43])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,12 @@ def encode_flat(actions: np.ndarray) -> np.ndarray:
     """(N, 4) actions -> (N,) flat indices."""
     a = np.asarray(actions, dtype=np.int64).reshape(-1, 4)
     return a @ _STRIDES
+
+
+def flat_index(action: Sequence[int]) -> int:
+    """One action's flat index, :func:`encode_flat` in plain Python (for the one-account path)."""
+    c, w, t, o = action
+    return ((c * ACTION_DIMS[1] + w) * ACTION_DIMS[2] + t) * ACTION_DIMS[3] + o
 
 
 def decode_flat(index: np.ndarray) -> np.ndarray:

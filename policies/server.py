@@ -51,10 +51,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policies import compliance
+from policies.actions import flat_index
 from policies.hashing import view_hash
 from policies.records import Account, WireError, row_from_account, views_from_accounts, wire_error, wire_schema_components
 from policies.runtime import ArtifactError, Decision, DecisionFunction, load
-from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES
+from policies.schema import CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES
 
 MAX_BODY_BYTES = 1_000_000
 # with the body limit, any batch over MAX_BATCH minimal accounts still fits in the limit, so it is
@@ -358,11 +359,6 @@ def _operation(body: str | None, ok: str, errors: Sequence[int]) -> dict[str, An
     return out
 
 
-def _action_index(action: Sequence[int]) -> int:
-    c, w, t, o = action
-    return ((c * ACTION_DIMS[1] + w) * ACTION_DIMS[2] + t) * ACTION_DIMS[3] + o
-
-
 def create_app(
     artifact: str | Path,
     token: str | None = None,
@@ -467,7 +463,7 @@ def create_app(
                     "policy_id": arm.fn.policy_id,
                     "policy_version": arm.fn.version,
                     "decision": {"channel": d.channel, "window": d.window, "tone": d.tone, "offer": d.offer},
-                    "action_index": _action_index(d.action),
+                    "action_index": flat_index(d.action),
                     "propensity": d.propensity,
                     "probs": probs,
                     "reason": d.reason,

@@ -176,3 +176,10 @@ def test_validate_names_the_column_and_rejects_fractions():
     with pytest.raises(ValueError, match="whole numbers"):
         validate(np.array([[np.nan, 0, 0, 0]]))
     assert validate(np.array([[1.0, 2.0, 0.0, 3.0]])).tolist() == [[1, 2, 0, 3]]
+
+
+def test_the_one_action_flat_index_is_the_batch_codecs():
+    from policies.actions import encode_flat, flat_index
+
+    every = all_actions()
+    assert [flat_index(a) for a in every.tolist()] == encode_flat(every).tolist()
