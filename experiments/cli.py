@@ -472,13 +472,23 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
         bar = tqdm(desc="decide", unit="row", unit_scale=True, file=sys.stderr, mininterval=0.5)
     try:
-        result = decide_file(fn, Path(args.input), Path(args.output), (lambda n: bar.update(n)) if bar is not None else None)
+        result = decide_file(
+            fn,
+            Path(args.input),
+            Path(args.output),
+            (lambda n: bar.update(n)) if bar is not None else None,
+            Path(args.log_decisions) if args.log_decisions else None,
+        )
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     finally:
         if bar is not None:
             bar.close()
     print(f"scored {result['scored']:,} rows -> {result['output']}")
+    if result.get("decision_log"):
+        print(f"decision log (policy {fn.policy_id} v{fn.version}, propensities and probabilities) -> {result['decision_log']}")
+    elif "decision_log" in result:
+        print("no decision log written: no row could be scored", file=sys.stderr)
     if result["bad_rows"]:
         print(f"{result['bad_rows']:,} bad rows were skipped (all listed in {Path(args.output).stem}.errors.csv):", file=sys.stderr)
         for bad in result["errors"]:
@@ -832,6 +842,12 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("artifact")
     dc.add_argument("--input", required=True, help="accounts.csv or accounts.parquet (one account per row)")
     dc.add_argument("--output", required=True, help="decisions.parquet")
+    dc.add_argument(
+        "--log-decisions",
+        default=None,
+        metavar="DIR",
+        help="also write DIR/decisions.parquet, the decision log `collectrl ope` reads (rows need account_id and day)",
+    )
     dc.add_argument("--no-progress", action="store_true")
     dc.set_defaults(func=cmd_decide)
 

@@ -9,7 +9,8 @@ column               meaning
 ===================  ==========================================================================
 account_id           the account (an ``account_id`` of the history's accounts table)
 day                  the day of the decision (the history's day numbering)
-policy_id            the logging policy; ``policy_version`` its version
+policy_id            the logging policy; ``policy_version`` its version (an artifact's: the
+                     digest of its manifest, as the server logs it)
 arm                  the champion/challenger arm, or null; ``assignment_prob`` its share
 channel ... offer    the action by name (``wait`` with window, tone and offer of index 0)
 action               the action's flat index (``policies.actions.encode_flat``; 0 = wait)
@@ -164,7 +165,7 @@ class TargetPolicy:
                 fn = load(path)
             except ArtifactError as e:
                 raise UsageError(str(e)) from None
-            self.policy_id, self.version = fn.policy_id, int(fn.manifest.get("version", 1))
+            self.policy_id, self.version = fn.policy_id, fn.version
             if fn.kind == "rule":
                 self.rule = fn._rule
             else:
@@ -178,7 +179,7 @@ class TargetPolicy:
                 raise UsageError(
                     f"policy {name!r} reads the simulator's world (latent traits, its own bookkeeping): it cannot re-score logged decisions"
                 )
-            self.policy_id, self.version = policy.policy_id, int(getattr(policy, "version", 1))
+            self.policy_id, self.version = policy.policy_id, str(getattr(policy, "version", 1))
             if isinstance(policy, LearnedPolicy):  # a training run: the model's own heads
                 self._scores = lambda views: action_logits(policy.model, encode(views))
             else:
@@ -285,7 +286,7 @@ class LoggingPolicy:
             account_id=np.array([str(i) for i in np.concatenate([p["account"] for p in self.parts_]).tolist()], dtype=object),
             day=np.concatenate([p["day"] for p in self.parts_]),
             policy_id=np.full(n, self.policy_id, dtype=object),
-            policy_version=np.full(n, self.version, dtype=np.int64),
+            policy_version=np.full(n, self.version, dtype=object),
             arm=np.full(n, self.arm, dtype=object),
             assignment_prob=np.ones(n),
             actions=np.concatenate([p["actions"] for p in self.parts_]),
@@ -343,7 +344,7 @@ def write_decisions(d: Decisions, folder: str | Path) -> Path:
         "account_id": pa.array(d.account_id.tolist(), pa.string()),
         "day": pa.array(d.day, pa.int64()),
         "policy_id": pa.array(d.policy_id.tolist(), pa.string()),
-        "policy_version": pa.array(d.policy_version, pa.int64()),
+        "policy_version": pa.array([str(v) for v in d.policy_version.tolist()], pa.string()),
         "arm": pa.array(d.arm.tolist(), pa.string()),
         "assignment_prob": pa.array(d.assignment_prob, pa.float64()),
     }
@@ -412,7 +413,7 @@ def _read_parquet(path: Path, profile: str) -> Decisions:
         account_id=np.asarray([str(x) for x in t.column("account_id").to_pylist()], dtype=object),
         day=t.column("day").to_numpy().astype(np.int64),
         policy_id=np.asarray(t.column("policy_id").to_pylist(), dtype=object),
-        policy_version=opt("policy_version", 1, np.int64),
+        policy_version=np.array([str(v) for v in opt("policy_version", "1", object).tolist()], dtype=object),
         arm=opt("arm", None, object),
         assignment_prob=opt("assignment_prob", 1.0, np.float64),
         actions=canonical(decode_flat(t.column("action").to_numpy().astype(np.int64))),
@@ -502,7 +503,7 @@ def _read_jsonl(path: Path, profile: str) -> Decisions:
         account_id=np.array([str(r["account_id"]) for r in rows], dtype=object),
         day=np.array([int(r["day"]) for r in rows], dtype=np.int64),
         policy_id=np.array([str(r["policy_id"]) for r in rows], dtype=object),
-        policy_version=np.array([int(r.get("policy_version") or 1) for r in rows], dtype=np.int64),
+        policy_version=np.array([str(r.get("policy_version") or 1) for r in rows], dtype=object),
         arm=np.array([r.get("arm") for r in rows], dtype=object),
         assignment_prob=np.array([float(r.get("assignment_prob") or 1.0) for r in rows]),
         actions=actions,
