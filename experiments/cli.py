@@ -725,6 +725,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
             seed=args.seed,
             bootstrap=args.bootstrap,
             reward_days=args.reward_days,
+            truth_debtors=args.truth_debtors,
             progress=not args.no_progress,
         )
         if args.out:
@@ -960,6 +961,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--learner", action="append", help="bench: an exported learner artifact to add to the targets (optional, repeatable)")
     op.add_argument("--repetitions", type=_positive_int, default=20)
     op.add_argument("--debtors", type=_positive_int, default=2000, help="bench: debtors per repetition")
+    op.add_argument(
+        "--truth-debtors",
+        type=_positive_int,
+        default=None,
+        help="bench: debtors of each target's one-decision truth run (default: ope.TRUTH_DEBTORS, or 4 x --debtors if more)",
+    )
     op.add_argument("--days", type=_positive_int, default=None, help="bench: horizon days")
     op.add_argument("--seed", type=_seed, default=0)
     op.add_argument("--json", action="store_true")

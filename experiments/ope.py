@@ -81,6 +81,7 @@ RIDGE = 1.0
 FQE_MAX_ITER = 300
 BENCH_TARGETS = ("static_ladder", "segment_journeys", "digital_first", "random", "no_contact")
 PROBE_SHARE = 0.1  # the bench's one-decision truth: the share of decisions the target makes in the probe run
+TRUTH_DEBTORS = 40_000  # the probe run's debtors (at least): the truth's own standard error is then ~1 EUR on default
 
 
 # ------------------------------------------------------------------ the logged data
@@ -715,11 +716,20 @@ def one_decision_truth(
     horizon_days: int | None,
     reward_days: int,
     share: float = PROBE_SHARE,
-) -> float:
+) -> tuple[float, float]:
     """What the per-decision estimators estimate: the mean reward when ``target`` makes one decision
     on the logger's accounts and the logger the rest. Measured by letting ``target`` make a small
-    random share of the decisions (a continuation that is the logger's but for that share)."""
-    return float(simulate_logged(scenario, logger, debtors, seed, epsilon, horizon_days, reward_days, target, share).reward.mean())
+    random share of the decisions (a continuation that is the logger's but for that share).
+    Returns the value and its standard error (clustered by account: a ratio of account sums)."""
+    probe = simulate_logged(scenario, logger, debtors, seed, epsilon, horizon_days, reward_days, target, share)
+    sums = _per_account(probe.account, probe.reward, probe.n_accounts)
+    return ratio_with_se(sums, _per_account(probe.account, np.ones(len(probe)), probe.n_accounts))
+
+
+def ratio_with_se(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """sum(num) / sum(den) over independent units and its standard error (the delta method)."""
+    value = float(num.sum() / den.sum())
+    return value, float(np.sqrt(((num - value * den) ** 2).sum()) / den.sum())
 
 
 def bench(
@@ -746,9 +756,11 @@ def bench(
         TargetPolicy(t)  # names checked before any simulation
     bar = tqdm(total=(repetitions + 1) * (len(targets) + 1) - 1, desc="ope bench", unit="run", disable=not progress, leave=False)
     # the per-decision estimand is a population quantity: one large probe run per target, on its own debtors
-    one_step = {}
+    one_step, one_step_se = {}, {}
     for t in targets:
-        one_step[t] = one_decision_truth(scenario, logger, epsilon, t, truth_debtors or 4 * debtors, seed + 1_000_003, horizon_days, reward_days)
+        one_step[t], one_step_se[t] = one_decision_truth(
+            scenario, logger, epsilon, t, truth_debtors or max(TRUTH_DEBTORS, 4 * debtors), seed + 1_000_003, horizon_days, reward_days
+        )
         bar.update()
     rows: list[dict[str, Any]] = []
     for rep in range(repetitions):
@@ -787,6 +799,8 @@ def bench(
         "seed": seed,
         "reward_days": reward_days,
         "one_decision_truth": one_step,
+        "one_decision_truth_se": one_step_se,
+        "truth_debtors": truth_debtors or max(TRUTH_DEBTORS, 4 * debtors),
         "table": bench_table(rows, list(targets), repetitions),
         "rows": [r for r in rows if r["estimator"] != "_diag"],
     }
@@ -831,4 +845,18 @@ def bench_markdown(result: dict[str, Any]) -> str:
         level = "account" if name in ACCOUNT_ESTIMATORS else "decision"
         cells = f"{m['mean_abs_bias']:.2f} | {m['mean_rel_bias']:.1%} | {m['rmse']:.2f} | {m['coverage']:.0%} | {m['spearman']:.2f}"
         lines.append(f"| {LABELS[name]} | {level} | {cells} |")
+    lines += [
+        "",
+        f"True values. Per decision: the target making a random {PROBE_SHARE:.0%} of the logger's decisions on "
+        f"{result.get('truth_debtors', 0):,} debtors of their own, +- one standard error (clustered by account); targets closer "
+        "than about two standard errors have no known order, and no estimator can be ranked on them. Per account: the target "
+        "run on each repetition's debtors and luck (mean over repetitions).",
+        "",
+        "| target | per decision (EUR) | per account (EUR) |",
+        "|---|---|---|",
+    ]
+    se = result.get("one_decision_truth_se", {})
+    for t in result["targets"]:
+        acc = [r["truth"] for r in result["rows"] if r["target"] == t and r["estimator"] == ACCOUNT_ESTIMATORS[0]]
+        lines.append(f"| {t} | {result['one_decision_truth'][t]:.2f} +- {se.get(t, float('nan')):.2f} | {np.mean(acc):.2f} |")
     return "\n".join(lines) + "\n"

@@ -227,6 +227,8 @@ def test_bench_small(capsys: pytest.CaptureFixture[str]) -> None:
     acc = {row["target"]: row["truth"] for row in r["rows"] if row["estimator"] == "fqe" and row["rep"] == 0}
     assert acc["static_ladder"] > acc["no_contact"]  # the truth runs are the policies' own
     assert "| doubly robust | decision |" in ope.bench_markdown(r)
+    assert all(0 < r["one_decision_truth_se"][t] < abs(r["one_decision_truth"][t]) for t in ("static_ladder", "no_contact"))
+    assert f"| no_contact | {r['one_decision_truth']['no_contact']:.2f} +- {r['one_decision_truth_se']['no_contact']:.2f} |" in ope.bench_markdown(r)
 
 
 def test_verdicts_and_the_logging_needed() -> None:
@@ -377,3 +379,14 @@ def test_a_live_server_log_feeds_ope(logs: Path, learned_artifact: Path, tmp_pat
     res = ope.evaluate_target(fit, TargetPolicy(str(learned_artifact)), sequential=False)
     assert res.estimates["snips"].value == pytest.approx(ope.logged_value(fit)["decision"].value, rel=1e-9)
     assert res.diagnostics["ess_share"] == pytest.approx(1.0)
+
+
+def test_the_truths_standard_error_matches_the_spread_of_resampled_accounts() -> None:
+    """The bench's truth carries a standard error; checked against the account bootstrap's spread."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(1, 30, 4000).astype(np.float64)
+    sums = counts * rng.gamma(0.3, 500, 4000)  # lumpy per-account cash, like the probe runs'
+    value, se = ope.ratio_with_se(sums, counts)
+    assert value == pytest.approx(sums.sum() / counts.sum())
+    boot = ope._ratio("x", rng.multinomial(4000, np.full(4000, 1 / 4000), size=2000).astype(np.float64), sums, counts).boot
+    assert se == pytest.approx(boot.std(), rel=0.1)
