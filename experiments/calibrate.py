@@ -596,15 +596,53 @@ def _simulate_in_worker(raw: dict[str, Any], seed: int) -> dict[str, Statistic]:
     return _simulate_one(raw, _WORKER["history"], seed, _WORKER["logging"])
 
 
-def worker_pool(workers: int, h: fmt.History, logging: Policy | None) -> ProcessPoolExecutor | None:
-    """Local worker processes for the replicates of each step (None for one worker)."""
+class RayPool:
+    """The replicates of each step as Ray tasks (the experiments' other backend): the history goes into
+    Ray's object store once, and ``map`` runs one task per replicate. Joins ``address`` or starts a
+    local Ray with ``workers`` CPUs (and stops it on ``shutdown``)."""
+
+    def __init__(self, workers: int, h: fmt.History, logging: Policy | None, address: str | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                self._started = True
+        self._task = ray.remote(_simulate_one)
+        self._history = ray.put(h)
+        self._logging = logging
+
+    def map(self, _fn: Any, raws: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Statistic]]:
+        refs = [self._task.remote(raw, self._history, seed, self._logging) for raw, seed in zip(raws, seeds, strict=True)]
+        return list(self._ray.get(refs))
+
+    def shutdown(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+Pool = ProcessPoolExecutor | RayPool
+
+
+def worker_pool(workers: int, h: fmt.History, logging: Policy | None, backend: str = "local", address: str | None = None) -> Pool | None:
+    """Where the replicates of each step run: local worker processes, or Ray (None: in this process,
+    for one local worker)."""
+    if backend == "ray":
+        return RayPool(workers, h, logging, address)
+    if backend != "local":
+        raise CalibrationError(f"unknown backend {backend!r}; choose local or ray")
     if workers <= 1:
         return None
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(h, logging))
 
 
 def _simulated(
-    raw: dict[str, Any], h: fmt.History, seed: int, replicates: int, logging: Policy | None, pool: ProcessPoolExecutor | None = None
+    raw: dict[str, Any], h: fmt.History, seed: int, replicates: int, logging: Policy | None, pool: Pool | None = None
 ) -> dict[str, Statistic]:
     """The statistics of ``replicates`` simulations (seeds ``seed, seed+1, ...``), pooled; on ``pool``'s workers if given."""
     if pool is None:
@@ -637,7 +675,7 @@ def fit_behaviour(
     steps: int = NEWTON_STEPS,
     progress: Callable[[str], None] | None = None,
     logging: Policy | None = None,
-    pool: ProcessPoolExecutor | None = None,
+    pool: Pool | None = None,
 ) -> tuple[list[Estimate], list[tuple[str, str]], dict[str, Any], dict[str, Statistic], dict[str, Statistic], int]:
     """Fit the behaviour knobs (module docstring). Returns (estimates, not identified, fitted raw, observed, simulated, replays)."""
     say = progress or (lambda _msg: None)
@@ -714,13 +752,16 @@ def fit(
     progress: Callable[[str], None] | None = None,
     logging_policy: str | None = None,
     workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> Fit:
-    """Fit a scenario extending ``base`` to the history in ``history`` (see the module docstring)."""
+    """Fit a scenario extending ``base`` to the history in ``history`` (see the module docstring); the
+    replicates of each step fan out over ``workers`` local processes or Ray tasks (``backend``)."""
     start = time.perf_counter()
     raw0 = _base_raw(base)
     h = load_history(history)
     logging = make_policy(logging_policy) if logging_policy else None
-    pool = worker_pool(min(workers, replicates), h, logging)
+    pool = worker_pool(min(workers, replicates), h, logging, backend, ray_address)
     try:
         f = fit_history(h, raw0, base, str(history), seed, replicates, progress, logging, pool)
     finally:
@@ -739,7 +780,7 @@ def fit_history(
     replicates: int = 2,
     progress: Callable[[str], None] | None = None,
     logging: Policy | None = None,
-    pool: ProcessPoolExecutor | None = None,
+    pool: Pool | None = None,
 ) -> Fit:
     """:func:`fit` on a history in memory and a base scenario's mapping ``raw0`` (named ``base``)."""
     start = time.perf_counter()
@@ -934,13 +975,18 @@ def perturb(raw0: dict[str, Any], rng: np.random.Generator, share: float = PERTU
     return raw, truth
 
 
-def _values(sc: Scenario, debtors: int, seed: int) -> dict[str, float]:
-    from policies.base import make
+def learner_label(name: str) -> str:
+    """How a learner (a training run or an artifact directory) is named in check's tables."""
+    return f"learner:{Path(name).name}"
 
+
+def _values(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = ()) -> dict[str, float]:
+    """Net value per debtor of each rule policy and each learner on ``sc`` (the same debtors and luck)."""
+    named = [(p, p) for p in RULE_POLICIES] + [(learner_label(x), x) for x in learners]
     out = {}
-    for name in RULE_POLICIES:
-        world = run_portfolio(sc, make(name), debtors, seed)
-        out[name] = float(world.net_value[world.status != 0].mean())
+    for label, name in named:
+        world = run_portfolio(sc, resolve_policy(name), debtors, seed)
+        out[label] = float(world.net_value[world.status != 0].mean())
     return out
 
 
@@ -954,18 +1000,19 @@ def check(
     replicates: int = 1,
     progress: Callable[[int, int], None] | None = None,
     out: str | Path | None = None,
+    learners: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Known-truth recovery: for each of ``perturbations`` worlds (the base with every fitted key perturbed
     by up to +-30 %), simulate a history of ``accounts`` under the ladder with ``explore_share`` random
     allowed actions, fit it (the logging policy known), and compare: does each interval cover the truth,
-    and is each rule policy's net value (``debtors`` debtors, same seed) on the fitted world within 5 % of
-    its value on the true world, in the same order?"""
-    raw0 = _base_raw(base)
-    rng = np.random.default_rng([0x43484B, seed])
+    and is the net value of each rule policy and each of ``learners`` (trained policies: run or artifact
+    directories; ``debtors`` debtors, same seed) on the fitted world within 5 % of its value on the true
+    world, in the same order?"""
+    for name in learners:
+        resolve_policy(name)  # a wrong path fails now, not after the first world's fit
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for j in range(perturbations):
-        raw_true, truth = perturb(raw0, rng)
+    for j, raw0, raw_true, truth in _worlds(base, seed, perturbations):
         sc_true = _scenario(raw_true)
         logging = ExploringLadder(explore_share)
         world = run_portfolio(sc_true, logging, accounts, seed * 1000 + 3 * j, record_events=True)  # type: ignore[arg-type]
@@ -976,9 +1023,9 @@ def check(
         for e in f.population:
             if e.low < e.high and e.key in pop_truth:
                 covered[e.key] = e.covers(pop_truth[e.key])
-        v_true = _values(sc_true, debtors, seed * 1000 + 3 * j + 2)
-        v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2)
-        errors = {p: (v_fit[p] - v_true[p]) / abs(v_true[p]) for p in RULE_POLICIES}
+        v_true = _values(sc_true, debtors, seed * 1000 + 3 * j + 2, learners)
+        v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2, learners)
+        errors = {p: (v_fit[p] - v_true[p]) / abs(v_true[p]) for p in v_true}
         rows.append(
             {
                 "perturbation": j,
@@ -987,7 +1034,7 @@ def check(
                 "value_true": v_true,
                 "value_fitted": v_fit,
                 "value_error": errors,
-                "same_ranking": sorted(RULE_POLICIES, key=v_true.__getitem__) == sorted(RULE_POLICIES, key=v_fit.__getitem__),
+                "same_ranking": sorted(v_true, key=v_true.__getitem__) == sorted(v_fit, key=v_fit.__getitem__),
                 "fit_seconds": f.seconds,
             }
         )
@@ -996,6 +1043,120 @@ def check(
         if progress is not None:
             progress(j + 1, perturbations)
     return summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start)
+
+
+def _worlds(base: str, seed: int, perturbations: int) -> Any:
+    """The known-truth worlds of ``check`` and ``transfer``, in order: (index, true raw, true knob values);
+    the same ``seed`` gives both commands the same worlds."""
+    raw0 = _base_raw(base)
+    rng = np.random.default_rng([0x43484B, seed])
+    for j in range(perturbations):
+        raw_true, truth = perturb(raw0, rng)
+        yield j, raw0, raw_true, truth
+
+
+def _write_full_scenario(raw: dict[str, Any], name: str, path: Path) -> Path:
+    """A whole scenario mapping as a YAML file (a training run takes a scenario by name or path)."""
+    data = copy.deepcopy(raw)
+    data.pop("extends", None)
+    data["name"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+
+
+def transfer(
+    base: str = "default",
+    perturbations: int = 2,
+    accounts: int = 50_000,
+    explore_share: float = 0.05,
+    debtors: int = 20_000,
+    seed: int = 0,
+    out: str | Path = "transfer",
+    timesteps: int | None = None,
+    train_overrides: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The step a team takes after a fit: train a learner on the fitted world and one on the true world
+    (the shipped config, training seed 0), value both on the true world against the static ladder
+    (``debtors`` debtors, the same debtors and luck), and report how much of the true-world learner's
+    lift over the ladder the fitted-world learner keeps. The worlds are ``check``'s for the same seed."""
+    from agents.train import train
+
+    out = Path(out)
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for j, raw0, raw_true, _truth in _worlds(base, seed, perturbations):
+        world_dir = out / f"world_{j}"
+        sc_true = _scenario(raw_true)
+        if progress:
+            progress(f"world {j}: history of {accounts:,} accounts and fit")
+        world = run_portfolio(sc_true, ExploringLadder(explore_share), accounts, seed * 1000 + 3 * j, record_events=True)  # type: ignore[arg-type]
+        h = world_history(world)
+        del world
+        f = fit_history(h, raw0, base, f"perturbation {j}", seed * 1000 + 3 * j + 1, 1, None, ExploringLadder(explore_share))  # type: ignore[arg-type]
+        paths = {
+            "true": _write_full_scenario(raw_true, f"{base}_perturbed_{j}", world_dir / "true.yaml"),
+            "fitted": _write_full_scenario(f.raw, f"{base}_perturbed_{j}_fitted", world_dir / "fitted.yaml"),
+        }
+        runs = {}
+        for which, path in paths.items():
+            if progress:
+                progress(f"world {j}: training on the {which} world")
+            t0 = time.perf_counter()
+            run = train(str(path), timesteps=timesteps, seed=0, out=world_dir / "runs", train_overrides=train_overrides)
+            runs[which] = {"run": str(run.root), "train_seconds": time.perf_counter() - t0}
+        if progress:
+            progress(f"world {j}: both learners on the true world")
+        v = _values(sc_true, debtors, seed * 1000 + 3 * j + 2, (runs["true"]["run"], runs["fitted"]["run"]))
+        ladder = v["static_ladder"]
+        lift = {which: v[learner_label(r["run"])] - ladder for which, r in runs.items()}
+        rows.append(
+            {
+                "perturbation": j,
+                "static_ladder": ladder,
+                "trained_on_true": v[learner_label(runs["true"]["run"])],
+                "trained_on_fitted": v[learner_label(runs["fitted"]["run"])],
+                "lift_true": lift["true"],
+                "lift_fitted": lift["fitted"],
+                "kept": lift["fitted"] / lift["true"] if lift["true"] > 0 else float("nan"),
+                "runs": runs,
+                "values": v,
+            }
+        )
+        write_json(out / "transfer.json", summarise_transfer(rows, base, accounts, debtors, time.perf_counter() - start))
+    return summarise_transfer(rows, base, accounts, debtors, time.perf_counter() - start)
+
+
+def summarise_transfer(rows: list[dict[str, Any]], base: str, accounts: int, debtors: int, seconds: float) -> dict[str, Any]:
+    kept = [r["kept"] for r in rows if not math.isnan(r["kept"])]
+    return {
+        "base": base,
+        "perturbations": len(rows),
+        "accounts": accounts,
+        "evaluation_debtors": debtors,
+        "seconds": seconds,
+        "kept_min": min(kept) if kept else float("nan"),
+        "kept_mean": float(np.mean(kept)) if kept else float("nan"),
+        "at_least_90pct": sum(k >= 0.9 for k in kept),
+        "worlds": rows,
+    }
+
+
+def format_transfer(t: dict[str, Any]) -> str:
+    lines = [
+        f"calibrate transfer: base {t['base']}, {t['perturbations']} perturbed worlds, histories of {t['accounts']:,} accounts; "
+        f"learners valued on the true world ({t['evaluation_debtors']:,} debtors), {t['seconds'] / 60:.1f} min",
+        "",
+        "| world | static ladder | learner trained on the true world | learner trained on the fitted world | lift kept |",
+        "|---|---|---|---|---|",
+    ]
+    for r in t["worlds"]:
+        lines.append(
+            f"| {r['perturbation']} | {r['static_ladder']:.2f} | {r['trained_on_true']:.2f} (lift {r['lift_true']:+.2f}) | "
+            f"{r['trained_on_fitted']:.2f} (lift {r['lift_fitted']:+.2f}) | {r['kept']:.1%} |"
+        )
+    lines += ["", f"lift kept >= 90 %: {t['at_least_90pct']} of {t['perturbations']} worlds (min {t['kept_min']:.1%}, mean {t['kept_mean']:.1%})"]
+    return "\n".join(lines)
 
 
 def _population_truth(raw: dict[str, Any]) -> dict[str, float]:
@@ -1017,7 +1178,8 @@ def summarise_check(rows: list[dict[str, Any]], base: str, accounts: int, explor
     for k in keys:
         hits = [r["covered"][k] for r in rows if k in r["covered"]]
         coverage[k] = {"covered": int(sum(hits)), "fits": len(hits), "share": sum(hits) / len(hits)}
-    errors = {p: [r["value_error"][p] for r in rows] for p in RULE_POLICIES}
+    evaluated = list(rows[0]["value_error"]) if rows else list(RULE_POLICIES)
+    errors = {p: [r["value_error"][p] for r in rows] for p in evaluated}
     return {
         "base": base,
         "perturbations": len(rows),
@@ -1030,7 +1192,8 @@ def summarise_check(rows: list[dict[str, Any]], base: str, accounts: int, explor
         "parameters": len(coverage),
         "value_error_max_abs": {p: max(abs(e) for e in v) for p, v in errors.items()},
         "value_error_mean": {p: float(np.mean(v)) for p, v in errors.items()},
-        "within_5pct": sum(all(abs(r["value_error"][p]) <= 0.05 for p in RULE_POLICIES) for r in rows),
+        "policies": evaluated,
+        "within_5pct": sum(all(abs(r["value_error"][p]) <= 0.05 for p in evaluated) for r in rows),
         "same_ranking": sum(r["same_ranking"] for r in rows),
         "runs": rows,
     }
@@ -1047,12 +1210,13 @@ def format_check(c: dict[str, Any]) -> str:
         flag = "" if v["share"] >= 0.85 else "   <-- below 85 %"
         lines.append(f"  {k:<66} {v['covered']:>3}/{v['fits']:<3} {v['share']:6.0%}{flag}")
     lines += ["", f"net value per debtor, fitted vs true world ({c['evaluation_debtors']:,} debtors, same seed): relative error"]
-    for p in RULE_POLICIES:
-        lines.append(f"  {p:<18} mean {c['value_error_mean'][p]:+7.2%}   max |error| {c['value_error_max_abs'][p]:6.2%}")
+    for p in c["policies"]:
+        lines.append(f"  {p:<30} mean {c['value_error_mean'][p]:+7.2%}   max |error| {c['value_error_max_abs'][p]:6.2%}")
     n = c["perturbations"]
+    which = "rule policies and learners" if len(c["policies"]) > len(RULE_POLICIES) else "rule policies"
     lines += [
-        f"all rule policies within 5 %: {c['within_5pct']} of {n} perturbations",
-        f"same ranking of the rule policies: {c['same_ranking']} of {n}",
+        f"all {which} within 5 %: {c['within_5pct']} of {n} perturbations",
+        f"same ranking of the {which}: {c['same_ranking']} of {n}",
     ]
     return "\n".join(lines)
 
@@ -1076,17 +1240,32 @@ def command(args: Any) -> int:
 
     from experiments.io import clean_json
 
+    if args.action == "transfer":
+        if not args.out:
+            raise CalibrationError("calibrate transfer needs --out DIR (the worlds, the training runs and transfer.json go there)")
+
+        def say(msg: str) -> None:
+            if not args.no_progress:
+                print(f"calibrate transfer: {msg}", file=sys.stderr, flush=True)
+
+        t = transfer(
+            args.base, args.perturbations or 2, args.accounts, args.explore_share, args.debtors, args.seed, args.out, args.timesteps, progress=say
+        )
+        print(json.dumps(clean_json({k: v for k, v in t.items() if k != "worlds"})) if args.json else format_transfer(t))
+        return 0
     if args.action == "check":
-        bar = None if args.no_progress else tqdm(total=args.perturbations, desc="calibrate check", unit="world", file=sys.stderr)
+        perturbations = args.perturbations or 20
+        bar = None if args.no_progress else tqdm(total=perturbations, desc="calibrate check", unit="world", file=sys.stderr)
         result = check(
             args.base,
-            args.perturbations,
+            perturbations,
             args.accounts,
             args.explore_share,
             args.debtors,
             args.seed,
             progress=None if bar is None else _bar_progress(bar),
             out=args.out,
+            learners=tuple(args.learner or ()),
         )
         if bar is not None:
             bar.close()
@@ -1107,6 +1286,8 @@ def command(args: Any) -> int:
         progress=(lambda _msg: bar.update(1)) if bar is not None else None,
         logging_policy=args.logging_policy,
         workers=args.workers,
+        backend=args.backend,
+        ray_address=args.ray_address,
     )
     if bar is not None:
         bar.close()

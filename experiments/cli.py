@@ -580,7 +580,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    if args.action in ("fit", "check"):
+    if args.action in ("fit", "check", "transfer"):
         from experiments import calibrate
 
         return calibrate.command(args)
@@ -903,23 +903,36 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "calibrate",
         help="figures: check a preset against the published figures it claims (exit 1 on a miss); fit: a scenario fitted to a history; "
-        "check: known-truth recovery of the fit",
+        "check: known-truth recovery of the fit; transfer: learners trained on fitted and true worlds, valued on the true one",
     )
-    c.add_argument("action", nargs="?", choices=("figures", "fit", "check"), default="figures")
+    c.add_argument("action", nargs="?", choices=("figures", "fit", "check", "transfer"), default="figures")
     c.add_argument("--scenario", default="all", help="figures: a preset, a .yaml path, or 'all'")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
-    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check: debtors of each policy evaluation")
+    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check, transfer: debtors of each policy evaluation")
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
     c.add_argument("--history", default=None, help="fit: the history folder")
     c.add_argument("--base", default="default", help="fit, check: the preset the fitted scenario extends")
-    c.add_argument("--out", default=None, help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json")
+    c.add_argument(
+        "--out",
+        default=None,
+        help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json; "
+        "transfer: a folder for the worlds, the training runs and transfer.json",
+    )
     c.add_argument("--logging-policy", default=None, help="fit: the policy that produced the history, if known (else its contacts are replayed)")
     c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
-    c.add_argument("--workers", type=_positive_int, default=1, help="fit: local worker processes for the replicates of each step")
-    c.add_argument("--perturbations", type=_positive_int, default=20, help="check: perturbed worlds")
-    c.add_argument("--accounts", type=_positive_int, default=50_000, help="check: accounts of each simulated history")
-    c.add_argument("--explore-share", type=float, default=0.05, help="check: share of random allowed actions of the logging ladder")
+    c.add_argument("--workers", type=_positive_int, default=1, help="fit: workers for the replicates of each step")
+    c.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="fit: local processes, or Ray tasks (a local Ray is started unless --ray-address)"
+    )
+    c.add_argument("--ray-address", default=None, help="fit: join this Ray cluster instead of starting a local one")
+    c.add_argument(
+        "--learner", action="append", help="check: a trained learner (run or artifact directory) valued on the fitted and the true worlds (repeatable)"
+    )
+    c.add_argument("--perturbations", type=_positive_int, default=None, help="check: perturbed worlds (default 20); transfer: (default 2)")
+    c.add_argument("--accounts", type=_positive_int, default=50_000, help="check, transfer: accounts of each simulated history")
+    c.add_argument("--explore-share", type=float, default=0.05, help="check, transfer: share of random allowed actions of the logging ladder")
+    c.add_argument("--timesteps", type=_positive_int, default=None, help="transfer: debtor-days of each training (default: the shipped config's)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 

@@ -5,6 +5,7 @@ a replay gives back the history's own contacts; bad input is refused with exit c
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,17 +161,21 @@ def test_the_report_compares_history_and_fitted_world_with_a_verdict_per_figure(
 
 
 def test_a_small_known_truth_check_covers_the_truth_and_ranks_policies_alike(tmp_path):
-    # calibrate check in small: one world with every fitted key perturbed, 3,000 accounts
-    result = cal.check("default", perturbations=1, accounts=3000, explore_share=0.05, debtors=2000, seed=3, out=tmp_path)
+    # calibrate check in small: one world with every fitted key perturbed, 3,000 accounts, a (tiny) learner valued too
+    from helpers_train import tiny_run
+
+    run = tiny_run(tmp_path / "runs")
+    result = cal.check("default", perturbations=1, accounts=3000, explore_share=0.05, debtors=2000, seed=3, out=tmp_path, learners=(str(run),))
     assert result["perturbations"] == 1 and result["parameters"] >= 30
     covered = sum(c["covered"] for c in result["coverage"].values())
     assert covered >= 0.8 * result["parameters"], result["coverage"]
+    assert result["policies"] == [*cal.RULE_POLICIES, cal.learner_label(str(run))]
     assert max(result["value_error_max_abs"].values()) < 0.10, result["value_error_max_abs"]
     assert (tmp_path / "check.json").exists()
-    assert "interval coverage" in cal.format_check(result)
+    assert f"{cal.learner_label(str(run))}" in cal.format_check(result)
 
 
-def test_worker_processes_give_the_same_fit(perturbed_history, tmp_path):
+def test_worker_processes_and_ray_tasks_give_the_same_fit(perturbed_history, tmp_path):
     # the replicates of each step on two local workers: the same seeds, so the same numbers
     h = H.read_history(perturbed_history)
     small = h.accounts["entry_day"] < 3  # a few hundred accounts keep this quick
@@ -188,4 +193,25 @@ def test_worker_processes_give_the_same_fit(perturbed_history, tmp_path):
     H.write_history(part, tmp_path / "part")
     one = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING)
     two = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING, workers=2)
-    assert [(e.key, e.value, e.low, e.high) for e in one.estimates()] == [(e.key, e.value, e.low, e.high) for e in two.estimates()]
+    on_ray = cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING, workers=2, backend="ray")
+    numbers = [(e.key, e.value, e.low, e.high) for e in one.estimates()]
+    assert numbers == [(e.key, e.value, e.low, e.high) for e in two.estimates()]
+    assert numbers == [(e.key, e.value, e.low, e.high) for e in on_ray.estimates()]
+    with pytest.raises(cal.CalibrationError, match="unknown backend 'dask'"):
+        cal.fit(tmp_path / "part", "default", seed=2, replicates=2, logging_policy=LOGGING, backend="dask")
+
+
+def test_transfer_trains_on_the_fitted_and_the_true_world_and_values_both_on_the_true_one(tmp_path):
+    from helpers_train import TINY
+
+    t = cal.transfer("default", perturbations=1, accounts=2000, debtors=1000, seed=3, out=tmp_path, timesteps=512, train_overrides=TINY)
+    w = t["worlds"][0]
+    assert set(w["runs"]) == {"true", "fitted"} and all(Path(r["run"]).is_dir() for r in w["runs"].values())
+    # both trained on their own world: the scenario each run recorded
+    assert "fitted" in (Path(w["runs"]["fitted"]["run"]) / "config.yaml").read_text()
+    # valued on the true world: the ladder's value is check's for the same world, debtors and luck
+    same = cal._values(cal._scenario(next(cal._worlds("default", 3, 1))[2]), 1000, 3 * 1000 + 2)
+    assert w["static_ladder"] == pytest.approx(same["static_ladder"])
+    assert w["lift_true"] == pytest.approx(w["trained_on_true"] - w["static_ladder"])
+    assert w["kept"] == pytest.approx(w["lift_fitted"] / w["lift_true"]) or w["lift_true"] <= 0
+    assert (tmp_path / "transfer.json").exists() and "lift kept" in cal.format_transfer(t)
