@@ -923,11 +923,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
     c.add_argument("--workers", type=_positive_int, default=1, help="fit: workers for the replicates of each step")
     c.add_argument(
-        "--backend", choices=("local", "ray"), default="local", help="fit: local processes, or Ray tasks (a local Ray is started unless --ray-address)"
+        "--backend", choices=("local", "ray"), default="local", help="fit: local processes, or Ray tasks (a local Ray unless --ray-address)"
     )
     c.add_argument("--ray-address", default=None, help="fit: join this Ray cluster instead of starting a local one")
     c.add_argument(
-        "--learner", action="append", help="check: a trained learner (run or artifact directory) valued on the fitted and the true worlds (repeatable)"
+        "--learner", action="append", help="check: a trained learner (run or artifact directory) valued on the fitted and true worlds (repeatable)"
     )
     c.add_argument("--perturbations", type=_positive_int, default=None, help="check: perturbed worlds (default 20); transfer: (default 2)")
     c.add_argument("--accounts", type=_positive_int, default=50_000, help="check, transfer: accounts of each simulated history")

@@ -329,7 +329,8 @@ def test_collectrl_decide_writes_a_decision_log_ope_reads(logs: Path, learned_ar
     recs[7].pop("day")  # a row the log cannot place in time: reported, not logged, not silently dropped
     pq.write_table(pa.Table.from_pylist(recs), tmp_path / "accounts.parquet")
     out, log = tmp_path / "decisions_out.parquet", tmp_path / "log"
-    code = main(["decide", str(learned_artifact), "--input", str(tmp_path / "accounts.parquet"), "--output", str(out), "--log-decisions", str(log), "--no-progress"])
+    args = ["--input", str(tmp_path / "accounts.parquet"), "--output", str(out), "--log-decisions", str(log), "--no-progress"]
+    code = main(["decide", str(learned_artifact), *args])
     assert code == 0
     errors = (tmp_path / "decisions_out.errors.csv").read_text()
     assert errors.splitlines()[1:] == ['8,"day is required with --log-decisions (the day of the decision, as in the outcomes)"']
