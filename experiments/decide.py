@@ -123,29 +123,17 @@ class _LogParts:
                 "actions": actions,
                 "propensity": np.array([d.propensity for d in decisions], dtype=np.float64),
                 "probs": probs,
+                "epsilon": np.zeros(len(decisions)),
                 "allowed": allowed,
                 "views": views,
             }
         )
 
     def write(self, folder: Path) -> Path:
-        from experiments.decision_log import Decisions, write_decisions
+        from experiments.decision_log import stack_decisions, write_decisions
 
-        cat = {k: np.concatenate([p[k] for p in self.parts]) for k in ("account_id", "day", "actions", "propensity", "probs", "allowed")}
-        views = ViewBatch(**{f: np.concatenate([getattr(p["views"], f) for p in self.parts]) for f in ViewBatch.field_names()})
-        n = len(cat["day"])
-        return write_decisions(
-            Decisions(
-                **cat,
-                policy_id=np.full(n, self.fn.policy_id, dtype=object),
-                policy_version=np.full(n, self.fn.version, dtype=object),
-                arm=np.full(n, None, dtype=object),
-                assignment_prob=np.ones(n),
-                epsilon=np.zeros(n),
-                views=views,
-            ),
-            folder,
-        )
+        ids = np.concatenate([p["account_id"] for p in self.parts])
+        return write_decisions(stack_decisions(self.parts, ids, self.fn.policy_id, self.fn.version), folder)
 
 
 def decide_file(

@@ -280,22 +280,25 @@ class LoggingPolicy:
     def table(self) -> Decisions:
         if not self.parts_:
             raise UsageError("no decisions were made (no account was open)")
-        views = ViewBatch(**{f: np.concatenate([getattr(p["views"], f) for p in self.parts_]) for f in ViewBatch.field_names()})
-        n = len(views)
-        return Decisions(
-            account_id=np.array([str(i) for i in np.concatenate([p["account"] for p in self.parts_]).tolist()], dtype=object),
-            day=np.concatenate([p["day"] for p in self.parts_]),
-            policy_id=np.full(n, self.policy_id, dtype=object),
-            policy_version=np.full(n, self.version, dtype=object),
-            arm=np.full(n, self.arm, dtype=object),
-            assignment_prob=np.ones(n),
-            actions=np.concatenate([p["actions"] for p in self.parts_]),
-            propensity=np.concatenate([p["propensity"] for p in self.parts_]),
-            probs=np.concatenate([p["probs"] for p in self.parts_]),
-            epsilon=np.concatenate([p["epsilon"] for p in self.parts_]),
-            allowed=np.concatenate([p["allowed"] for p in self.parts_]),
-            views=views,
-        )
+        ids = np.array([str(i) for i in np.concatenate([p["account"] for p in self.parts_]).tolist()], dtype=object)
+        return stack_decisions(self.parts_, ids, self.policy_id, self.version, self.arm)
+
+
+def stack_decisions(parts: list[dict[str, Any]], account_id: np.ndarray, policy_id: str, version: str, arm: str | None = None) -> Decisions:
+    """One policy's decisions, recorded in parts (each a dict of ``day``, ``actions``, ``propensity``,
+    ``probs``, ``epsilon``, ``allowed`` and ``views``), as one table; ``account_id`` for all rows."""
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("day", "actions", "propensity", "probs", "epsilon", "allowed")}
+    views = ViewBatch(**{f: np.concatenate([getattr(p["views"], f) for p in parts]) for f in ViewBatch.field_names()})
+    n = len(views)
+    return Decisions(
+        **cat,
+        account_id=account_id,
+        policy_id=np.full(n, policy_id, dtype=object),
+        policy_version=np.full(n, version, dtype=object),
+        arm=np.full(n, arm, dtype=object),
+        assignment_prob=np.ones(n),
+        views=views,
+    )
 
 
 # ------------------------------------------------------------------ the table

@@ -272,7 +272,7 @@ def test_perf_ope_small() -> None:
 
     r = perf_ope(debtors=150, days=30)
     assert r["accounts"] == 150 and r["decisions"] > 150
-    assert r["per_decision_seconds"] > 0 and r["sequential_seconds"] >= r["per_decision_seconds"] * 0.5
+    assert r["per_decision_seconds"] > 0 and r["sequential_seconds"] > 0  # (no timing relation: a loaded machine reorders them)
     # the ratio is of the unrounded times; the JSON rounds seconds and ratios to 0.01
     pd, sim = r["per_decision_seconds"], r["sim_seconds"]
     low, high = (pd - 0.005) / (sim + 0.005), (pd + 0.005) / max(sim - 0.005, 1e-9)
