@@ -1098,7 +1098,7 @@ def transfer(
             "true": _write_full_scenario(raw_true, f"{base}_perturbed_{j}", world_dir / "true.yaml"),
             "fitted": _write_full_scenario(f.raw, f"{base}_perturbed_{j}_fitted", world_dir / "fitted.yaml"),
         }
-        runs = {}
+        runs: dict[str, dict[str, Any]] = {}
         for which, path in paths.items():
             if progress:
                 progress(f"world {j}: training on the {which} world")
