@@ -215,3 +215,21 @@ def test_transfer_trains_on_the_fitted_and_the_true_world_and_values_both_on_the
     assert w["lift_true"] == pytest.approx(w["trained_on_true"] - w["static_ladder"])
     assert w["kept"] == pytest.approx(w["lift_fitted"] / w["lift_true"]) or w["lift_true"] <= 0
     assert (tmp_path / "transfer.json").exists() and "lift kept" in cal.format_transfer(t)
+
+
+def test_population_share_intervals_cover_the_configured_share_across_fresh_populations():
+    # the recovery check's population keys in small: 60 independent populations of one block each
+    from sim.config import load_scenario
+    from sim.population import sample_block
+
+    sc = load_scenario("default")
+    want = {"sms": sc.population.on_file.sms, "email": sc.population.on_file.email, "app": sc.population.app_user_share}
+    hits = dict.fromkeys(want, 0)
+    for seed in range(60):
+        d = sample_block(sc, 9000 + seed, 0)
+        n = len(d)
+        seen = {"sms": d.on_file[:, cal._CH["sms"]].sum(), "email": d.on_file[:, cal._CH["email"]].sum(), "app": d.app_user.sum()}
+        for k, p in want.items():
+            lo, hi = cal._share_interval(float(seen[k]), n)
+            hits[k] += lo <= p <= hi
+    assert all(h >= 0.85 * 60 for h in hits.values()), hits
