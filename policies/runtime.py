@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from policies import compliance
-from policies.actions import N_ACTIONS, Action, decode_flat, encode_flat
+from policies.actions import N_ACTIONS, Action, decode_flat, encode_flat, flat_index
 from policies.base import make
 from policies.decision import (
+    _RANKS_WTO,
     HEAD_WIDTH,
     alternatives,
     argmax_row,
@@ -96,6 +97,28 @@ class Decision:
             ],
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The decisions of a batch column by column, for callers that answer many accounts at once
+    (the server's batch route, bulk scoring): no object per account. Row ``i`` is the same decision
+    :meth:`DecisionFunction.decide_batch` returns for it (tested)."""
+
+    actions: np.ndarray  # (N, 4) indices (channel, window, tone, offer)
+    flat: np.ndarray  # (N,) flat action index of each action: ``ACTION_NAMES[flat[i]]`` names it
+    propensity: np.ndarray  # (N,)
+    reasons: list[str | None]
+    alt_index: np.ndarray  # (N, k) flat index of each alternative, best first; -1 past the last
+    alt_prob: np.ndarray  # (N, k) their probabilities (unrounded; ``Alternative`` rounds to 6 places)
+    probs: list[np.ndarray] | None  # per head (N, n) masked probabilities, when asked for and factored
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def alternatives(self) -> list[list[Alternative]]:
+        """Each row's alternatives as :class:`Alternative` objects."""
+        return _alternative_lists(self.alt_index, self.alt_prob)
 
 
 def sha256_file(path: Path) -> str:
@@ -249,26 +272,28 @@ class DecisionFunction:
         r = self._run(views)
         return r["actions"], r["prop"], r["first"], r["reasons"]
 
-    def _alternatives(self, run: dict[str, Any], k: int = 3) -> list[list[Alternative]]:
+    def _alternative_columns(self, run: dict[str, Any], k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) flat indices and probabilities of each row's next ``k`` most probable actions."""
         actions, scores, probs = run["actions"], run["scores"], run["probs"]
         if scores is None:
-            return [[] for _ in range(len(actions))]
+            return np.full((len(actions), k), -1, dtype=np.int64), np.zeros((len(actions), k))
         if probs is not None:
-            return _factored_alternatives(probs, actions, k)
+            return _factored_alternative_columns(probs, actions, k)
         # Q-values over the flat codec: a softmax over the allowed actions ranks the alternatives
         q = np.where(joint_mask(run["mask"]), scores, -np.inf)
         joint = np.exp(q - q.max(axis=1, keepdims=True))
         joint /= joint.sum(axis=1, keepdims=True)
         per_channel = N_ACTIONS // ACTION_DIMS[0]  # waiting is the first block of the flat codec
-        out = []
+        index, prob = np.full((len(actions), k), -1, dtype=np.int64), np.zeros((len(actions), k))
         for i in range(len(actions)):
             top = np.argpartition(-joint[i, per_channel:], k)[: k + 1] + per_channel
             cands = [(float(joint[i, :per_channel].sum()), (0, 0, 0, 0))]
             cands += [(float(joint[i, t]), tuple(row)) for t, row in zip(top, decode_flat(top).tolist(), strict=True)]
             cands.sort(key=lambda x: (-x[0], x[1]))
             chosen = tuple(actions[i].tolist()) if actions[i, 0] else (0, 0, 0, 0)
-            out.append(_named_alternatives([(p, a) for p, a in cands if p > 0 and a != chosen][:k]))
-        return out
+            kept = [(p, a) for p, a in cands if p > 0 and a != chosen][:k]
+            _put_ranked(index, prob, i, kept)
+        return index, prob
 
     def _decide_row(self, r: Mapping[str, Any]) -> Decision:
         """One account from plain values: the same decision as the batch path (tested), at a
@@ -292,21 +317,30 @@ class DecisionFunction:
         return Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, prop, alts, reason, tuple(action), probs)
 
     # -- public API
+    def decide_columns(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True, probs: bool = False) -> Columns:
+        """Decisions for many accounts as columns (see :class:`Columns`); ``probs`` keeps the
+        per-head probabilities (for the decision log)."""
+        v = views if isinstance(views, ViewBatch) else views_from_records(views)
+        run = self._run(v)
+        actions = run["actions"]
+        if alternatives:
+            alt_index, alt_prob = self._alternative_columns(run)
+        else:
+            alt_index, alt_prob = np.full((len(actions), 0), -1, dtype=np.int64), np.zeros((len(actions), 0))
+        heads = run["probs"] if probs else None
+        return Columns(actions, encode_flat(actions), run["prop"], run["reasons"], alt_index, alt_prob, heads)
+
     def decide_batch(self, views: ViewBatch | Sequence[Mapping[str, Any]], alternatives: bool = True, probs: bool = False) -> list[Decision]:
         """Decisions for many accounts (a ViewBatch, or account records as dicts); ``probs`` also
         fills each decision's per-head probabilities (for the decision log)."""
-        v = views if isinstance(views, ViewBatch) else views_from_records(views)
-        run = self._run(v)
-        actions, prop, reasons = run["actions"], run["prop"], run["reasons"]
-        alts = self._alternatives(run) if alternatives else [[] for _ in range(len(v))]
-        heads = [h.tolist() for h in run["probs"]] if probs and run["probs"] is not None else None
+        cols = self.decide_columns(views, alternatives, probs)
+        alts = cols.alternatives()
+        heads = [h.tolist() for h in cols.probs] if cols.probs is not None else None
         out = []
-        for i, row in enumerate(actions.tolist()):
-            a = _named(row)
+        for i, (row, j, prop) in enumerate(zip(cols.actions.tolist(), cols.flat.tolist(), cols.propensity.tolist(), strict=True)):
+            a = ACTION_NAMES[j]
             p = [h[i] for h in heads] if heads is not None else None
-            out.append(
-                Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts[i], reasons[i], tuple(row), p)
-            )
+            out.append(Decision(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, prop, alts[i], cols.reasons[i], tuple(row), p))
         return out
 
     def decide(self, view: ViewBatch | Mapping[str, Any]) -> Decision:
@@ -343,54 +377,66 @@ def _named_alternatives(ranked: Sequence[tuple[float, Sequence[int]]]) -> list[A
 
 
 _WTO = ACTION_DIMS[1] * ACTION_DIMS[2] * ACTION_DIMS[3]  # (window, tone, offer) combinations per channel
+# the names of every flat action index (all of the first block wait)
+ACTION_NAMES: list[Action] = [_named(row) for row in decode_flat(np.arange(N_ACTIONS)).tolist()]
+_ALT_NAMES: list[tuple[str, str, str, str]] = [(a.channel, a.window, a.tone, a.offer) for a in ACTION_NAMES]
+
+
+def _put_ranked(index: np.ndarray, prob: np.ndarray, i: int, ranked: Sequence[tuple[float, Sequence[int]]]) -> None:
+    for j, (p, action) in enumerate(ranked):
+        index[i, j] = flat_index(action) if action[0] else 0
+        prob[i, j] = p
+
+
+# the (window, tone, offer) rank triples of decision.alternatives, as columns
+_RW, _RT, _RO = (np.array(r, dtype=np.int64) for r in zip(*_RANKS_WTO, strict=True))
+# which of the 4 best (window, tone, offer) combinations meets which channel rank: (j, c) with j + c <= 3
+_PAIR_J, _PAIR_C = (np.array(r, dtype=np.int64) for r in zip(*[(j, c) for j in range(4) for c in range(4 - j)], strict=True))
+
+
+def _factored_alternative_columns(probs: list[np.ndarray], actions: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`policies.decision.alternatives` for every row at once, as (N, k) flat indices (-1 past
+    the last) and probabilities: the same pruned search, step by step over whole columns, with
+    the same floating-point operations in the same order and the same tie-breaks (stable sorts,
+    ties to the lower action), so the same pairs to the last bit (tested, ties included)."""
+    if not 0 <= k <= 3:
+        raise ValueError(f"alternatives: k must be 0..3, got {k}")
+    pc, pw, pt, po = probs
+    n = len(pc)
+    rows = np.arange(n)[:, None]
+    # each head's values by falling probability (stable: ties keep index order); channels without waiting
+    oc = np.argsort(-pc[:, 1:], axis=1, kind="stable") + 1
+    ow, ot, oo = (np.argsort(-p, axis=1, kind="stable") for p in (pw, pt, po))
+    w, t, o = ow[:, _RW], ot[:, _RT], oo[:, _RO]
+    wto_q = -((pw[rows, w] * pt[rows, t]) * po[rows, o])
+    wto_code = (w * ACTION_DIMS[2] + t) * ACTION_DIMS[3] + o
+    best = np.lexsort((wto_code, wto_q), axis=-1)[:, :4]  # the 4 best combinations, ties to the lower one
+    best_q, best_code = np.take_along_axis(wto_q, best, axis=1), np.take_along_axis(wto_code, best, axis=1)
+    c = oc[:, _PAIR_C]
+    cand_q = np.concatenate([-pc[:, :1], best_q[:, _PAIR_J] * pc[rows, c]], axis=1)
+    cand_code = np.concatenate([np.zeros((n, 1), dtype=np.int64), c * _WTO + best_code[:, _PAIR_J]], axis=1)
+    order = np.lexsort((cand_code, cand_q), axis=-1)
+    cand_q, cand_code = np.take_along_axis(cand_q, order, axis=1), np.take_along_axis(cand_code, order, axis=1)
+    chosen = np.where(actions[:, 0] > 0, encode_flat(actions), 0)
+    drop = (cand_q >= 0) | (cand_code == chosen[:, None])  # impossible, or the chosen action itself
+    keep = np.argsort(drop, axis=1, kind="stable")[:, :k]  # the first k kept, in rank order
+    ok = ~np.take_along_axis(drop, keep, axis=1)
+    index = np.where(ok, np.take_along_axis(cand_code, keep, axis=1), -1)
+    prob = np.where(ok, -np.take_along_axis(cand_q, keep, axis=1), 0.0)
+    return index, prob
+
+
+def _alternative_lists(index: np.ndarray, prob: np.ndarray) -> list[list[Alternative]]:
+    # (mypy cannot count a fixed-length tuple unpacked before another argument: hence the ignore below)
+    out = []
+    for js, ps in zip(index.tolist(), prob.tolist(), strict=True):
+        out.append([Alternative(*_ALT_NAMES[j], round(p, 6)) for j, p in zip(js, ps, strict=True) if j >= 0])  # type: ignore[call-arg]
+    return out
 
 
 def _factored_alternatives(probs: list[np.ndarray], actions: np.ndarray, k: int = 3) -> list[list[Alternative]]:
-    """:func:`policies.decision.alternatives` for every row at once: the same pairs, to the last bit
-    (the joint probability is formed with the same operations, ``-(pw * pt * po) * pc``; tested),
-    ranked over all 385 actions (waiting and 6 x 64 contacts) instead of row by row in Python."""
-    pc, pw, pt, po = probs
-    n = len(pc)
-    neg_wto = -((pw[:, :, None, None] * pt[:, None, :, None]) * po[:, None, None, :]).reshape(n, 1, _WTO)
-    q = np.empty((n, 1 + (ACTION_DIMS[0] - 1) * _WTO))  # -probability; column 0 waits, then (c, w, t, o) in order
-    q[:, 0] = -pc[:, 0]
-    q[:, 1:] = (neg_wto * pc[:, 1:, None]).reshape(n, -1)
-    rows = np.arange(n)
-    contact = actions[:, 0] > 0
-    chosen = np.where(contact, 1 + (actions[:, 0] - 1) * _WTO + (actions[:, 1] * ACTION_DIMS[2] + actions[:, 2]) * ACTION_DIMS[3] + actions[:, 3], 0)
-    q[rows, chosen] = np.inf
-    q[q >= 0] = np.inf  # impossible actions are no alternative
-    if n == 0 or k == 0:
-        return [[] for _ in range(n)]
-    m = min(k + 1, q.shape[1])
-    part = np.argpartition(q, m - 1, axis=1)[:, :m]
-    vals = np.take_along_axis(q, part, axis=1)
-    order = np.lexsort((part, vals), axis=-1)  # by probability, ties to the lower action
-    top, top_q = np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
-    # Where two of the best k + 1 are (nearly) tied, decision.alternatives' pruned search and this
-    # full ranking may resolve the tie differently after rounding: those rows take the definition.
-    finite = np.isfinite(top_q)
-    with np.errstate(invalid="ignore"):  # inf - inf among impossible actions: not a tie
-        close = np.abs(np.diff(top_q, axis=1)) <= 1e-9 * np.abs(top_q[:, 1:])
-    defer = set(np.flatnonzero((close & finite[:, 1:]).any(axis=1)).tolist())
-    top, top_q = top[:, :k], top_q[:, :k]
-    lists = [p.tolist() for p in probs] if defer else []
-    out = []
-    for i, (cols, qs) in enumerate(zip(top.tolist(), top_q.tolist(), strict=True)):
-        if i in defer:
-            out.append(_named_alternatives(alternatives([h[i] for h in lists], actions[i].tolist(), k)))
-            continue
-        ranked = []
-        for j, v in zip(cols, qs, strict=True):
-            if v == np.inf:
-                break
-            if j == 0:
-                ranked.append((-v, (0, 0, 0, 0)))
-            else:
-                c, r = divmod(j - 1, _WTO)
-                ranked.append((-v, (c + 1, r // (ACTION_DIMS[2] * ACTION_DIMS[3]), r // ACTION_DIMS[3] % ACTION_DIMS[2], r % ACTION_DIMS[3])))
-        out.append(_named_alternatives(ranked))
-    return out
+    """:func:`_factored_alternative_columns` as lists of :class:`Alternative`."""
+    return _alternative_lists(*_factored_alternative_columns(probs, actions, k))
 
 
 def _reason_first(first: Sequence[int], block: int) -> str:

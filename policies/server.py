@@ -25,6 +25,7 @@ import contextlib
 import gc
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -32,7 +33,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections import Counter as Tally
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -51,10 +51,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policies import compliance
-from policies.actions import flat_index
+from policies.actions import Action, flat_index
 from policies.hashing import view_hash
 from policies.records import Account, WireError, row_from_account, views_from_accounts, wire_error, wire_schema_components
-from policies.runtime import ArtifactError, Decision, DecisionFunction, load
+from policies.runtime import ACTION_NAMES, ArtifactError, Columns, Decision, DecisionFunction, load
 from policies.schema import CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES
 
 MAX_BODY_BYTES = 1_000_000
@@ -131,6 +131,8 @@ class Problem(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+# an Alternative's names, by flat action index
+_ALT_FIELDS: list[tuple[str, str, str, str]] = [(a.channel, a.window, a.tone, a.offer) for a in ACTION_NAMES]
 
 
 class JsonLines:
@@ -253,16 +255,46 @@ def _override_reason(reason: str) -> str:
     return f"guardrail:{rule}" if reason.startswith("guardrail") else rule
 
 
+class _Labelled:
+    """A labelled Prometheus metric with its children kept by label values: ``labels()`` checks
+    and locks on every call, which costs more than the rest of a one-account request's metrics."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
+Handler = Any  # (body: bytes, request_id: str) -> (status, encoded JSON body)
+
+
 class _Edge:
     """Pure ASGI middleware (cheaper than ``@app.middleware``): 413 for bodies over the limit,
     whether announced by content-length or streamed in chunks; 401 on ``/v1/`` without the token;
-    request counts and latency per route; one JSON line per request in the access log."""
+    request counts and latency per route; one JSON line per request in the access log.
+
+    The hot routes (``hot``: the decide routes and the probes) are answered here, in plain ASGI:
+    FastAPI's routing and dependency solving would cost more than a decision. They are documented
+    with the other routes (see ``create_app``); everything else goes on to FastAPI."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, token: str | None, metrics: _Metrics, access_log: JsonLines, routes: frozenset[str]
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        token: str | None,
+        metrics: _Metrics,
+        access_log: JsonLines,
+        routes: frozenset[str],
+        hot: dict[str, tuple[frozenset[str], Handler]],
     ) -> None:
         self.app, self.max, self.token = app, max_body_bytes, token.encode() if token is not None else None
-        self.metrics, self.access_log, self.routes = metrics, access_log, routes
+        self.metrics, self.access_log, self.routes, self.hot = metrics, access_log, routes | frozenset(hot), hot
+        self.requests, self.latency = _Labelled(metrics.requests), _Labelled(metrics.latency)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -281,8 +313,8 @@ class _Edge:
         finally:
             elapsed = time.perf_counter() - t0
             route = scope["path"] if scope["path"] in self.routes else "other"
-            self.metrics.requests.labels(route, str(status[0])).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            self.requests(route, str(status[0])).inc()
+            self.latency(route).observe(elapsed)
             if self.access_log.enabled:
                 self.access_log.write(
                     [
@@ -297,18 +329,24 @@ class _Edge:
                 )
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = auth = None
+        length = auth = rid = None
         for k, v in scope["headers"]:
             if k == b"content-length":
                 length = v
             elif k == b"authorization":
                 auth = v
+            elif k == b"x-request-id":
+                rid = v
         if length is not None and (not length.isdigit() or int(length) > self.max):
-            await self._too_large()(scope, receive, send)
+            await _send_json(send, 413, self._too_large())
             return
         authorised = auth is not None and auth.startswith(b"Bearer ") and hmac.compare_digest(auth[7:], self.token or b"")
         if self.token is not None and scope["path"].startswith("/v1/") and not authorised:
-            await _json_response({"detail": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            await _send_json(send, 401, b'{"detail":"missing or wrong bearer token"}', [(b"www-authenticate", b"Bearer")])
+            return
+        hot = self.hot.get(scope["path"])
+        if hot is not None:
+            await self._hot(hot, scope, receive, send, rid)
             return
         seen = 0
         started = False
@@ -331,10 +369,58 @@ class _Edge:
         except _TooLarge:
             if started:
                 raise
-            await self._too_large()(scope, receive, send)
+            await _send_json(send, 413, self._too_large())
 
-    def _too_large(self) -> Response:
-        return _json_response({"detail": f"request body over {self.max} bytes; send fewer accounts per request"}, 413)
+    async def _hot(self, route: tuple[frozenset[str], Handler], scope: Scope, receive: Receive, send: Send, rid: bytes | None) -> None:
+        methods, handler = route
+        method = scope["method"]
+        if method not in methods:
+            detail = b'{"detail":"Method Not Allowed"}'
+            await _send_json(send, 405, detail, [(b"allow", ", ".join(sorted(methods)).encode())])
+            return
+        chunks = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max:
+                await _send_json(send, 413, self._too_large())
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        request_id = rid.decode("latin-1") if rid else _request_id()
+        try:
+            status, out = handler(chunks[0] if len(chunks) == 1 else b"".join(chunks), request_id)
+        except _Unprocessable as exc:
+            status, out = exc.status, _encode({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]})
+        await _send_json(send, status, b"" if method == "HEAD" else out)
+
+    def _too_large(self) -> bytes:
+        return _encode({"detail": f"request body over {self.max} bytes; send fewer accounts per request"})
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    head = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or ())]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+_IDS: list[Any] = [None, "", itertools.count()]  # pid, random prefix, counter
+
+
+def _request_id() -> str:
+    """A unique request id: a random prefix per process and a counter (cheaper than a uuid4 per
+    request; the prefix is drawn again in a forked worker)."""
+    if _IDS[0] != os.getpid():
+        _IDS[:] = [os.getpid(), os.urandom(8).hex(), itertools.count()]
+    return f"{_IDS[1]}{next(_IDS[2]):08x}"
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -357,6 +443,31 @@ def _operation(body: str | None, ok: str, errors: Sequence[int]) -> dict[str, An
     if body is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     return out
+
+
+def _hot_paths() -> dict[str, Any]:
+    """The OpenAPI path items of the routes ``_Edge`` answers itself (FastAPI documents the rest)."""
+    probe = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "/v1/decide": {
+            "post": {"summary": "the next best action for one account", "operationId": "decide"} | _operation("Account", "DecideOut", (401, 413, 422))
+        },
+        "/v1/decide/batch": {
+            "post": {"summary": "next best actions for many accounts", "operationId": "decide_batch"}
+            | _operation("Batch", "BatchOut", (401, 413, 422))
+        },
+        "/healthz": {"get": {"summary": "the process is up", "operationId": "healthz", "responses": probe}},
+        "/readyz": {
+            "get": {
+                "summary": "the artifacts are loaded",
+                "operationId": "readyz",
+                "responses": probe | {"503": {"description": "still loading", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            }
+        },
+    }
+
+
+_HOT_PATHS = _hot_paths()
 
 
 def create_app(
@@ -433,25 +544,30 @@ def create_app(
                     raise _Unprocessable(loc, "account_id is required while a challenger is served: it assigns the account to an arm")
         return [dep.arm_of(a.account_id) for a in accounts]
 
-    def record(
-        request_id: str, accounts: Sequence[Any], views: list[dict[str, Any]], arms: list[tuple[Arm, float]], decisions: list[Decision]
-    ) -> None:
-        # counted per distinct label set, not per decision: a batch touches a few series many times
-        by_action = Tally((arm.name, d.channel, d.tone, d.offer) for (arm, _), d in zip(arms, decisions, strict=True))
-        for (arm_name, channel, tone, offer), k in by_action.items():
-            metrics.decisions.labels(arm_name, channel, tone, offer).inc(k)
-        by_arm = Tally(arm.name for arm, _ in arms)
-        for name, k in by_arm.items():
-            metrics.assignments.labels(name).inc(k)
-        by_reason = Tally((arm.name, _override_reason(d.reason)) for (arm, _), d in zip(arms, decisions, strict=True) if d.reason is not None)
-        for (arm_name, rule), k in by_reason.items():
-            metrics.overrides.labels(arm_name, rule).inc(k)
-        if not log.enabled:
-            return
-        now = time.time()
+    decisions, assignments, overrides = _Labelled(metrics.decisions), _Labelled(metrics.assignments), _Labelled(metrics.overrides)
+
+    def count(arm: str, actions: Sequence[Action | Decision], reasons: Sequence[str | None]) -> None:
+        """Metrics of one arm's decisions, counted per distinct label set (a batch touches a few
+        series many times)."""
+        for (channel, tone, offer), k in Tally((a.channel, a.tone, a.offer) for a in actions).items():
+            decisions(arm, channel, tone, offer).inc(k)
+        assignments(arm).inc(len(actions))
+        for reason, k in Tally(r for r in reasons if r is not None).items():
+            overrides(arm, _override_reason(reason)).inc(k)
+
+    def log_entries(
+        request_id: str, accounts: Sequence[Any], views: Sequence[dict[str, Any]], arm: Arm, prob: float, cols: Columns | Sequence[Decision]
+    ) -> list[dict[str, Any]]:
+        """Decision log lines for one arm's decisions (``cols``: a batch's columns, or one Decision)."""
+        now, fn = time.time(), arm.fn
+        if isinstance(cols, Columns):
+            heads = [h.tolist() for h in cols.probs] if cols.probs is not None else None
+            rows = zip(cols.actions.tolist(), cols.flat.tolist(), cols.propensity.tolist(), cols.reasons, strict=True)
+            items = [(ACTION_NAMES[j], tuple(action), p, r, [h[i] for h in heads] if heads else None) for i, (action, j, p, r) in enumerate(rows)]
+        else:
+            items = [(d, d.action, d.propensity, d.reason, d.probs) for d in cols]
         entries = []
-        for a, view, (arm, prob), d in zip(accounts, views, arms, decisions, strict=True):
-            probs = None if d.probs is None else dict(zip(("channel", "window", "tone", "offer"), d.probs, strict=True))
+        for a, view, (named, action, propensity, reason, probs) in zip(accounts, views, items, strict=True):
             entries.append(
                 {
                     "time": now,
@@ -460,56 +576,68 @@ def create_app(
                     "day": a.day,
                     "arm": arm.name,
                     "assignment_prob": prob,
-                    "policy_id": arm.fn.policy_id,
-                    "policy_version": arm.fn.version,
-                    "decision": {"channel": d.channel, "window": d.window, "tone": d.tone, "offer": d.offer},
-                    "action_index": flat_index(d.action),
-                    "propensity": d.propensity,
-                    "probs": probs,
-                    "reason": d.reason,
+                    "policy_id": fn.policy_id,
+                    "policy_version": fn.version,
+                    "decision": {"channel": named.channel, "window": named.window, "tone": named.tone, "offer": named.offer},
+                    "action_index": flat_index(action),
+                    "propensity": propensity,
+                    "probs": None if probs is None else dict(zip(("channel", "window", "tone", "offer"), probs, strict=True)),
+                    "reason": reason,
                     "view_hash": view_hash(view),
                     "view": view,
                 }
             )
-        log.write(entries)
+        return entries
 
-    @app.post("/v1/decide", summary="the next best action for one account", openapi_extra=_operation("Account", "DecideOut", (401, 413, 422)))
-    async def decide(request: Request) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        account = decode(await request.body(), Account)
+    def decide(body: bytes, rid: str) -> tuple[int, bytes]:
+        """POST /v1/decide: one account."""
+        account = decode(body, Account)
         dep = deployment()
         view = view_of(account, ["body"])
-        arms = assign(dep, [account])
-        arm = arms[0][0]
+        arm, prob = assign(dep, [account])[0]
         d = arm.fn.decide_row(view)
-        record(rid, [account], [view], arms, [d])
-        body = d.as_dict() | {"account_id": account.account_id}
-        return _json_response({"request_id": rid, "policy_id": arm.fn.policy_id, "arm": arm.name, "decision": body})
+        count(arm.name, [d], [d.reason])
+        if log.enabled:
+            log.write(log_entries(rid, [account], [view], arm, prob, [d]))
+        alts = [Alternative(a.channel, a.window, a.tone, a.offer, a.probability) for a in d.alternatives]
+        out = DecisionOut(d.channel, d.window, d.window_start, d.window_end, d.tone, d.offer, d.propensity, alts, d.reason, account.account_id)
+        return 200, _encode(DecideOut(rid, arm.fn.policy_id, arm.name, out))
 
-    @app.post("/v1/decide/batch", summary="next best actions for many accounts", openapi_extra=_operation("Batch", "BatchOut", (401, 413, 422)))
-    async def decide_batch(request: Request) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        accounts = decode(await request.body(), Batch).accounts
+    def decide_batch(body: bytes, rid: str) -> tuple[int, bytes]:
+        """POST /v1/decide/batch: many accounts, decided column by column."""
+        accounts = decode(body, Batch).accounts
         dep = deployment()
         try:
             batch = views_from_accounts(accounts)
         except WireError as e:
             raise _Unprocessable(["body", "accounts", *e.loc], str(e)) from None
         arms = assign(dep, accounts)
-        if dep.challenger is None:
-            done = dep.champion.fn.decide_batch(batch, probs=log.enabled)
-        else:
-            slots: list[Decision | None] = [None] * len(accounts)
-            for arm in (dep.champion, dep.challenger):
-                idx = np.array([i for i, (a, _) in enumerate(arms) if a is arm], dtype=np.int64)
-                if idx.size:
-                    for i, d in zip(idx.tolist(), arm.fn.decide_batch(batch.take(idx), probs=log.enabled), strict=True):
-                        slots[i] = d
-            done = [d for d in slots if d is not None]
-        views = [batch.row(i) for i in range(len(accounts))] if log.enabled else [{}] * len(accounts)
-        record(rid, accounts, views, arms, done)
-        out = [d.as_dict() | {"account_id": a.account_id, "arm": arm.name} for a, d, (arm, _) in zip(accounts, done, arms, strict=True)]
-        return _json_response({"request_id": rid, "policy_id": dep.champion.fn.policy_id, "decisions": out})
+        out: list[Any] = [None] * len(accounts)
+        entries: list[dict[str, Any]] = []
+        for arm in (dep.champion, dep.challenger):
+            if arm is None:
+                continue
+            if dep.challenger is None:
+                idx = list(range(len(accounts)))
+                cols = arm.fn.decide_columns(batch, probs=log.enabled)
+            else:
+                idx = [i for i, (a, _) in enumerate(arms) if a is arm]
+                if not idx:
+                    continue
+                cols = arm.fn.decide_columns(batch.take(np.array(idx, dtype=np.int64)), probs=log.enabled)
+            mine = [accounts[i] for i in idx]
+            named = [ACTION_NAMES[j] for j in cols.flat.tolist()]
+            count(arm.name, named, cols.reasons)
+            rows = zip(idx, named, cols.propensity.tolist(), cols.alt_index.tolist(), cols.alt_prob.tolist(), cols.reasons, mine, strict=True)
+            for i, a, p, alt_index, alt_prob, reason, account in rows:
+                alts = [Alternative(*_ALT_FIELDS[x], round(q, 6)) for x, q in zip(alt_index, alt_prob, strict=True) if x >= 0]  # type: ignore[call-arg]
+                w, start, end = a.window, a.window_start, a.window_end
+                out[i] = BatchDecisionOut(a.channel, w, start, end, a.tone, a.offer, p, alts, reason, account.account_id, arm.name)
+            if log.enabled:
+                entries += log_entries(rid, mine, [batch.row(i) for i in idx], arm, arms[idx[0]][1], cols)
+        if entries:
+            log.write(entries)
+        return 200, _encode(BatchOut(rid, dep.champion.fn.policy_id, out))
 
     def describe(arm: Arm | None, share: float) -> dict[str, Any] | None:
         if arm is None:
@@ -579,25 +707,26 @@ def create_app(
             metrics.reloads.labels("all", "ok").inc()
             print(f"collectrl serve: SIGHUP reloaded champion {champion.fn.policy_id} version {champion.fn.version}", file=sys.stderr)
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return _json_response({"status": "ok"})
+    def healthz(_body: bytes, _rid: str) -> tuple[int, bytes]:
+        return 200, b'{"status":"ok"}'
 
-    @app.get("/readyz")
-    async def readyz() -> Response:
+    def readyz(_body: bytes, _rid: str) -> tuple[int, bytes]:
         ready = state["deployment"] is not None
-        return _json_response({"ready": ready}, 200 if ready else 503)
+        return (200, b'{"ready":true}') if ready else (503, b'{"ready":false}')
 
     @app.get("/metrics", summary="Prometheus metrics (text format)", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    get, post = frozenset({"GET", "HEAD"}), frozenset({"POST"})
+    hot = {"/v1/decide": (post, decide), "/v1/decide/batch": (post, decide_batch), "/healthz": (get, healthz), "/readyz": (get, readyz)}
     routes = frozenset(r.path for r in app.routes if hasattr(r, "path"))
-    app.add_middleware(_Edge, max_body_bytes=max_body_bytes, token=token, metrics=metrics, access_log=access, routes=routes)
+    app.add_middleware(_Edge, max_body_bytes=max_body_bytes, token=token, metrics=metrics, access_log=access, routes=routes, hot=hot)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            doc["paths"] = _HOT_PATHS | doc["paths"]
             components = wire_schema_components([Account, Batch, Reload, DecideOut, BatchOut, Invalid, Problem])
             doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = doc
