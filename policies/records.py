@@ -373,28 +373,35 @@ def _count_list(v: Any, name: str) -> list[int]:
     return out if all(type(x) is int for x in out) else [_int(x, [name, c]) for x, c in zip(out, CONTACT_CHANNEL_NAMES, strict=True)]
 
 
+# the view's keys in the Account's field order (after account_id and day), and the fields whose
+# decoded value needs converting (float fields arrive as floats, booleans as booleans)
+_WIRE_NAMES = tuple(_VIEW_NAME.get(f.name, f.name) for f in FIELDS)
 _WIRE_CONVERT: dict[str, Any] = {
-    "float": lambda v, _name: float(v),
     "int": lambda v, name: v if type(v) is int else _int(v, [name]),
-    "bool": None,  # as decoded
     "days_since": lambda v, name: NEVER_DAYS if v is None else (v if type(v) is int else _int(v, [name])),
     "channels": _channel_flags,
     "counts": _count_list,
     "product": lambda v, _name: _PRODUCT_INDEX[v],
     "outcome": lambda v, _name: _OUTCOME_INDEX[v],
 }
-_WIRE_STEPS = tuple((f.name, _VIEW_NAME.get(f.name, f.name), _WIRE_CONVERT[f.kind]) for f in FIELDS)
+_WIRE_INTS = tuple((_VIEW_NAME.get(f.name, f.name), f.name) for f in FIELDS if f.kind == "int")
+_WIRE_OTHER = tuple((_VIEW_NAME.get(f.name, f.name), f.name, _WIRE_CONVERT[f.kind]) for f in FIELDS if f.kind in _WIRE_CONVERT and f.kind != "int")
+_astuple = msgspec.structs.astuple
+assert Account.__struct_fields__ == (*META_FIELDS, *(f.name for f in FIELDS)), "row_from_account reads the fields by position"
 
 
 def row_from_account(a: Any) -> dict[str, Any]:
     """The view row of a decoded :data:`Account`: the same dict :func:`parse_record` returns for
     the same record (tested). Raises :class:`WireError` for a fractional whole number."""
-    if a.day is not None and type(a.day) is not int:
-        _int(a.day, ["day"])
-    out: dict[str, Any] = {}
-    for field_name, name, convert in _WIRE_STEPS:
-        v = getattr(a, field_name)
-        out[name] = v if convert is None else convert(v, field_name)
+    values = _astuple(a)
+    if values[1] is not None and type(values[1]) is not int:
+        _int(values[1], ["day"])
+    out = dict(zip(_WIRE_NAMES, values[2:], strict=True))
+    for name, field_name in _WIRE_INTS:
+        if type(out[name]) is not int:  # a whole number sent as 12.0
+            out[name] = _int(out[name], [field_name])
+    for name, field_name, convert in _WIRE_OTHER:
+        out[name] = convert(out[name], field_name)
     return out
 
 

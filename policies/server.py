@@ -510,7 +510,10 @@ def create_app(
         log.close()
         access.close()
 
-    app = FastAPI(title="collectrl next-best-action service", version="1", lifespan=lifespan)
+    # FastAPI's OpenTelemetry hooks are off (they look up the providers on every request): the
+    # service has its own Prometheus metrics and access log
+    off: Any = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="collectrl next-best-action service", version="1", lifespan=lifespan, telemetry=off)
     app.state.decision_log = log
     app.state.metrics = metrics
 

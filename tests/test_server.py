@@ -85,6 +85,24 @@ def test_decide_batch_policy_health_and_the_decision_log(client, artifact):
     assert lines[0]["view_hash"] == lines[1]["view_hash"] != lines[2]["view_hash"]
 
 
+def test_the_hot_routes_answer_methods_ids_and_probes_as_documented(client):
+    """The decide routes and the probes are answered below FastAPI: they must still refuse other
+    methods with 405 and an Allow header, answer HEAD probes, and give every request its own id."""
+    c, _ = client
+    r = c.get("/v1/decide")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = c.post("/healthz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    r = c.head("/readyz")
+    assert r.status_code == 200 and r.content == b""
+    ids = {c.post("/v1/decide", json=OK).json()["request_id"] for _ in range(50)}
+    ids |= {c.post("/v1/decide/batch", json={"accounts": [OK]}).json()["request_id"] for _ in range(50)}
+    assert len(ids) == 100
+    doc = c.get("/openapi.json").json()["paths"]
+    assert set(doc["/v1/decide"]) == {"post"} and set(doc["/healthz"]) == {"get"}
+    assert c.get("/v1/decide", headers={"Authorization": ""}).status_code == 401  # the token is checked first
+
+
 @pytest.mark.parametrize(
     ("change", "loc"),
     [
