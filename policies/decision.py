@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from policies.actions import N_ACTIONS, decode_flat
-from policies.hashing import mix, mix_scalar, to_unit, to_unit_scalar
+from policies.hashing import mix, mix_scalar, to_unit, unit_scalar
 from policies.rules import view_keys
 from policies.schema import ACTION_DIMS, ViewBatch
 
@@ -123,7 +123,7 @@ def probabilities_row(logits: list[float], mask: list[bool]) -> list[list[float]
 def uniforms_row(view_key: int, key: int) -> list[float]:
     """:func:`decision_uniforms` of one view from its :func:`policies.rules.view_key_row`."""
     base = view_key ^ key
-    return [to_unit_scalar(mix_scalar(base + k + 1)) for k in range(4)]
+    return [unit_scalar(base + 1), unit_scalar(base + 2), unit_scalar(base + 3), unit_scalar(base + 4)]
 
 
 def sample_row(probs: list[list[float]], u: list[float]) -> list[int]:
@@ -165,17 +165,30 @@ def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> lis
     action), as (probability, action) pairs, best first; ties go to the lower action.
 
     The top 4 contacts are found without scoring all 384: the top 4 (window, tone, offer) by
-    rank sums, then (channel rank + combination rank) <= 3 of those with the channels."""
+    rank sums, then (channel rank + combination rank) <= 3 of those with the channels. Actions are
+    ranked by their flat codes (``((c * 4 + w) * 4 + t) * 4 + o``, which order as the tuples do)."""
     if not 0 <= k <= 3:
         raise ValueError(f"alternatives: k must be 0..3, got {k}")
     pc, pw, pt, po = probs
     oc = sorted(range(1, len(pc)), key=pc.__getitem__, reverse=True)  # stable: ties keep index order
     ow, ot, oo = (sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pw, pt, po))
-    wto = sorted((-(pw[ow[a]] * pt[ot[b]] * po[oo[c]]), (ow[a], ot[b], oo[c])) for a, b, c in _RANKS_WTO)[:4]
-    ranked = [(-pc[0], (0, 0, 0, 0))]  # (-p, action) sorts best first, ties to the lower action
-    for j, (q, (w, t, o)) in enumerate(wto):
+    wto = sorted([(-(pw[ow[a]] * pt[ot[b]] * po[oo[c]]), (ow[a] * _NT + ot[b]) * _NO + oo[c]) for a, b, c in _RANKS_WTO])
+    ranked = [(-pc[0], 0)]  # (-p, code) sorts best first, ties to the lower action
+    for j in range(4):
+        q, code = wto[j]
         for c in oc[: 4 - j]:
-            ranked.append((q * pc[c], (c, w, t, o)))
+            ranked.append((q * pc[c], c * _NWTO + code))
     ranked.sort()
-    same = (0, 0, 0, 0) if chosen[0] == 0 else tuple(chosen)
-    return [(-q, a) for q, a in ranked if q < 0 and a != same][:k]
+    same = 0 if chosen[0] == 0 else ((chosen[0] * _NW + chosen[1]) * _NT + chosen[2]) * _NO + chosen[3]
+    out: list[tuple[float, tuple[int, int, int, int]]] = []
+    for q, code in ranked:
+        if len(out) == k:
+            break
+        if q < 0 and code != same:
+            out.append((-q, _DECODED[code]))
+    return out
+
+
+_NW, _NT, _NO = ACTION_DIMS[1:]
+_NWTO = _NW * _NT * _NO
+_DECODED: list[tuple[int, int, int, int]] = [(c, w, t, o) for c, w, t, o in decode_flat(np.arange(N_ACTIONS)).tolist()]

@@ -40,7 +40,7 @@ from policies.decision import (
     sample_row,
     uniforms_row,
 )
-from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row_f32
+from policies.features import FEATURE_NAMES, encode, encode_row
 from policies.records import parse_record, views_from_records, views_from_rows
 from policies.rules import view_key_row
 from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_HOURS, WINDOW_NAMES, ViewBatch
@@ -54,7 +54,7 @@ class ArtifactError(ValueError):
     """An artifact that cannot be served; the message says what is wrong and how to fix it."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Alternative:
     channel: str
     window: str
@@ -63,7 +63,7 @@ class Alternative:
     probability: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """One next-best action for one account."""
 
@@ -299,7 +299,7 @@ class DecisionFunction:
         """One account from plain values: the same decision as the batch path (tested), at a
         fraction of its cost (no numpy call per column)."""
         mask = compliance.action_mask_row(r, self.profile)
-        x = encode_row_f32(r).reshape(1, N_FEATURES)
+        x = np.array([encode_row(r)], dtype=np.float32)  # (1, N_FEATURES)
         logits = self._session.run(None, {self._input: x})[0][0].tolist()
         probs = probabilities_row(logits, mask)
         action = sample_row(probs, uniforms_row(view_key_row(r), self._key))
