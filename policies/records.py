@@ -405,7 +405,7 @@ def row_from_account(a: Any) -> dict[str, Any]:
     return out
 
 
-def _whole_column(values: list[Any], loc: Any) -> np.ndarray:
+def _whole_column(values: Sequence[Any], loc: Any) -> np.ndarray:
     """Whole numbers as int64; ``loc(i)`` names the first account with a fractional part."""
     arr = np.asarray(values)
     if arr.dtype.kind == "f":
@@ -421,13 +421,14 @@ def views_from_accounts(accounts: Sequence[Any]) -> ViewBatch:
     :func:`views_from_rows` of their :func:`row_from_account` rows (tested), without a dict per
     account. Raises :class:`WireError` (``loc`` starting with the account's index)."""
     n = len(accounts)
-    for i, a in enumerate(accounts):
-        if a.day is not None and type(a.day) is not int:
-            _int(a.day, [i, "day"])
+    # one tuple per account, transposed: a column per field (in C, no attribute lookups)
+    columns = list(zip(*map(_astuple, accounts), strict=True)) if n else [() for _ in META_FIELDS + FIELD_NAMES]
+    for i, day in enumerate(columns[1]):
+        if day is not None and type(day) is not int:
+            _int(day, [i, "day"])
     cols: dict[str, Any] = {}
-    for f in FIELDS:
+    for f, values in zip(FIELDS, columns[2:], strict=True):
         name = _VIEW_NAME.get(f.name, f.name)
-        values = [getattr(a, f.name) for a in accounts]
         if f.kind == "float":
             cols[name] = np.array(values, dtype=np.float64).reshape(n)
         elif f.kind == "bool":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -110,7 +111,7 @@ class Columns:
     propensity: np.ndarray  # (N,)
     reasons: list[str | None]
     alt_index: np.ndarray  # (N, k) flat index of each alternative, best first; -1 past the last
-    alt_prob: np.ndarray  # (N, k) their probabilities (unrounded; ``Alternative`` rounds to 6 places)
+    alt_prob: np.ndarray  # (N, k) their probabilities (unrounded; :func:`rounded_probabilities` as in ``Alternative``)
     probs: list[np.ndarray] | None  # per head (N, n) masked probabilities, when asked for and factored
 
     def __len__(self) -> int:
@@ -372,7 +373,7 @@ def _named_alternatives(ranked: Sequence[tuple[float, Sequence[int]]]) -> list[A
     out = []
     for p, action in ranked:
         a = _named(action)
-        out.append(Alternative(a.channel, a.window, a.tone, a.offer, round(p, 6)))
+        out.append(Alternative(a.channel, a.window, a.tone, a.offer, math.floor(p * 1e6 + 0.5) / 1e6))  # as rounded_probabilities
     return out
 
 
@@ -426,11 +427,18 @@ def _factored_alternative_columns(probs: list[np.ndarray], actions: np.ndarray, 
     return index, prob
 
 
+def rounded_probabilities(p: np.ndarray) -> np.ndarray:
+    """Alternatives' probabilities to 6 places, half up: ``floor(p * 1e6 + 0.5) / 1e6``, the same
+    IEEE operations the one-account path does with ``math.floor`` (so both give the same floats;
+    ``round(p, 6)`` and ``np.round`` can disagree in the last bit)."""
+    return np.floor(p * 1e6 + 0.5) / 1e6
+
+
 def _alternative_lists(index: np.ndarray, prob: np.ndarray) -> list[list[Alternative]]:
     # (mypy cannot count a fixed-length tuple unpacked before another argument: hence the ignore below)
     out = []
-    for js, ps in zip(index.tolist(), prob.tolist(), strict=True):
-        out.append([Alternative(*_ALT_NAMES[j], round(p, 6)) for j, p in zip(js, ps, strict=True) if j >= 0])  # type: ignore[call-arg]
+    for js, ps in zip(index.tolist(), rounded_probabilities(prob).tolist(), strict=True):
+        out.append([Alternative(*_ALT_NAMES[j], p) for j, p in zip(js, ps, strict=True) if j >= 0])  # type: ignore[call-arg]
     return out
 
 

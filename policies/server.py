@@ -54,7 +54,7 @@ from policies import compliance
 from policies.actions import Action, flat_index
 from policies.hashing import view_hash
 from policies.records import Account, WireError, row_from_account, views_from_accounts, wire_error, wire_schema_components
-from policies.runtime import ACTION_NAMES, ArtifactError, Columns, Decision, DecisionFunction, load
+from policies.runtime import ACTION_NAMES, ArtifactError, Columns, Decision, DecisionFunction, load, rounded_probabilities
 from policies.schema import CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_NAMES
 
 MAX_BODY_BYTES = 1_000_000
@@ -631,9 +631,10 @@ def create_app(
             mine = [accounts[i] for i in idx]
             named = [ACTION_NAMES[j] for j in cols.flat.tolist()]
             count(arm.name, named, cols.reasons)
-            rows = zip(idx, named, cols.propensity.tolist(), cols.alt_index.tolist(), cols.alt_prob.tolist(), cols.reasons, mine, strict=True)
+            alt_prob = rounded_probabilities(cols.alt_prob).tolist()
+            rows = zip(idx, named, cols.propensity.tolist(), cols.alt_index.tolist(), alt_prob, cols.reasons, mine, strict=True)
             for i, a, p, alt_index, alt_prob, reason, account in rows:
-                alts = [Alternative(*_ALT_FIELDS[x], round(q, 6)) for x, q in zip(alt_index, alt_prob, strict=True) if x >= 0]  # type: ignore[call-arg]
+                alts = [Alternative(*_ALT_FIELDS[x], q) for x, q in zip(alt_index, alt_prob, strict=True) if x >= 0]  # type: ignore[call-arg]
                 w, start, end = a.window, a.window_start, a.window_end
                 out[i] = BatchDecisionOut(a.channel, w, start, end, a.tone, a.offer, p, alts, reason, account.account_id, arm.name)
             if log.enabled:
