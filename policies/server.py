@@ -116,6 +116,42 @@ class BatchOut(msgspec.Struct):
     decisions: list[BatchDecisionOut]
 
 
+class ArmOut(msgspec.Struct):
+    """One served arm: its artifact's manifest fields, version, share and directory."""
+
+    policy_id: str
+    kind: str
+    algo: str | None
+    scenario: str | None
+    compliance_profile: str
+    format_version: int
+    created: str | None
+    evaluation: dict[str, Any] | None
+    files: dict[str, str]
+    versions: dict[str, Any] | None
+    policy_version: Annotated[str, msgspec.Meta(description="the manifest's digest (16 hex digits): logged with every decision")]
+    share: Annotated[float, msgspec.Meta(ge=0, le=1, description="the share of accounts this arm decides")]
+    artifact: str
+
+
+class Arms(msgspec.Struct):
+    champion: ArmOut
+    challenger: ArmOut | None
+
+
+class Assignment(msgspec.Struct):
+    by: str
+    challenger_share: float
+    salted: bool
+
+
+class PolicyOut(ArmOut):
+    """What is served: the champion's fields at the top (as before champion/challenger), then both arms."""
+
+    arms: Arms
+    assignment: Assignment
+
+
 class ErrorItem(msgspec.Struct):
     loc: list[str | int]
     msg: str
@@ -643,27 +679,22 @@ def create_app(
             log.write(entries)
         return 200, _encode(BatchOut(rid, dep.champion.fn.policy_id, out))
 
-    def describe(arm: Arm | None, share: float) -> dict[str, Any] | None:
-        if arm is None:
-            return None
+    def describe(arm: Arm, share: float) -> dict[str, Any]:
         m = arm.fn.manifest
         keys = ("policy_id", "kind", "algo", "scenario", "compliance_profile", "format_version", "created", "evaluation", "files", "versions")
         return {k: m.get(k) for k in keys} | {"policy_version": arm.fn.version, "share": share, "artifact": arm.artifact}
 
-    @app.get(
-        "/v1/policy",
-        summary="what is being served: the champion and, if any, the challenger",
-        openapi_extra={"responses": {"401": {"description": "missing or wrong bearer token"}}},
-    )
+    what = "what is being served: the champion and, if any, the challenger"
+
+    @app.get("/v1/policy", summary=what, openapi_extra=_operation(None, "PolicyOut", (401,)))
     async def policy() -> Response:
         dep = deployment()
-        body = describe(dep.champion, 1.0 - dep.challenger_share) or {}
-        body["arms"] = {"champion": describe(dep.champion, 1.0 - dep.challenger_share), "challenger": describe(dep.challenger, dep.challenger_share)}
-        body["assignment"] = {
-            "by": "blake2b(account_id, key=salt) / 2**64 < challenger_share",
-            "challenger_share": dep.challenger_share,
-            "salted": bool(dep.salt),
-        }
+        champion = describe(dep.champion, 1.0 - dep.challenger_share)
+        challenger = describe(dep.challenger, dep.challenger_share) if dep.challenger is not None else None
+        rule = "blake2b(account_id, key=salt) / 2**64 < challenger_share"
+        assignment = {"by": rule, "challenger_share": dep.challenger_share, "salted": bool(dep.salt)}
+        # converted, not just encoded: what is answered is checked against the documented schema
+        body = msgspec.convert(champion | {"arms": {"champion": champion, "challenger": challenger}, "assignment": assignment}, PolicyOut)
         return _json_response(body)
 
     @app.post(
@@ -731,7 +762,7 @@ def create_app(
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
             doc["paths"] = _HOT_PATHS | doc["paths"]
-            components = wire_schema_components([Account, Batch, Reload, DecideOut, BatchOut, Invalid, Problem])
+            components = wire_schema_components([Account, Batch, Reload, DecideOut, BatchOut, PolicyOut, Invalid, Problem])
             doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = doc
         return app.openapi_schema
