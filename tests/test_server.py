@@ -182,7 +182,8 @@ def test_the_document_says_what_the_validator_does(artifact):
         for path in ("/v1/decide", "/v1/decide/batch"):
             assert {"200", "401", "413", "422"} <= set(doc["paths"][path]["post"]["responses"]), path
         schemas = doc["components"]["schemas"]
-        assert doc["paths"]["/v1/policy"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PolicyOut"}
+        ok = doc["paths"]["/v1/policy"]["get"]["responses"]["200"]
+        assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PolicyOut"}
         assert {"policy_version", "share", "arms", "assignment"} <= set(schemas["PolicyOut"]["required"])
         assert schemas["Batch"]["properties"]["accounts"]["maxItems"] == MAX_BATCH
         day_of_month = schemas["Account"]["properties"]["day_of_month"]
