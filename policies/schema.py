@@ -142,6 +142,12 @@ class ViewBatch:
         the form the runtime's one-account path works on."""
         return {f.name: getattr(self, f.name)[i].tolist() for f in fields(self)}
 
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Every account as :meth:`row` gives it, column by column (one ``tolist`` per field)."""
+        names = self.field_names()
+        columns = [getattr(self, name).tolist() for name in names]
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
     @staticmethod
     def field_names() -> tuple[str, ...]:
         return tuple(f.name for f in fields(ViewBatch))

@@ -167,6 +167,7 @@ class Problem(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+_encode_lines = msgspec.json.Encoder().encode_lines  # one JSON document per line, each ending in a newline
 # an Alternative's names, by flat action index
 _ALT_FIELDS: list[tuple[str, str, str, str]] = [(a.channel, a.window, a.tone, a.offer) for a in ACTION_NAMES]
 
@@ -185,7 +186,7 @@ class JsonLines:
     def write(self, entries: Sequence[Any]) -> None:
         if self._f is None:
             return
-        data = b"".join(_encode(e) + b"\n" for e in entries)
+        data = _encode_lines(entries)
         with self._lock:
             if self._f is not None:
                 self._f.write(data)
@@ -657,13 +658,13 @@ def create_app(
             if arm is None:
                 continue
             if dep.challenger is None:
-                idx = list(range(len(accounts)))
-                cols = arm.fn.decide_columns(batch, probs=log.enabled)
+                idx, part = list(range(len(accounts))), batch
             else:
                 idx = [i for i, (a, _) in enumerate(arms) if a is arm]
                 if not idx:
                     continue
-                cols = arm.fn.decide_columns(batch.take(np.array(idx, dtype=np.int64)), probs=log.enabled)
+                part = batch.take(np.array(idx, dtype=np.int64))
+            cols = arm.fn.decide_columns(part, probs=log.enabled)
             mine = [accounts[i] for i in idx]
             named = [ACTION_NAMES[j] for j in cols.flat.tolist()]
             count(arm.name, named, cols.reasons)
@@ -674,7 +675,7 @@ def create_app(
                 w, start, end = a.window, a.window_start, a.window_end
                 out[i] = BatchDecisionOut(a.channel, w, start, end, a.tone, a.offer, p, alts, reason, account.account_id, arm.name)
             if log.enabled:
-                entries += log_entries(rid, mine, [batch.row(i) for i in idx], arm, arms[idx[0]][1], cols)
+                entries += log_entries(rid, mine, part.to_rows(), arm, arms[idx[0]][1], cols)
         if entries:
             log.write(entries)
         return 200, _encode(BatchOut(rid, dep.champion.fn.policy_id, out))
