@@ -535,20 +535,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(create_app(token=token, **settings), host=args.host, port=args.port, log_level="warning", access_log=False)
         return 0
-    import os
     import tempfile
 
+    from policies import workers
     from policies.server import CONFIG_ENV
 
     # workers are fresh processes: they read the settings (and the token from its file) themselves, and
     # share their metrics through a directory that prometheus-client's multiprocess mode sums
     with tempfile.TemporaryDirectory(prefix="collectrl-metrics-") as metrics_dir:
-        os.environ[CONFIG_ENV] = json.dumps(settings | {"workers": args.workers, "token_file": args.token_file})
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        uvicorn.run(
-            "policies.server:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning", access_log=False
-        )
-    return 0
+        env = {CONFIG_ENV: json.dumps(settings | {"workers": args.workers, "token_file": args.token_file}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        return workers.run(args.workers, args.host, args.port, env)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

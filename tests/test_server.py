@@ -496,6 +496,66 @@ def test_two_workers_log_every_decision_once_share_metrics_and_check_the_token(a
     assert sorted(ids) == sorted(f"W{k}-{j}" for k in range(n_threads) for j in range(per_thread))  # all, once, flushed on shutdown
 
 
+def test_workers_each_listen_on_their_own_socket_so_kept_alive_connections_spread(artifact, tmp_path):
+    """With one shared listening socket, a burst of new connections could all land on one worker
+    and stay there (kept alive); each worker has its own SO_REUSEPORT socket, so the kernel spreads
+    them. A worker that dies is replaced, and the others keep answering meanwhile."""
+    import http.client
+    import signal
+    from urllib.parse import urlsplit
+
+    from experiments.served import serving
+
+    log = tmp_path / "access.jsonl"
+    with serving(str(artifact), "--workers", "2", "--access-log", str(log)) as url:
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        conns = [http.client.HTTPConnection(host, port, timeout=30) for _ in range(24)]  # opened at once, then kept
+        for _ in range(3):
+            for c in conns:
+                c.request("GET", "/healthz")
+                assert c.getresponse().read() == b'{"status":"ok"}'
+        for c in conns:
+            c.close()
+    # the logs are flushed at the clean shutdown: both workers answered (all 24 on one: chance 2 / 2**24)
+    counts = [len(f.read_text().splitlines()) for f in tmp_path.glob("access.jsonl.w*")]
+    assert len(counts) == 2 and min(counts) > 0 and sum(counts) == 72 + 1  # and the readiness probe
+
+    with serving(str(artifact), "--workers", "2", "--access-log", str(tmp_path / "again.jsonl")) as url:
+        victim = int(next(tmp_path.glob("again.jsonl.w*")).name.rsplit(".w", 1)[1])
+        os.kill(victim, signal.SIGKILL)
+        answered = 0
+        for _ in range(400):  # bounded in count: until a replacement worker has started
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+                    answered += r.status == 200
+            except OSError:
+                pass  # a connection queued on the killed worker's socket
+            if len(list(tmp_path.glob("again.jsonl.w*"))) == 3:
+                break
+            threading.Event().wait(0.02)
+        assert len(list(tmp_path.glob("again.jsonl.w*"))) == 3
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+            assert r.status == 200 and answered > 0
+
+
+def test_several_workers_refuse_a_port_in_use_even_by_another_collectrl_serve(artifact):
+    import socket
+
+    from experiments.cli import main
+
+    with socket.socket() as taken:  # a plain socket (no SO_REUSEPORT) holds the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", str(artifact), "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]) == 1
+
+    from experiments.served import serving
+
+    with serving(str(artifact), "--workers", "2") as url:  # nor does a second server share a running one's port
+        port = int(url.rsplit(":", 1)[1])
+        assert main(["serve", str(artifact), "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]) == 1
+
+
 def test_collectrl_serve_champion_challenger_flags(artifact, challenger_artifact, tmp_path):
     from experiments.cli import main
     from experiments.served import serving
