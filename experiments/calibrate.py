@@ -16,9 +16,10 @@ scenario) under the history's decisions: the logging policy when it is known (cl
 a *replay* of the logged contacts on the same days (:class:`ReplayPolicy`, open loop; the
 statistics then count each account's contacts up to its first reaction only, see
 :func:`statistics`).
-A first pair of replays at the base values and at every knob moved by :data:`STEP` gives each
-knob's slope (common random numbers: the same seed, so the difference is the knob's effect, not
-luck); Newton steps ``knob += (g(observed) - g(simulated)) / slope`` (``g`` = logit of a share, log
+A replay at the base values and one per stage of the funnel with that stage's knobs moved by
+:data:`STEP` give each knob's slope (common random numbers: the same seed, so the difference is
+the knob's effect, not luck; stage by stage, so that it is not the earlier stages' effect either);
+Newton steps ``knob += (g(observed) - g(simulated)) / slope`` (``g`` = logit of a share, log
 of a rate) then bring every simulated statistic onto the observed one. A knob's interval is
 ``+-1.96 x`` the standard error of the statistic's gap (the history's sampling error and the
 replay's simulation error, both clustered by account) divided by the slope, widened by the gap
@@ -346,6 +347,18 @@ def _knobs() -> tuple[Knob, ...]:
 
 
 KNOBS = _knobs()
+# the stages of the funnel, each with its own slope replay (fit_behaviour): knobs are grouped by name
+SLOPE_FAMILIES = {"delivery": "delivery", "attention": "attention", "engage": "engagement", "outcome": "outcome"}
+
+
+def _slope_family(k: Knob) -> str:
+    """The slope replay of a knob: its funnel stage, or "reaction" for complaints, opt-outs, keeping and self-cure."""
+    return SLOPE_FAMILIES.get(k.name.split(".")[0], "reaction")
+
+
+def slope_replays(knobs: list[Knob] | tuple[Knob, ...] = KNOBS) -> int:
+    """How many slope replays a fit of ``knobs`` runs."""
+    return len({_slope_family(k) for k in knobs})
 
 
 def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -702,14 +715,22 @@ def fit_behaviour(
     say("replay at the base values")
     sim0 = simulate(theta0)
     g0 = np.array([sim0[k.statistic].g() for k in knobs])
-    # the slope replay moves each knob away from its bound: delivery rates down (they cap at 1)
+    # the slope replays move each knob away from its bound: delivery rates down (they cap at 1)
     step = np.array([-STEP if k.unit == "rate" else STEP for k in knobs])
-    say("replay with every knob moved (slopes)")
-    sim1 = simulate(theta0 + step)
-    measured = (np.array([sim1[k.statistic].g() for k in knobs]) - g0) / step
+    # One slope replay per stage of the funnel (SLOPE_FAMILIES): the knobs of one stage move together (their
+    # statistics are apart: one channel each, or one outcome each), the other stages stay. Moved all at
+    # once, a knob's statistic also moved with the earlier stages' knobs: the engagement of email read
+    # a slope of 1.39 where its own is 0.87, and intervals divided by it came out 1.6 times too narrow.
+    measured = np.zeros(len(knobs))
+    family = np.array([_slope_family(k) for k in knobs])
+    for f in sorted(set(family.tolist())):
+        say(f"replay with the {f} knobs moved (slopes)")
+        moved = family == f
+        sim1 = simulate(theta0 + step * moved)
+        g1 = np.array([sim1[k.statistic].g() for k in knobs])
+        measured[moved] = ((g1 - g0) / step)[moved]
     # each knob moves its statistic about one for one on the g scale (a scale on logits: by the mean logit);
-    # the measured slope, noisy where the data are thin and blurred by the other knobs moving with it, is kept
-    # within a factor 2 of that
+    # the measured slope, noisy where the data are thin, is kept within a factor 2 of that
     prior = np.array([k.prior_slope(raw0) for k in knobs])
     slope = prior * np.clip(measured / prior, 0.5, 1.5)
     theta, g = theta0, g0
@@ -1277,7 +1298,7 @@ def command(args: Any) -> int:
         raise CalibrationError("calibrate fit needs --out FILE.yaml (the fitted scenario to write)")
     if Path(args.out).suffix not in (".yaml", ".yml"):
         raise CalibrationError(f"--out {args.out}: the fitted scenario is a .yaml file")
-    bar = None if args.no_progress else tqdm(total=2 + NEWTON_STEPS, desc="calibrate fit", unit="step", file=sys.stderr)
+    bar = None if args.no_progress else tqdm(total=1 + slope_replays() + NEWTON_STEPS, desc="calibrate fit", unit="step", file=sys.stderr)
     f = fit(
         args.history,
         args.base,
