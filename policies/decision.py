@@ -26,6 +26,7 @@ from policies.schema import ACTION_DIMS, ViewBatch
 OFFSETS = np.cumsum((0, *ACTION_DIMS[:-1]))
 HEAD_WIDTH = int(sum(ACTION_DIMS))
 _SEGMENTS = tuple(zip(OFFSETS.tolist(), ACTION_DIMS, strict=True))
+assert _SEGMENTS == ((0, 7), (7, 4), (11, 4), (15, 4)), "probabilities_row slices the logit head by these"
 
 
 def joint_mask(mask: np.ndarray) -> np.ndarray:
@@ -104,12 +105,10 @@ def decide_actions(scores: np.ndarray, mask: np.ndarray, views: ViewBatch, key: 
 def probabilities_row(logits: list[float], mask: list[bool]) -> list[list[float]]:
     """:func:`masked_probabilities` of one row: four lists of probabilities."""
     z = [x if m else -math.inf for x, m in zip(logits, mask, strict=True)]
-    shifted = []
-    for s, n in _SEGMENTS:
-        seg = z[s : s + n]
-        top = max(seg)
-        shifted += [x - top for x in seg]
-    e = np.exp(shifted).tolist()  # numpy's exp, as in the batch path: identical to the last bit
+    c, w, t, o = z[0:7], z[7:11], z[11:15], z[15:19]
+    top_c, top_w, top_t, top_o = max(c), max(w), max(t), max(o)
+    # numpy's exp, as in the batch path: identical to the last bit (math.exp is not)
+    e = np.exp([x - top_c for x in c] + [x - top_w for x in w] + [x - top_t for x in t] + [x - top_o for x in o]).tolist()
     out = []
     for s, n in _SEGMENTS:
         seg = e[s : s + n]
