@@ -25,6 +25,7 @@ and FQE are fitted once, not per resample (their uncertainty is not in the inter
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -804,13 +805,30 @@ def bench(
         "one_decision_truth": one_step,
         "one_decision_truth_se": one_step_se,
         "truth_debtors": truth_debtors or max(TRUTH_DEBTORS, 4 * debtors),
-        "table": bench_table(rows, list(targets), repetitions),
+        "table": bench_table(rows, list(targets), repetitions, one_step_se),
         "rows": [r for r in rows if r["estimator"] != "_diag"],
     }
 
 
-def bench_table(rows: list[dict[str, Any]], targets: list[str], repetitions: int) -> dict[str, dict[str, float]]:
-    """Per estimator: mean |bias| over targets, RMSE, coverage, mean Spearman over repetitions."""
+def known_pairs(truth: dict[str, float], se: dict[str, float] | None) -> list[tuple[str, str]]:
+    """The target pairs whose true order is known: their truths differ by more than two standard
+    errors of the difference (``se`` None: exact truths, every pair that differs)."""
+    names = sorted(truth)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            margin = 0.0 if se is None else 2.0 * math.hypot(se[a], se[b])
+            if abs(truth[a] - truth[b]) > margin:
+                out.append((a, b))
+    return out
+
+
+def bench_table(
+    rows: list[dict[str, Any]], targets: list[str], repetitions: int, truth_se: dict[str, float] | None = None
+) -> dict[str, dict[str, float]]:
+    """Per estimator: mean |bias| over targets, RMSE, coverage, mean Spearman over repetitions, and
+    the share of target pairs with a known true order (:func:`known_pairs`; per decision with the
+    truths' standard errors ``truth_se``, per account exact) that the estimates put in that order."""
     out: dict[str, dict[str, float]] = {}
     for name in DECISION_ESTIMATORS + ACCOUNT_ESTIMATORS:
         rs = [r for r in rows if r["estimator"] == name]
@@ -822,16 +840,22 @@ def bench_table(rows: list[dict[str, Any]], targets: list[str], repetitions: int
             / max(1e-9, abs(np.mean([r["truth"] for r in rs if r["target"] == t])))
             for t in targets
         ]
-        rhos = []
+        rhos, ordered, pairs = [], 0, 0
         for rep in range(repetitions):
-            by = [next(r for r in rs if r["rep"] == rep and r["target"] == t) for t in targets]
-            rhos.append(spearman(np.array([r["value"] for r in by]), np.array([r["truth"] for r in by])))
+            by = {t: next(r for r in rs if r["rep"] == rep and r["target"] == t) for t in targets}
+            rhos.append(spearman(np.array([by[t]["value"] for t in targets]), np.array([by[t]["truth"] for t in targets])))
+            se = truth_se if name in DECISION_ESTIMATORS and truth_se else None
+            for a, b in known_pairs({t: by[t]["truth"] for t in targets}, se):
+                pairs += 1
+                ordered += (by[a]["value"] - by[b]["value"]) * (by[a]["truth"] - by[b]["truth"]) > 0
         out[name] = {
             "mean_abs_bias": float(np.mean(bias)),
             "mean_rel_bias": float(np.mean(rel)),
             "rmse": float(np.sqrt(np.mean(err**2))),
             "coverage": float(cover.mean()),
             "spearman": float(np.nanmean(rhos)) if not np.all(np.isnan(rhos)) else float("nan"),
+            "known_pairs": pairs / max(repetitions, 1),
+            "known_pairs_ordered": ordered / pairs if pairs else float("nan"),
         }
     return out
 
@@ -841,19 +865,22 @@ def bench_markdown(result: dict[str, Any]) -> str:
         f"OPE bench: scenario {result['scenario']}, logger {result['logger']} (epsilon {result['epsilon']}), "
         f"{result['repetitions']} repetitions x {result['debtors']:,} debtors, targets {', '.join(result['targets'])}",
         "",
-        "| estimator | level | mean abs bias | mean rel. bias | RMSE | coverage (95 % interval) | Spearman |",
-        "|---|---|---|---|---|---|---|",
+        "| estimator | level | mean abs bias | mean rel. bias | RMSE | coverage (95 % interval) | Spearman | known pairs ordered |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in result["table"].items():
         level = "account" if name in ACCOUNT_ESTIMATORS else "decision"
         cells = f"{m['mean_abs_bias']:.2f} | {m['mean_rel_bias']:.1%} | {m['rmse']:.2f} | {m['coverage']:.0%} | {m['spearman']:.2f}"
+        cells += f" | {m.get('known_pairs_ordered', float('nan')):.0%} of {m.get('known_pairs', 0):.0f}"
         lines.append(f"| {LABELS[name]} | {level} | {cells} |")
     lines += [
         "",
         f"True values. Per decision: the target making a random {PROBE_SHARE:.1%} of the logger's decisions on "
         f"{result.get('truth_debtors', 0):,} debtors of their own, +- one standard error (clustered by account); targets closer "
         "than about two standard errors have no known order, and no estimator can be ranked on them. Per account: the target "
-        "run on each repetition's debtors and luck (mean over repetitions).",
+        "run on each repetition's debtors and luck (mean over repetitions). Known pairs ordered: of the target pairs whose true "
+        "order is known (per decision: truths more than two standard errors of their difference apart; per account: every pair, "
+        "the truths being exact), the share the estimates put in that order (and how many pairs a repetition has).",
         "",
         "| target | per decision (EUR) | per account (EUR) |",
         "|---|---|---|",

@@ -247,6 +247,22 @@ def test_verdicts_and_the_logging_needed() -> None:
     assert ope.spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 30, 20, 40])) == pytest.approx(0.8)
 
 
+def test_known_pairs_are_those_the_truth_can_order() -> None:
+    truth = {"a": 100.0, "b": 103.0, "c": 120.0}
+    assert ope.known_pairs(truth, {"a": 2.0, "b": 2.0, "c": 2.0}) == [("a", "c"), ("b", "c")]  # a-b: 3 < 2 x 2.83
+    assert ope.known_pairs(truth, None) == [("a", "b"), ("a", "c"), ("b", "c")]
+    # an estimator that swaps a and b (whose order is unknown) but orders c right orders every known pair
+    rows = [
+        {"rep": 0, "target": t, "estimator": name, "value": v, "low": v - 1, "high": v + 1, "truth": truth[t]}
+        for name in ope.DECISION_ESTIMATORS + ope.ACCOUNT_ESTIMATORS
+        for t, v in (("a", 104.0), ("b", 101.0), ("c", 119.0))
+    ]
+    table = ope.bench_table(rows, ["a", "b", "c"], 1, {"a": 2.0, "b": 2.0, "c": 2.0})
+    dr, fqe = table["dr"], table["fqe"]
+    assert dr["known_pairs"] == 2 and dr["known_pairs_ordered"] == 1.0 and dr["spearman"] == pytest.approx(0.5)
+    assert fqe["known_pairs"] == 3 and fqe["known_pairs_ordered"] == pytest.approx(2 / 3)  # exact truths: a-b counts
+
+
 def test_ope_cli_writes_a_report_with_a_verdict(logs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
     assert main(["ope", "--logs", str(logs), "--policy", "segment_journeys", "--policy", "no_contact", "--out", str(out), "--bootstrap", "50"]) == 0
