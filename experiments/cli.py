@@ -497,6 +497,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from policies.runtime import ArtifactError, load
@@ -522,6 +524,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
+    for flag, path in (("--decision-log", args.decision_log), ("--access-log", args.access_log)):
+        folder = Path(path).parent if path else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            raise UsageError(f"{flag} {path}: the folder {folder} does not exist or is not writable; create it or choose another path")
     settings = {
         "artifact": champion,
         "decision_log": args.decision_log,

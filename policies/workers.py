@@ -69,7 +69,11 @@ def _serve_worker(host: str, port: int, ready: Any, env: dict[str, str]) -> None
             ready.set()
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except Exception as e:  # the app could not be built or started (or failed later: then the supervisor restarts it)
+        print(f"collectrl serve: worker {os.getpid()}: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1 if server.started else CANNOT_START)
     if not server.started:  # the app did not start (its lifespan failed): the supervisor must not retry
         sys.exit(CANNOT_START)
 

@@ -538,6 +538,21 @@ def test_workers_each_listen_on_their_own_socket_so_kept_alive_connections_sprea
             assert r.status == 200 and answered > 0
 
 
+def test_workers_that_cannot_start_stop_the_server_instead_of_restarting_forever(tmp_path, capfd):
+    import socket
+
+    from policies import workers
+    from policies.server import CONFIG_ENV
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {CONFIG_ENV: json.dumps({"artifact": str(tmp_path / "gone"), "workers": 2}), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    assert workers.run(2, "127.0.0.1", port, env) == 1
+    err = capfd.readouterr().err
+    assert "could not start serving" in err and err.count("starting another") == 0
+
+
 def test_several_workers_refuse_a_port_in_use_even_by_another_collectrl_serve(artifact):
     import socket
 
