@@ -195,6 +195,12 @@ class Features:
         cross = (onehots[:, 1:7, None] * xs[:, None, :]).reshape(len(x), -1)
         return np.hstack([np.ones((len(x), 1)), x, onehots, cross])
 
+    def sums(self, onehots: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """sum over ``rows`` of weights * phi(x, a) (a given by its (expected) one-hots), without building phi."""
+        x, xs, w = self.x[rows], self.xs[rows], weights
+        cross = np.einsum("i,ic,if->cf", w, onehots[:, 1:7], xs).ravel()
+        return np.concatenate([[w.sum()], w @ x, w @ onehots, cross])
+
     def predict(self, beta: np.ndarray, onehots: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """phi . beta for (expected) one-hots of ``rows``, without building phi."""
         b0, bx, ba = beta[0], beta[1 : 1 + self.nf], beta[1 + self.nf : 20 + self.nf]
@@ -229,6 +235,8 @@ class Fitted:
     beta_fold: list[np.ndarray]  # reward model fitted on each fold (predicts the other)
     gram: np.ndarray  # phi' phi over all rows (FQE)
     counts: np.ndarray  # (B, A) bootstrap multiplicities of the accounts
+    fold_grams: list[np.ndarray] = field(default_factory=list)  # phi' phi of each fold
+    fit_resid: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each row's residual under the model its fold fitted
 
     @classmethod
     def of(cls, data: Logged, seed: int = 0, bootstrap: int = BOOTSTRAP) -> Fitted:
@@ -244,7 +252,28 @@ class Fitted:
         # fit on one half, predict the other; the two halves' Gram matrices add up to the whole one (FQE's)
         betas = [ridge(grams[1 - k], rhs[1 - k], int((fold != k).sum())) for k in (0, 1)]
         counts = rng.multinomial(data.n_accounts, np.full(data.n_accounts, 1.0 / data.n_accounts), size=bootstrap).astype(np.float64)
-        return cls(data, feats, phi, fold, betas, grams[0] + grams[1], counts)
+        fit_resid = np.empty(len(data))
+        for k in (0, 1):  # fold k's rows fitted betas[1 - k]
+            rows = fold == k
+            fit_resid[rows] = data.reward[rows] - phi[rows] @ betas[1 - k]
+        return cls(data, feats, phi, fold, betas, grams[0] + grams[1], counts, grams, fit_resid)
+
+    def model_bootstrap(self, derivative: list[np.ndarray]) -> np.ndarray:
+        """The reward model's own sampling error in an estimate's bootstrap: (B,) terms to add to the
+        bootstrap numerators. ``derivative[k]``: the sum, over the rows fold ``k``'s model predicts,
+        of d(estimate's numerator)/d(beta). Refitting the model on each bootstrap sample is replaced
+        by its one-step linearisation, beta_b - beta = H^-1 sum over accounts of (c_ba - 1) g_a (H the
+        ridge system, g_a the account's residual score), exact for the weights to first order and
+        cheap: one solve per fold and a matrix-vector product."""
+        data = self.data
+        s = np.empty(len(data))
+        for k in (0, 1):
+            fitted_on = self.fold == 1 - k  # betas[k] was fitted on the other fold's rows
+            h = self.fold_grams[1 - k]
+            pen = np.r_[0.0, np.full(len(h) - 1, RIDGE)]
+            v = np.linalg.solve(h + np.diag(pen) + 1e-9 * int(fitted_on.sum()) * np.eye(len(h)), derivative[k])
+            s[fitted_on] = self.fit_resid[fitted_on] * (self.phi[fitted_on] @ v)
+        return (self.counts - 1.0) @ _per_account(data.account, s, data.n_accounts)  # type: ignore[no-any-return]
 
     def q_logged(self) -> np.ndarray:
         """Cross-fitted reward predictions at the logged actions."""
@@ -277,11 +306,13 @@ class Estimate:
         return {"estimator": self.estimator, "value": self.value, "low": self.low, "high": self.high}
 
 
-def _ratio(name: str, counts: np.ndarray, num: np.ndarray, den: np.ndarray) -> Estimate:
-    """sum(num) / sum(den) over accounts, with its bootstrap (num, den per account)."""
+def _ratio(name: str, counts: np.ndarray, num: np.ndarray, den: np.ndarray, model: np.ndarray | None = None) -> Estimate:
+    """sum(num) / sum(den) over accounts, with its bootstrap (num, den per account); ``model``: the
+    reward model's sampling error in each bootstrap numerator (:meth:`Fitted.model_bootstrap`)."""
     value = float(num.sum() / den.sum()) if den.sum() != 0 else 0.0
     bden = counts @ den
-    boot = np.where(bden != 0, (counts @ num) / np.where(bden != 0, bden, 1.0), 0.0)
+    bnum = counts @ num if model is None else counts @ num + model
+    boot = np.where(bden != 0, bnum / np.where(bden != 0, bden, 1.0), 0.0)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return Estimate(name, value, float(lo), float(hi), boot)
 
@@ -387,12 +418,21 @@ def evaluate_target(fit: Fitted, target: TargetPolicy, name: str | None = None, 
     q_a, q_pi = fit.q_logged(), fit.q_target(expected)
     lam = _shrink_lambda(w, r - q_a)
     ws = w if lam == float("inf") else lam * w / (w**2 + lam)
+    # the model-based estimates' intervals include the reward model's own sampling error: d(numerator)/d(beta)
+    # is sum of E_pi phi for DM, and sum of (E_pi phi - w phi) for DR (which nearly cancels when the weights are right)
+    logged_oh = onehots(d.actions)
+    folds = [np.flatnonzero(fit.fold == k) for k in (0, 1)]
+    pulled = [fit.feats.sums(expected[f], f, np.ones(len(f))) for f in folds]
+
+    def corrected(weights: np.ndarray) -> list[np.ndarray]:
+        return [pulled[k] - fit.feats.sums(logged_oh[f], f, weights[f]) for k, f in enumerate(folds)]
+
     est = {
         "ips": _ratio("ips", counts, _per_account(acc, w * r, n_acc), ones),
         "snips": _ratio("snips", counts, _per_account(acc, w * r, n_acc), _per_account(acc, w, n_acc)),
-        "dm": _ratio("dm", counts, _per_account(acc, q_pi, n_acc), ones),
-        "dr": _ratio("dr", counts, _per_account(acc, q_pi + w * (r - q_a), n_acc), ones),
-        "dr_shrink": _ratio("dr_shrink", counts, _per_account(acc, q_pi + ws * (r - q_a), n_acc), ones),
+        "dm": _ratio("dm", counts, _per_account(acc, q_pi, n_acc), ones, fit.model_bootstrap(pulled)),
+        "dr": _ratio("dr", counts, _per_account(acc, q_pi + w * (r - q_a), n_acc), ones, fit.model_bootstrap(corrected(w))),
+        "dr_shrink": _ratio("dr_shrink", counts, _per_account(acc, q_pi + ws * (r - q_a), n_acc), ones, fit.model_bootstrap(corrected(ws))),
     }
     top = np.sort(w)[-5:][::-1]
     diag = {
