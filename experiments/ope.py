@@ -195,11 +195,12 @@ class Features:
         cross = (onehots[:, 1:7, None] * xs[:, None, :]).reshape(len(x), -1)
         return np.hstack([np.ones((len(x), 1)), x, onehots, cross])
 
-    def sums(self, onehots: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """sum over ``rows`` of weights * phi(x, a) (a given by its (expected) one-hots), without building phi."""
-        x, xs, w = self.x[rows], self.xs[rows], weights
-        cross = np.einsum("i,ic,if->cf", w, onehots[:, 1:7], xs).ravel()
-        return np.concatenate([[w.sum()], w @ x, w @ onehots, cross])
+    def sums(self, onehots: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """sum over all rows of weights * phi(x, a) (a given by its (expected) one-hots), without
+        building phi (a weight of 0 leaves a row out, without copying the others)."""
+        w = weights
+        cross = np.einsum("i,ic,if->cf", w, onehots[:, 1:7], self.xs).ravel()
+        return np.concatenate([[w.sum()], w @ self.x, w @ onehots, cross])
 
     def predict(self, beta: np.ndarray, onehots: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """phi . beta for (expected) one-hots of ``rows``, without building phi."""
@@ -266,13 +267,13 @@ class Fitted:
         ridge system, g_a the account's residual score), exact for the weights to first order and
         cheap: one solve per fold and a matrix-vector product."""
         data = self.data
-        s = np.empty(len(data))
-        for k in (0, 1):
-            fitted_on = self.fold == 1 - k  # betas[k] was fitted on the other fold's rows
+        vs = []
+        for k in (0, 1):  # betas[k] was fitted on the other fold's rows
             h = self.fold_grams[1 - k]
             pen = np.r_[0.0, np.full(len(h) - 1, RIDGE)]
-            v = np.linalg.solve(h + np.diag(pen) + 1e-9 * int(fitted_on.sum()) * np.eye(len(h)), derivative[k])
-            s[fitted_on] = self.fit_resid[fitted_on] * (self.phi[fitted_on] @ v)
+            vs.append(np.linalg.solve(h + np.diag(pen) + 1e-9 * int((self.fold == 1 - k).sum()) * np.eye(len(h)), derivative[k]))
+        both = self.phi @ np.stack(vs, axis=1)  # one pass over the design matrix; a row of fold j fitted betas[1 - j]
+        s = self.fit_resid * np.where(self.fold == 0, both[:, 1], both[:, 0])
         return (self.counts - 1.0) @ _per_account(data.account, s, data.n_accounts)  # type: ignore[no-any-return]
 
     def q_logged(self) -> np.ndarray:
@@ -421,11 +422,11 @@ def evaluate_target(fit: Fitted, target: TargetPolicy, name: str | None = None, 
     # the model-based estimates' intervals include the reward model's own sampling error: d(numerator)/d(beta)
     # is sum of E_pi phi for DM, and sum of (E_pi phi - w phi) for DR (which nearly cancels when the weights are right)
     logged_oh = onehots(d.actions)
-    folds = [np.flatnonzero(fit.fold == k) for k in (0, 1)]
-    pulled = [fit.feats.sums(expected[f], f, np.ones(len(f))) for f in folds]
+    in_fold = [(fit.fold == k).astype(np.float64) for k in (0, 1)]
+    pulled = [fit.feats.sums(expected, m) for m in in_fold]
 
     def corrected(weights: np.ndarray) -> list[np.ndarray]:
-        return [pulled[k] - fit.feats.sums(logged_oh[f], f, weights[f]) for k, f in enumerate(folds)]
+        return [pulled[k] - fit.feats.sums(logged_oh, weights * m) for k, m in enumerate(in_fold)]
 
     est = {
         "ips": _ratio("ips", counts, _per_account(acc, w * r, n_acc), ones),

@@ -419,7 +419,7 @@ def test_the_model_term_of_the_bootstrap_is_the_refit_to_first_order(tmp_path: P
     dist = TargetPolicy("segment_journeys").dist(data.decisions.views, data.decisions.allowed)
     expected = dist.expected_onehots()
     folds = [np.flatnonzero(fit.fold == k) for k in (0, 1)]
-    model = fit.model_bootstrap([fit.feats.sums(expected[f], f, np.ones(len(f))) for f in folds])
+    model = fit.model_bootstrap([fit.feats.sums(expected, (fit.fold == k).astype(float)) for k in (0, 1)])
     # refit each fold's model with the bootstrap sample's account weights: the change in the DM numerator
     acc = data.account
     refit = []
