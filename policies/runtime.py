@@ -43,7 +43,7 @@ from policies.decision import (
     uniforms_row,
 )
 from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row
-from policies.records import parse_record, views_from_records, views_from_rows
+from policies.records import record_row, views_from_records, views_from_rows
 from policies.rules import view_key_row
 from policies.schema import ACTION_DIMS, CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES, WINDOW_HOURS, WINDOW_NAMES, ViewBatch
 
@@ -365,10 +365,10 @@ class DecisionFunction:
         """The decision for one account (a one-row ViewBatch or an account record)."""
         if isinstance(view, ViewBatch):
             return self.decide_batch(view)[0]
-        return self.decide_row(parse_record(view))
+        return self.decide_row(record_row(view))
 
     def decide_row(self, row: Mapping[str, Any]) -> Decision:
-        """The decision for one account already validated by ``parse_record`` (or taken from
+        """The decision for one account already validated by ``parse_record`` / ``record_row`` (or taken from
         ``ViewBatch.row``), for callers that keep the validated view, like the server's log."""
         if self._row_path:
             return self._decide_row(row)

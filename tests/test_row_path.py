@@ -29,7 +29,7 @@ from policies.decision import (
     uniforms_row,
 )
 from policies.features import encode, encode_row
-from policies.records import parse_record, records_from_views, views_from_records
+from policies.records import FIELDS, RecordError, parse_record, record_row, records_from_views, views_from_records
 from policies.rules import view_key_row, view_keys
 from policies.schema import ACTION_DIMS
 
@@ -133,6 +133,33 @@ def test_parse_record_is_the_validator_behind_views_from_records(views):
     batch = views_from_records(records)
     for i, rec in enumerate(records):
         assert parse_record(rec, i) == batch.row(i)
+
+
+def _outcome(f, rec):
+    try:
+        return f(rec)
+    except RecordError as e:
+        return ("refused", str(e))
+
+
+def test_record_row_accepts_and_refuses_exactly_what_parse_record_does(views):
+    """``record_row`` (the wire decoder first, then ``parse_record`` for what it refuses) must give
+    the same row, or the same error, as ``parse_record`` for good and bad records alike."""
+    records = records_from_views(views.take(np.arange(40)))
+    edge = [None, -1, 0, 1, 12.0, 2.5, 1e12, True, "3", [], {}, ["sms", "sms"], ["fax"], {"sms": 1.0}, {"sms": -1}, {"fax": 1}]
+    edge += ["credit_card", "none", np.int64(3), np.float64(2.0)]
+    cases = [dict(rec) for rec in records]
+    for i, f in enumerate(FIELDS):
+        for j, value in enumerate(edge):
+            cases.append(records[(i * len(edge) + j) % len(records)] | {f.name: value})
+        cases.append({k: v for k, v in records[i % len(records)].items() if k != f.name})
+    cases += [records[0] | {"account_id": "a-1", "day": 3}, records[1] | {"day": 2.0}, records[2] | {"day": 2.5}, records[3] | {"colour": "red"}]
+    refused = 0
+    for rec in cases:
+        expected = _outcome(parse_record, rec)
+        assert _outcome(record_row, rec) == expected, rec
+        refused += isinstance(expected, tuple)
+    assert 100 < refused < len(cases) - 100  # both kinds of record were tried
 
 
 def test_behaviour_uniforms_of_a_few_debtors_equal_those_drawn_in_bulk():
