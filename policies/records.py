@@ -378,12 +378,11 @@ def _count_list(v: Any, name: str) -> list[int]:
 _INT_ONLY = frozenset({int})
 
 
-# the view's keys in the Account's field order (after account_id and day), and the fields whose
-# decoded value needs converting (float fields arrive as floats, booleans as booleans)
+# the view's keys in the Account's field order (after account_id and day), and the fields by kind
+# that need converting (float fields arrive as floats, booleans as booleans)
 _WIRE_NAMES = tuple(_VIEW_NAME.get(f.name, f.name) for f in FIELDS)
 _WIRE_INTS = tuple((_VIEW_NAME.get(f.name, f.name), f.name) for f in FIELDS if f.kind == "int")
-_WIRE_DAYS_SINCE = tuple((f.name, f.name) for f in FIELDS if f.kind == "days_since")
-_DAYS_SINCE_NAMES = tuple(name for name, _ in _WIRE_DAYS_SINCE)
+_DAYS_SINCE_NAMES = tuple(f.name for f in FIELDS if f.kind == "days_since")
 _CHANNEL_SET_NAMES = tuple(_VIEW_NAME.get(f.name, f.name) for f in FIELDS if f.kind == "channels")
 _COUNT_NAMES = tuple((_VIEW_NAME.get(f.name, f.name), f.name) for f in FIELDS if f.kind == "counts")
 assert [f.kind for f in FIELDS if f.kind in ("product", "outcome")] == ["product", "outcome"]
@@ -407,9 +406,9 @@ def row_from_account(a: Any) -> dict[str, Any]:
             _int(values[1], ["day"])
         for name, field_name in _WIRE_INTS:
             out[name] = _int(out[name], [field_name])
-        for name, field_name in _WIRE_DAYS_SINCE:
+        for name in _DAYS_SINCE_NAMES:
             if out[name] is not None:
-                out[name] = _int(out[name], [field_name])
+                out[name] = _int(out[name], [name])
     for name in _DAYS_SINCE_NAMES:
         if out[name] is None:
             out[name] = NEVER_DAYS
