@@ -23,7 +23,8 @@ Newton steps ``knob += (g(observed) - g(simulated)) / slope`` (``g`` = logit of 
 of a rate) then bring every simulated statistic onto the observed one. A knob's interval is
 ``+-1.96 x`` the standard error of the statistic's gap (the history's sampling error and the
 replay's simulation error, both clustered by account) divided by the slope, widened by the gap
-left at the last step. A knob whose statistic rests on too few observations in this history, or
+left at the last step and by the other stages' errors carried through their measured effect on the
+statistic (:func:`propagated_half_widths`). A knob whose statistic rests on too few observations in this history, or
 does not move with it, is reported as not identifiable and keeps the base value, as does every
 key no statistic reaches (archetype shares and traits, fatigue, tone effects, ...: :data:`NOT_FITTED`).
 
@@ -723,12 +724,17 @@ def fit_behaviour(
     # a slope of 1.39 where its own is 0.87, and intervals divided by it came out 1.6 times too narrow.
     measured = np.zeros(len(knobs))
     family = np.array([_slope_family(k) for k in knobs])
-    for f in sorted(set(family.tolist())):
+    families = sorted(set(family.tolist()))
+    # and each statistic's response to the other stages (their knobs moved together): how far an error in
+    # an earlier stage's fit carries into this knob's (propagated_half_widths)
+    cross = np.zeros((len(knobs), len(families)))
+    for fi, f in enumerate(families):
         say(f"replay with the {f} knobs moved (slopes)")
         moved = family == f
         sim1 = simulate(theta0 + step * moved)
         g1 = np.array([sim1[k.statistic].g() for k in knobs])
         measured[moved] = ((g1 - g0) / step)[moved]
+        cross[~moved, fi] = (g1 - g0)[~moved] / float(step[moved][0])
     # each knob moves its statistic about one for one on the g scale (a scale on logits: by the mean logit);
     # the measured slope, noisy where the data are thin, is kept within a factor 2 of that
     prior = np.array([k.prior_slope(raw0) for k in knobs])
@@ -742,18 +748,44 @@ def fit_behaviour(
         sim = simulate(theta)
         g = np.array([sim[k.statistic].g() for k in knobs])
     raw = _with(raw0, knobs, theta)
+    own = np.array(
+        [
+            (Z95 * math.hypot(observed[k.statistic].g_se(), sim[k.statistic].g_se()) + abs(observed[k.statistic].g() - gi)) / abs(s)
+            for k, s, gi in zip(knobs, slope, g, strict=True)
+        ]
+    )
+    halves = propagated_half_widths(own, slope, cross, np.array([families.index(f) for f in family]))
     estimates: list[Estimate] = []
-    for k, t, s, gi in zip(knobs, theta, slope, g, strict=True):
-        ob, si = observed[k.statistic], sim[k.statistic]
-        half = (Z95 * math.hypot(ob.g_se(), si.g_se()) + abs(ob.g() - gi)) / abs(s)
+    for k, t, half, own_half in zip(knobs, theta, halves, own, strict=True):
         lo, hi = sorted((k.natural(t - half), k.natural(t + half)))
-        estimates.append(
-            Estimate(k.label(), k.natural(t), lo, hi, k.natural(k.theta(raw0)), f"simulated moments: {k.doc}", k.statistic, ob.value, si.value)
-        )
+        method = f"simulated moments: {k.doc}"
+        if half > 1.005 * own_half:
+            method += f"; the other stages' errors widen the interval {half / own_half:.2f}x"
+        ob, si = observed[k.statistic], sim[k.statistic]
+        estimates.append(Estimate(k.label(), k.natural(t), lo, hi, k.natural(k.theta(raw0)), method, k.statistic, ob.value, si.value))
     return estimates, skipped, raw, observed, sim, replays
 
 
 # ------------------------------------------------------------------ the fit and its output
+
+
+def propagated_half_widths(own: np.ndarray, slope: np.ndarray, cross: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """Interval half-widths (theta units) with the other stages' fitting errors carried in.
+
+    ``own[k]``: knob k's half-width from its own statistic alone; ``slope[k]``: its statistic's slope
+    in its own knob; ``cross[k, f]``: the slope of k's statistic when stage f's knobs all move together
+    (0 for k's own stage ``family[k]``). All knobs are fitted at once, so a stage fitted a little off
+    moves the statistics of the others (a channel's engagement, too high, sends more engaged contacts
+    of the wrong debtors to the outcome statistics), and the knob that matches its statistic absorbs
+    that: to first order its error is its own plus ``-cross[k, f] / slope[k]`` times stage f's error.
+    A stage's knobs are moved together in the slope replays, so their separate effects on k are not
+    known; the stage is taken to err as one knob with its knobs' typical (root mean square) error.
+    The terms add in quadrature with ``own``."""
+    n_f = cross.shape[1]
+    typical = np.array([math.sqrt(float(np.mean(own[family == f] ** 2))) if np.any(family == f) else 0.0 for f in range(n_f)])
+    carried = cross / slope[:, None] * typical[None, :]
+    carried[np.arange(len(own)), family] = 0.0
+    return np.sqrt(own**2 + (carried**2).sum(axis=1))  # type: ignore[no-any-return]
 
 
 def _base_raw(base: str) -> dict[str, Any]:

@@ -233,3 +233,26 @@ def test_population_share_intervals_cover_the_configured_share_across_fresh_popu
             lo, hi = cal._share_interval(float(seen[k]), n)
             hits[k] += lo <= p <= hi
     assert all(h >= 0.85 * 60 for h in hits.values()), hits
+
+
+def test_intervals_carry_the_other_stages_errors_and_cover_a_linear_two_stage_fit():
+    # A linear world of two stages: statistic 0 moves with knob 0 (slope 1); statistic 1 with knob 1
+    # (slope 0.8) and with knob 0 (cross slope 1.5). Fitting both to noisy observations, knob 1 absorbs
+    # knob 0's error: an interval from its own statistic alone covers too rarely, the propagated one 95 %.
+    rng = np.random.default_rng(3)
+    jac = np.array([[1.0, 0.0], [1.5, 0.8]])
+    sd = np.array([0.1, 0.05])
+    truth = np.array([0.3, -0.2])
+    own = cal.Z95 * sd / np.diag(jac)
+    half = cal.propagated_half_widths(own, np.diag(jac), np.array([[0.0, 0.0], [1.5, 0.0]]), np.array([0, 1]))
+    assert half[0] == pytest.approx(own[0])  # the first stage sees nothing of the second
+    assert half[1] == pytest.approx(math.hypot(own[1], 1.5 / 0.8 * own[0]))
+    fits = np.linalg.solve(jac, (jac @ truth + sd * rng.standard_normal((4000, 2))).T).T
+    err = np.abs(fits - truth)
+    assert np.mean(err[:, 1] <= own[1]) < 0.5
+    assert 0.93 < np.mean(err[:, 1] <= half[1]) < 0.97
+    assert 0.93 < np.mean(err[:, 0] <= half[0]) < 0.97
+    # a stage of several knobs errs as one with their typical (root mean square) error
+    two = cal.propagated_half_widths(np.array([0.3, 0.4, 0.1]), np.ones(3), np.array([[0, 0], [0, 0], [2.0, 0]]), np.array([0, 0, 1]))
+    assert two[2] == pytest.approx(math.hypot(0.1, 2.0 * math.sqrt((0.3**2 + 0.4**2) / 2)))
+    assert two[:2] == pytest.approx([0.3, 0.4])
