@@ -68,6 +68,11 @@ class TrainConfig(BaseModel):
     learning_rate_final: float | None = Field(
         default=None, ge=0, le=1, description="if set, the step size falls linearly to this value by the last timestep"
     )
+    learning_rate_decay_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="with learning_rate_final: the debtor-days by which the step size reaches it and then stays (None: the run's length)",
+    )
     gamma: float = Field(gt=0, le=1, description="per-day discount of the learner")
     n_steps: int = Field(default=32, ge=1, description="days per rollout (on-policy algorithms)")
     batch_size: int = Field(default=2048, ge=1)
@@ -151,22 +156,39 @@ class LinearRate:
     """A learning rate that falls linearly from ``start`` to ``end`` as training progresses.
 
     SB3 calls it with the share of training still to do (1 at the first step, 0 at the last);
-    a resumed run keeps counting from where it stopped, so the schedule continues too.
+    a resumed run keeps counting from where it stopped, so the schedule continues too. With
+    ``decay`` (debtor-days) and the run's length ``total`` it reaches ``end`` after ``decay``
+    debtor-days and stays there: a longer run then follows a shorter one's schedule step for step
+    (the debtor-day count is recovered exactly from SB3's share and ``total``, and the share of the
+    decay computed as SB3 computes its own, so a run with ``decay`` equal to its length takes the
+    very same step sizes as one without).
     A module-level class (not a lambda) so a saved model refers to it by name.
     """
 
-    def __init__(self, start: float, end: float) -> None:
-        self.start, self.end = float(start), float(end)
+    def __init__(self, start: float, end: float, total: int | None = None, decay: int | None = None) -> None:
+        if decay is not None and total is None:
+            raise ValueError("LinearRate: a decay length needs the run's length (total)")
+        self.start, self.end, self.total, self.decay = float(start), float(end), total, decay
 
     def __call__(self, progress_remaining: float) -> float:
-        return self.end + (self.start - self.end) * max(0.0, min(1.0, progress_remaining))
+        share = progress_remaining
+        if getattr(self, "decay", None) is not None:  # models saved before the decay length have no attribute
+            done = round((1.0 - progress_remaining) * float(self.total))  # type: ignore[arg-type]
+            share = 1.0 - float(done) / float(self.decay)  # type: ignore[arg-type]
+        return self.end + (self.start - self.end) * max(0.0, min(1.0, share))
 
     def __repr__(self) -> str:
-        return f"LinearRate({self.start}, {self.end})"
+        tail = f", total={self.total}, decay={self.decay}" if getattr(self, "decay", None) is not None else ""
+        return f"LinearRate({self.start}, {self.end}{tail})"
 
 
-def learning_rate(cfg: TrainConfig) -> float | LinearRate:
-    return cfg.learning_rate if cfg.learning_rate_final is None else LinearRate(cfg.learning_rate, cfg.learning_rate_final)
+def learning_rate(cfg: TrainConfig, timesteps: int | None = None) -> float | LinearRate:
+    """The step size of ``cfg`` for a run of ``timesteps`` debtor-days (needed with ``learning_rate_decay_steps``)."""
+    if cfg.learning_rate_final is None:
+        return cfg.learning_rate
+    if cfg.learning_rate_decay_steps is None:
+        return LinearRate(cfg.learning_rate, cfg.learning_rate_final)
+    return LinearRate(cfg.learning_rate, cfg.learning_rate_final, timesteps, cfg.learning_rate_decay_steps)
 
 
 def quiet(model: Any) -> Any:
@@ -178,21 +200,22 @@ def quiet(model: Any) -> Any:
     return model
 
 
-def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
-    """A fresh SB3 model for ``cfg``; the actor-critic learners use ``agents.heads``' policies (the same
-    networks and distributions as SB3's ``MlpPolicy``, with the four action heads evaluated as one tensor).
-    With ``tb=None`` the model logs nowhere (see ``quiet``)."""
-    model = _new_model(cfg, env, seed, tb)
+def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None, timesteps: int | None = None) -> Any:
+    """A fresh SB3 model for ``cfg`` and a run of ``timesteps`` debtor-days (for the learning-rate schedule);
+    the actor-critic learners use ``agents.heads``' policies (the same networks and distributions as SB3's
+    ``MlpPolicy``, with the four action heads evaluated as one tensor). With ``tb=None`` the model logs
+    nowhere (see ``quiet``)."""
+    model = _new_model(cfg, env, seed, tb, timesteps if timesteps is not None else cfg.timesteps)
     return model if tb is not None else quiet(model)
 
 
-def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None) -> Any:
+def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None, timesteps: int) -> Any:
 
     policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}
     if cfg.algo != "dqn":
         policy_kwargs["wait_prior"] = cfg.wait_prior
     common: dict[str, Any] = {
-        "learning_rate": learning_rate(cfg),
+        "learning_rate": learning_rate(cfg, timesteps),
         "gamma": cfg.gamma,
         "seed": seed,
         "verbose": 0,
@@ -571,10 +594,12 @@ def train(
     if step0 is not None:
         model = load_model(cfg.algo, root / "checkpoints" / f"model_{step0}.zip")
         model.set_env(env)
+        model.learning_rate = learning_rate(cfg, timesteps)  # the schedule of this length (a resume may ask for another)
+        model._setup_lr_schedule()
         model.tensorboard_log = tb
         _restore(run, model, step0)
     else:
-        model = make_model(cfg, env, seed, tb)
+        model = make_model(cfg, env, seed, tb, timesteps)
     monitor = TrainingMonitor(run, progress)
     remaining = max(0, timesteps - int(model.num_timesteps))
     if remaining:

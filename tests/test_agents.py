@@ -185,6 +185,18 @@ def test_linear_rate_falls_from_start_to_end_and_saves_by_name():
         load_train_config("maskable_ppo", ["learning_rate_final=-1"])
 
 
+def test_a_decay_length_makes_a_longer_run_follow_the_shorter_runs_schedule_step_for_step():
+    short, long = 6_000_000, 12_000_000
+    plain = LinearRate(3e-4, 3e-5)  # the schedule of a 6M run
+    decayed = learning_rate(load_train_config("maskable_ppo", ["learning_rate_decay_steps=6000000"]), long)
+    for t in range(0, short + 1, 8192 * 37):  # SB3's share of training left, as SB3 computes it
+        assert decayed(1.0 - float(t) / float(long)) == plain(1.0 - float(t) / float(short))  # bit for bit
+    assert decayed(1.0 - 9_000_000 / long) == 3e-5 and decayed(0.0) == 3e-5  # at its floor after the decay
+    assert learning_rate(load_train_config("maskable_ppo", ["learning_rate_decay_steps=6000000"]), short)(0.5) == plain(0.5)
+    with pytest.raises(ValueError, match="run's length"):
+        LinearRate(3e-4, 3e-5, decay=10)
+
+
 def test_train_overrides_accept_layer_lists_in_both_forms_and_name_bad_values():
     assert load_train_config("a2c", ["net_arch=64,64"]).net_arch == [64, 64]
     assert load_train_config("a2c", ["net_arch=[32, 16]"]).net_arch == [32, 16]
