@@ -499,6 +499,31 @@ def _share_interval(k: float, n: float) -> tuple[float, float]:
     return stats.wilson(k / n, n, Z95)
 
 
+def bootstrap_quantiles(x_sorted: np.ndarray, qs: tuple[float, ...], draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``draws`` bootstrap replicates of the quantiles ``qs`` of the sorted sample ``x_sorted`` (as
+    ``np.quantile`` computes them, interpolating linearly), shape (draws, len(qs)), without resampling.
+
+    A resample's indices are ``floor(n U)`` for n uniforms U, so its r-th smallest value is ``x_sorted[floor(n
+    U_(r))]``, and the order statistics of n uniforms needed (the two each quantile interpolates between)
+    are drawn jointly as ratios of sums of exponential spacings (gamma draws). The same distribution as
+    resampling the n values ``draws`` times, at a cost independent of n (a 100,000-account history's 200
+    resamples took 1.6 s and 320 MB)."""
+    n = len(x_sorted)
+    pos = [(n - 1) * q for q in qs]
+    lows = [min(math.floor(p), n - 1) for p in pos]
+    ranks = sorted({r for k in lows for r in (k + 1, min(k + 2, n))})  # 1-based ranks of the order statistics used
+    shapes = np.diff(np.array([0, *ranks, n + 1], dtype=np.float64))
+    spacings = rng.standard_gamma(shapes, size=(draws, len(shapes)))
+    u = np.cumsum(spacings, axis=1)[:, :-1] / spacings.sum(axis=1, keepdims=True)
+    vals = x_sorted[np.minimum((n * u).astype(np.int64), n - 1)]
+    col = {r: j for j, r in enumerate(ranks)}
+    out = np.empty((draws, len(qs)))
+    for i, (p, k) in enumerate(zip(pos, lows, strict=True)):
+        lo, hi = vals[:, col[k + 1]], vals[:, col[min(k + 2, n)]]
+        out[:, i] = lo + (p - k) * (hi - lo)
+    return out
+
+
 def fit_population(h: fmt.History, base: dict[str, Any], seed: int = 0, bootstrap: int = 200) -> list[Estimate]:
     """Population keys read off the accounts table (see the module docstring)."""
     a = h.accounts
@@ -513,8 +538,8 @@ def fit_population(h: fmt.History, base: dict[str, Any], seed: int = 0, bootstra
         return np.exp(q50), (q75 - q25) / 1.3489795003921634  # type: ignore[return-value]
 
     med, sig = robust(logb)
-    boot = rng.integers(0, n, size=(bootstrap, n)) if n * bootstrap <= 20_000_000 else rng.integers(0, n, size=(20_000_000 // n, n))
-    bm, bs = robust(logb[boot])
+    q25, q50, q75 = bootstrap_quantiles(np.sort(logb), (0.25, 0.5, 0.75), bootstrap, rng).T
+    bm, bs = np.exp(q50), (q75 - q25) / 1.3489795003921634
     m_lo, m_hi = (float(x) for x in np.quantile(bm, [0.025, 0.975]))
     s_lo, s_hi = (float(x) for x in np.quantile(bs, [0.025, 0.975]))
     out.append(Estimate("population.balance.median_eur", float(med), m_lo, m_hi, pop["balance"]["median_eur"], "median"))

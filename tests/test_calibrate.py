@@ -256,3 +256,21 @@ def test_intervals_carry_the_other_stages_errors_and_cover_a_linear_two_stage_fi
     two = cal.propagated_half_widths(np.array([0.3, 0.4, 0.1]), np.ones(3), np.array([[0, 0], [0, 0], [2.0, 0]]), np.array([0, 0, 1]))
     assert two[2] == pytest.approx(math.hypot(0.1, 2.0 * math.sqrt((0.3**2 + 0.4**2) / 2)))
     assert two[:2] == pytest.approx([0.3, 0.4])
+
+
+def test_bootstrap_quantiles_follow_the_distribution_of_actual_resamples():
+    # the order-statistic draw against resampling itself, on a skewed sample with ties: each quantile's
+    # replicates agree in mean, spread and tails (the quartiles' difference too, as the balance's spread uses it)
+    rng = np.random.default_rng(8)
+    x = np.sort(np.round(rng.lognormal(6.0, 1.0, size=1500), 0))  # (n - 1) q falls between ranks: the interpolation is used
+    qs = (0.25, 0.5, 0.75)
+    fast = cal.bootstrap_quantiles(x, qs, 6000, np.random.default_rng(1))
+    slow = np.quantile(x[np.random.default_rng(2).integers(0, len(x), size=(6000, len(x)))], qs, axis=1).T
+    for a, b in ((fast, slow), (fast[:, 2:] - fast[:, :1], slow[:, 2:] - slow[:, :1])):
+        for j in range(a.shape[1]):
+            assert a[:, j].mean() == pytest.approx(b[:, j].mean(), rel=0.01)
+            assert a[:, j].std() == pytest.approx(b[:, j].std(), rel=0.06)
+            assert np.quantile(a[:, j], [0.025, 0.975]) == pytest.approx(np.quantile(b[:, j], [0.025, 0.975]), rel=0.02)
+    # every replicate lies between the sample's extremes, and the draw is reproducible from its generator
+    assert x[0] <= fast.min() and fast.max() <= x[-1]
+    assert np.array_equal(fast, cal.bootstrap_quantiles(x, qs, 6000, np.random.default_rng(1)))
