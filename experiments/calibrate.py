@@ -34,6 +34,7 @@ key no statistic reaches (archetype shares and traits, fatigue, tone effects, ..
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import multiprocessing
 import time
@@ -1273,7 +1274,41 @@ def summarise_check(rows: list[dict[str, Any]], base: str, accounts: int, explor
         "policies": evaluated,
         "within_5pct": sum(all(abs(r["value_error"][p]) <= 0.05 for p in evaluated) for r in rows),
         "same_ranking": sum(r["same_ranking"] for r in rows),
+        **pairs_ordered(rows),
         "runs": rows,
+    }
+
+
+CLOSE = 0.01  # policies whose true values differ by less than this share are a near tie
+
+
+def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pairwise view of the ranking check: of every pair of policies in every world, the share the fitted
+    world orders as the true one does, over all pairs and over the pairs apart by more than :data:`CLOSE`
+    of their value; and how far apart (share of value) the closest swapped pair of each world was."""
+    alike = apart = apart_alike = total = 0
+    swapped: list[float] = []
+    for r in rows:
+        vt, vf = r["value_true"], r["value_fitted"]
+        gaps = []
+        for p, q in itertools.combinations(sorted(vt), 2):
+            gap = abs(vt[p] - vt[q]) / max(abs(vt[p]), abs(vt[q]), 1e-9)
+            same = (vt[p] - vt[q]) * (vf[p] - vf[q]) > 0
+            total += 1
+            alike += same
+            if gap > CLOSE:
+                apart += 1
+                apart_alike += same
+            if not same:
+                gaps.append(gap)
+        if gaps:
+            swapped.append(max(gaps))
+    return {
+        "pairs": total,
+        "pairs_alike": alike,
+        "pairs_apart": apart,
+        "pairs_apart_alike": apart_alike,
+        "swapped_gaps": swapped,
     }
 
 
@@ -1296,6 +1331,14 @@ def format_check(c: dict[str, Any]) -> str:
         f"all {which} within 5 %: {c['within_5pct']} of {n} perturbations",
         f"same ranking of the {which}: {c['same_ranking']} of {n}",
     ]
+    if "pairs" in c:
+        gaps = ", ".join(f"{g:.2%}" for g in c["swapped_gaps"])
+        lines += [
+            f"  pairs ordered alike: {c['pairs_alike']} of {c['pairs']}; of the pairs whose true values differ by more than "
+            f"{CLOSE:.0%}: {c['pairs_apart_alike']} of {c['pairs_apart']}",
+        ]
+        if gaps:
+            lines.append(f"  the widest true gap of a swapped pair, per world that swapped one: {gaps}")
     return "\n".join(lines)
 
 

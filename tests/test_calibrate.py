@@ -274,3 +274,14 @@ def test_bootstrap_quantiles_follow_the_distribution_of_actual_resamples():
     # every replicate lies between the sample's extremes, and the draw is reproducible from its generator
     assert x[0] <= fast.min() and fast.max() <= x[-1]
     assert np.array_equal(fast, cal.bootstrap_quantiles(x, qs, 6000, np.random.default_rng(1)))
+
+
+def test_pairs_ordered_separates_near_ties_from_real_swaps():
+    rows = [
+        {"value_true": {"a": 100.0, "b": 100.2, "c": 50.0}, "value_fitted": {"a": 101.0, "b": 100.5, "c": 51.0}},  # a near tie swapped
+        {"value_true": {"a": 100.0, "b": 120.0, "c": 50.0}, "value_fitted": {"a": 125.0, "b": 121.0, "c": 49.0}},  # a 17 % gap swapped
+        {"value_true": {"a": 100.0, "b": 120.0, "c": 50.0}, "value_fitted": {"a": 99.0, "b": 118.0, "c": 52.0}},
+    ]
+    p = cal.pairs_ordered(rows)
+    assert (p["pairs"], p["pairs_alike"], p["pairs_apart"], p["pairs_apart_alike"]) == (9, 7, 8, 7)
+    assert p["swapped_gaps"] == pytest.approx([0.2 / 100.2, 20 / 120])
