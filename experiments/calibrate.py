@@ -34,6 +34,7 @@ key no statistic reaches (archetype shares and traits, fatigue, tone effects, ..
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import multiprocessing
@@ -110,13 +111,22 @@ class CalibrationError(UsageError):
 
 @dataclass
 class Statistic:
-    """A share or rate of the history, clustered by account: ``success[i]`` of ``trials[i]`` for account i."""
+    """A share or rate of the history, clustered by account: ``success[i]`` of ``trials[i]`` for account i.
+
+    Accounts with neither are dropped (they add nothing to any sum here), so a statistic of a few
+    accounts stays small however many the history has: a replay's statistics travel back from a
+    worker process or a Ray task, and the pooled replicates are concatenated."""
 
     success: np.ndarray
     trials: np.ndarray
     # share: g = logit; fraction: a share on the log scale (g = log); rate: successes per unit of exposure;
     # ratio: successes per reference event (odds against it)
     kind: Literal["share", "fraction", "rate", "ratio"] = "share"
+
+    def __post_init__(self) -> None:
+        some = (self.success != 0) | (self.trials != 0)
+        if not some.all():
+            self.success, self.trials = self.success[some], self.trials[some]
 
     @property
     def n(self) -> float:
@@ -400,8 +410,14 @@ class ReplayPolicy:
         self._account = c["account"].astype(np.int64)[order]
         self._action = np.stack([c["channel"].astype(np.int64) + 1, c["window"], c["tone"], c["offer"]], axis=1)[order].astype(np.int64)
         self._starts = np.searchsorted(self._day, np.arange(history.days + 2))
-        pairs = day * history.n_accounts + c["account"].astype(np.int64)
-        self.skipped_ = int(len(pairs) - len(np.unique(pairs)))
+
+    @functools.cached_property
+    def skipped_(self) -> int:
+        """Logged contacts not replayed: the others of an account's several contacts on one day (counted when
+        asked: a fit replays the history many times and never asks)."""
+        c = self.history.contacts
+        pairs = c["day"].astype(np.int64) * self.history.n_accounts + c["account"].astype(np.int64)
+        return int(len(pairs) - len(np.unique(pairs)))
 
     def reset(self, seed: int | None = None) -> None:
         pass

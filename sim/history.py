@@ -723,12 +723,17 @@ def from_ledger(
     its Parquet file), the ``accounts`` table of its debtors (ids as text of the ledger's debtor
     numbers) and ``meta`` (must give ``days``)."""
     ids = accounts["account_id"]
-    index = {int(v): i for i, v in enumerate(ids.tolist())}
     ev = ledger["event"].astype(np.int64)
     debtor = ledger["debtor"].astype(np.int64)
     day = (ledger["time_min"] // 1440).astype(np.int64)
     contact = ledger["contact"].astype(np.int64)
-    account = np.array([index.get(d, -1) for d in debtor.tolist()], dtype=np.int64)
+    # each ledger row's account: its debtor number looked up among the ids (a binary search, not a dict per row)
+    numbers = np.array([int(v) for v in ids.tolist()], dtype=np.int64)
+    account = np.full(len(debtor), -1, dtype=np.int64)
+    if len(numbers):
+        order = np.argsort(numbers, kind="stable")
+        pos = np.minimum(np.searchsorted(numbers[order], debtor), len(numbers) - 1)
+        account = np.where(numbers[order][pos] == debtor, order[pos], -1)
     if (account < 0).any():
         missing = sorted(set(debtor[account < 0].tolist()))[:5]
         raise HistoryError(f"the ledger has events of debtors {missing} that are not in the accounts table")

@@ -97,6 +97,10 @@ def test_a_replay_on_the_true_world_gives_back_the_history(perturbed_history):
     logged = set(zip(h.contacts["account"].tolist(), h.contacts["day"].tolist(), h.contacts["channel"].tolist(), strict=True))
     replayed = set(zip(other.contacts["account"].tolist(), other.contacts["day"].tolist(), other.contacts["channel"].tolist(), strict=True))
     assert replayed <= logged and len(replayed) > 0.4 * len(logged)
+    # a second contact of an account on a day it already has one is not replayed, and is counted
+    c = h.contacts
+    doubled = H.History(h.meta, h.accounts, {k: np.concatenate([v, v[:3]]) for k, v in c.items()}, h.payments, h.events)
+    assert cal.ReplayPolicy(h).skipped_ == 0 and cal.ReplayPolicy(doubled).skipped_ == 3
 
 
 def test_simulate_with_a_replay_policy(perturbed_history, capsys):

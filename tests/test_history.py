@@ -56,6 +56,22 @@ def test_a_simulated_history_adds_up_to_the_world(simulated):
     assert h.truth is not None and list(h.truth["account_id"]) == list(h.accounts["account_id"])
 
 
+def test_ledger_rows_find_their_account_in_any_order_of_the_accounts_table_and_strangers_are_refused(simulated):
+    world, entered, _ = simulated
+    s = world.state
+    ledger = world.ledger.columns()
+    perm = np.random.default_rng(4).permutation(len(entered))
+    traits = world.traits.take(entered[perm])
+    shuffled = H.accounts_table(s.debtor_id[entered][perm], s.entry_day[entered][perm], s.balance[entered][perm], traits)
+    again = H.from_ledger(ledger, shuffled, {"days": world.day})
+    paid = np.bincount(again.payments["account"], weights=again.payments["amount_eur"], minlength=len(entered))
+    np.testing.assert_allclose(paid, s.collected[entered][perm], atol=1e-6)
+    assert (again.accounts["account_id"][again.contacts["account"]] == again.contacts["account_id"]).all()
+    fewer = {k: v[1:] for k, v in shuffled.items()}  # one account left out of the table
+    with pytest.raises(H.HistoryError, match=f"debtors \\[{int(shuffled['account_id'][0])}\\] that are not in the accounts table"):
+        H.from_ledger(ledger, fewer, {"days": world.day})
+
+
 @pytest.mark.parametrize("file_format", ["parquet", "csv"])
 def test_written_and_read_back_a_history_is_the_same(simulated, tmp_path, file_format):
     _, _, h = simulated
