@@ -7,12 +7,22 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
+
+from policies.workers import ALL_READY
 
 
 class ServedURL(str):
     """The base URL of a server started by :func:`serving`, with the server's process id."""
 
     pid: int
+
+
+def _said(errors: Any, line: str) -> bool:
+    """Whether the server's stderr file has ``line`` so far (read with ``pread``: the child shares the
+    file's offset, which a seek would move under its writes)."""
+    fd = errors.fileno()
+    return line in os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 @contextlib.contextmanager
@@ -34,6 +44,8 @@ def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator
     errors = tempfile.TemporaryFile("w+")  # noqa: SIM115  (a file, not a pipe: a chatty server never blocks; closed below)
     proc = subprocess.Popen(cmd, stderr=errors, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
+    # with several workers, wait until every one serves (the supervisor says so), not just the first
+    several = "--workers" in args and int(args[list(args).index("--workers") + 1]) > 1
     try:
         deadline = time.monotonic() + ready_within_s
         while True:
@@ -41,12 +53,13 @@ def serving(artifact: str, *args: str, ready_within_s: float = 30.0) -> Iterator
                 errors.seek(0)
                 raise RuntimeError(f"collectrl serve exited with code {proc.returncode}: {errors.read().strip()}")
             try:
-                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
+                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200 and (not several or _said(errors, ALL_READY)):
                     break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"collectrl serve was not ready on {base} within {ready_within_s:.0f} s") from None
-                time.sleep(0.1)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"collectrl serve was not ready on {base} within {ready_within_s:.0f} s")
+            time.sleep(0.1)
         served = ServedURL(base)
         served.pid = proc.pid
         yield served

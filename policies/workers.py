@@ -31,6 +31,7 @@ from typing import Any
 
 READY_WITHIN_S = 60.0
 STOP_WITHIN_S = 30.0
+ALL_READY = "all workers ready"  # said once on stderr when every worker has started serving
 CANNOT_START = 3  # a worker's exit code when it could not start serving (uvicorn's own code for that)
 
 
@@ -122,8 +123,14 @@ def run(workers: int, host: str, port: int, env: dict[str, str]) -> int:
     pool: list[_Worker] = []
     try:
         pool = [_Worker(ctx, host, port, env) for _ in range(workers)]
+        announced = False
         while True:
             time.sleep(0.2)
+            if not announced and all(w.ready.is_set() for w in pool):
+                # /readyz answers as soon as one worker serves; this line says every one does (until then
+                # the kernel spreads new connections over the workers already listening only)
+                print(f"collectrl serve: {ALL_READY} ({workers}) on {host}:{port}", file=sys.stderr, flush=True)
+                announced = True
             while received:
                 sig = received.pop(0)
                 if sig != signal.SIGHUP:
