@@ -550,13 +550,13 @@ def fit_population(h: fmt.History, base: dict[str, Any], seed: int = 0, bootstra
     rng = np.random.default_rng(seed)
     logb = np.log(a["balance_eur"].astype(np.float64))
 
-    def robust(x: np.ndarray) -> tuple[float, float]:
-        q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=-1)
-        return np.exp(q50), (q75 - q25) / 1.3489795003921634  # type: ignore[return-value]
+    def robust(q25: Any, q50: Any, q75: Any) -> tuple[Any, Any]:
+        """Median and log-spread of the balance from the log balance's quartiles."""
+        return np.exp(q50), (q75 - q25) / 1.3489795003921634
 
-    med, sig = robust(logb)
-    q25, q50, q75 = bootstrap_quantiles(np.sort(logb), (0.25, 0.5, 0.75), bootstrap, rng).T
-    bm, bs = np.exp(q50), (q75 - q25) / 1.3489795003921634
+    quartiles = (0.25, 0.5, 0.75)
+    med, sig = robust(*np.quantile(logb, quartiles))
+    bm, bs = robust(*bootstrap_quantiles(np.sort(logb), quartiles, bootstrap, rng).T)
     m_lo, m_hi = (float(x) for x in np.quantile(bm, [0.025, 0.975]))
     s_lo, s_hi = (float(x) for x in np.quantile(bs, [0.025, 0.975]))
     out.append(Estimate("population.balance.median_eur", float(med), m_lo, m_hi, pop["balance"]["median_eur"], "median"))
@@ -1301,7 +1301,8 @@ CLOSE = 0.01  # policies whose true values differ by less than this share are a 
 def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Pairwise view of the ranking check: of every pair of policies in every world, the share the fitted
     world orders as the true one does, over all pairs and over the pairs apart by more than :data:`CLOSE`
-    of their value; and how far apart (share of value) the closest swapped pair of each world was."""
+    of their value; and, for each world that swapped a pair, the widest true gap (share of value) among its
+    swapped pairs."""
     alike = apart = apart_alike = total = 0
     swapped: list[float] = []
     for r in rows:

@@ -732,8 +732,9 @@ def from_ledger(
     account = np.full(len(debtor), -1, dtype=np.int64)
     if len(numbers):
         order = np.argsort(numbers, kind="stable")
-        pos = np.minimum(np.searchsorted(numbers[order], debtor), len(numbers) - 1)
-        account = np.where(numbers[order][pos] == debtor, order[pos], -1)
+        ranked = numbers[order]
+        pos = np.minimum(np.searchsorted(ranked, debtor), len(numbers) - 1)
+        account = np.where(ranked[pos] == debtor, order[pos], -1)
     if (account < 0).any():
         missing = sorted(set(debtor[account < 0].tolist()))[:5]
         raise HistoryError(f"the ledger has events of debtors {missing} that are not in the accounts table")
