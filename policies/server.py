@@ -168,8 +168,62 @@ class Problem(msgspec.Struct):
 
 _encode = msgspec.json.Encoder().encode
 _encode_lines = msgspec.json.Encoder().encode_lines  # one JSON document per line, each ending in a newline
-# an Alternative's names, by flat action index
-_ALT_FIELDS: list[tuple[str, str, str, str]] = [(a.channel, a.window, a.tone, a.offer) for a in ACTION_NAMES]
+
+
+def _key(name: str) -> bytes:
+    return _encode(name) + b":"
+
+
+class _BatchRows:
+    """The JSON of a batch's :class:`BatchDecisionOut` rows, byte for byte what msgspec writes for
+    the Structs (tested), without building a Struct per row and per alternative: each flat action's
+    fixed fields are encoded once, and a batch's floats are encoded column by column in one call
+    (a float's JSON never holds a comma, so the column splits into rows)."""
+
+    def __init__(self) -> None:
+        fixed = ("channel", "window", "window_start", "window_end", "tone", "offer")
+        # the order msgspec writes; a change to the Structs fails here, not in a client
+        assert BatchDecisionOut.__struct_fields__ == (*fixed, "propensity", "alternatives", "reason", "account_id", "arm")
+        assert Alternative.__struct_fields__ == ("channel", "window", "tone", "offer", "probability")
+        assert BatchOut.__struct_fields__ == ("request_id", "policy_id", "decisions")
+        self.head = [b"{" + b",".join(_key(f) + _encode(getattr(a, f)) for f in fixed) + b"," + _key("propensity") for a in ACTION_NAMES]
+        alt = Alternative.__struct_fields__[:4]
+        self.alt_head = [b"{" + b",".join(_key(f) + _encode(getattr(a, f)) for f in alt) + b"," + _key("probability") for a in ACTION_NAMES]
+        self.alternatives, self.reason, self.account_id = b"," + _key("alternatives") + b"[", b"]," + _key("reason"), b"," + _key("account_id")
+        self.arm = {name: b"," + _key("arm") + _encode(name) + b"}" for name in ARMS}
+        self.reasons: dict[str | None, bytes] = {None: b"null"}
+
+    def rows(self, arm: str, cols: Columns, account_ids: Sequence[str | None]) -> list[bytes]:
+        """One arm's rows, in the order of ``cols``."""
+        n, k = cols.alt_index.shape
+        props = _floats(cols.propensity)
+        alt_index = cols.alt_index.tolist()
+        alt_prob = _floats(rounded_probabilities(cols.alt_prob).reshape(n * k))
+        reasons = self.reasons
+        for r in cols.reasons:
+            if r not in reasons:
+                reasons[r] = _encode(r)
+        head, alt_head, alternatives, reason, account_id, tail = self.head, self.alt_head, self.alternatives, self.reason, self.account_id, self.arm[arm]
+        out = []
+        for i, (j, xs, r, aid) in enumerate(zip(cols.flat.tolist(), alt_index, cols.reasons, account_ids, strict=True)):
+            alts = b"},".join([alt_head[x] + alt_prob[i * k + m] for m, x in enumerate(xs) if x >= 0])
+            ident = b"null" if aid is None else _encode(aid)
+            out.append(b"".join((head[j], props[i], alternatives, alts, b"}" if alts else b"", reason, reasons[r], account_id, ident, tail)))
+        return out
+
+    @staticmethod
+    def body(request_id: str, policy_id: str, rows: list[bytes]) -> bytes:
+        return b"".join((b"{", _key("request_id"), _encode(request_id), b",", _key("policy_id"), _encode(policy_id), b",", _key("decisions"), b"[", b",".join(rows), b"]}"))
+
+
+def _floats(x: np.ndarray) -> list[bytes]:
+    """Each float of a 1-d array as msgspec writes it."""
+    if len(x) == 0:
+        return []
+    return _encode(x.tolist())[1:-1].split(b",")  # type: ignore[no-any-return]
+
+
+_BATCH_ROWS = _BatchRows()
 
 
 class JsonLines:
@@ -668,17 +722,13 @@ def create_app(
             mine = [accounts[i] for i in idx]
             named = [ACTION_NAMES[j] for j in cols.flat.tolist()]
             count(arm.name, named, cols.reasons)
-            alt_prob = rounded_probabilities(cols.alt_prob).tolist()
-            rows = zip(idx, named, cols.propensity.tolist(), cols.alt_index.tolist(), alt_prob, cols.reasons, mine, strict=True)
-            for i, a, p, alt_index, alt_prob, reason, account in rows:
-                alts = [Alternative(*_ALT_FIELDS[x], q) for x, q in zip(alt_index, alt_prob, strict=True) if x >= 0]  # type: ignore[call-arg]
-                w, start, end = a.window, a.window_start, a.window_end
-                out[i] = BatchDecisionOut(a.channel, w, start, end, a.tone, a.offer, p, alts, reason, account.account_id, arm.name)
+            for i, row in zip(idx, _BATCH_ROWS.rows(arm.name, cols, [a.account_id for a in mine]), strict=True):
+                out[i] = row
             if log.enabled:
                 entries += log_entries(rid, mine, part.to_rows(), arm, arms[idx[0]][1], cols)
         if entries:
             log.write(entries)
-        return 200, _encode(BatchOut(rid, dep.champion.fn.policy_id, out))
+        return 200, _BATCH_ROWS.body(rid, dep.champion.fn.policy_id, out)
 
     def describe(arm: Arm, share: float) -> dict[str, Any]:
         m = arm.fn.manifest

@@ -673,3 +673,36 @@ def test_sighup_on_one_worker_reloads_from_disk_and_refuses_a_tampered_artifact(
         else:
             raise AssertionError("the tampered reload was never refused")
         assert _post(url, "/v1/decide", OK, "")[1]["policy_id"] == "segment_journeys"  # still serving the last good one
+
+
+def test_the_batch_rows_are_byte_for_byte_what_msgspec_writes_for_the_structs():
+    """The batch route writes its rows from pre-encoded pieces; they must be exactly the JSON of
+    the response Structs, for every kind of value a row can hold."""
+    from policies.runtime import ACTION_NAMES, Columns, rounded_probabilities
+    from policies.server import _BATCH_ROWS, Alternative, BatchDecisionOut, BatchOut, _encode
+
+    rng = np.random.default_rng(7)
+    n = 400
+    flat = rng.integers(0, len(ACTION_NAMES), n)
+    alt_index = rng.integers(0, len(ACTION_NAMES), (n, 3))
+    alt_index[rng.random((n, 3)) < 0.3] = -1  # rows with fewer (or no) alternatives
+    alt_index[:5] = -1
+    alt_prob = rng.random((n, 3)) ** rng.integers(1, 40, (n, 3))  # tiny, rounded to 0, and ordinary values
+    alt_prob[:3, 0] = [1.0, 0.0, 1e-7]
+    prop = rng.random(n) ** 9
+    prop[:4] = [0.0, 1.0, 1e-300, 0.1 + 0.2]
+    reasons = [None, 'blocked: "quoted" \\ reason', "snooze ü", None] * (n // 4)
+    ids = [None, "A1", 'a "quoted", comma id', "ü-\n-\u2028"] * (n // 4)
+    cols = Columns(np.zeros((n, 4), dtype=np.int64), flat, prop, reasons, alt_index, alt_prob, None)
+    rows = _BATCH_ROWS.rows("challenger", cols, ids)
+    want = []
+    for i in range(n):
+        a = ACTION_NAMES[int(flat[i])]
+        q = rounded_probabilities(alt_prob[i]).tolist()
+        alts = [Alternative(b.channel, b.window, b.tone, b.offer, q[m]) for m, x in enumerate(alt_index[i].tolist()) if x >= 0 for b in [ACTION_NAMES[x]]]
+        want.append(BatchDecisionOut(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts, reasons[i], ids[i], "challenger"))
+    assert [r for r in rows] == [_encode(w) for w in want]
+    assert _BATCH_ROWS.body("rid-1", 'p"1', rows) == _encode(BatchOut("rid-1", 'p"1', want))
+    # no alternatives column at all (alternatives=False)
+    none = Columns(cols.actions[:3], flat[:3], prop[:3], reasons[:3], np.zeros((3, 0), dtype=np.int64), np.zeros((3, 0)), None)
+    assert all(b'"alternatives":[]' in r for r in _BATCH_ROWS.rows("champion", none, ids[:3]))
