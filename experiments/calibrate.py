@@ -18,7 +18,8 @@ statistics then count each account's contacts up to its first reaction only, see
 :func:`statistics`).
 A replay at the base values and one per stage of the funnel with that stage's knobs moved by
 :data:`STEP` give each knob's slope (common random numbers: the same seed, so the difference is
-the knob's effect, not luck; stage by stage, so that it is not the earlier stages' effect either);
+the knob's effect, not luck; stage by stage, so that it is not the earlier stages' effect either;
+the outcome knobs one by one, as their statistics move with each other's knobs);
 Newton steps ``knob += (g(observed) - g(simulated)) / slope`` (``g`` = logit of a share, log
 of a rate) then bring every simulated statistic onto the observed one. A knob's interval is
 ``+-1.96 x`` the standard error of the statistic's gap (the history's sampling error and the
@@ -361,11 +362,17 @@ def _knobs() -> tuple[Knob, ...]:
 KNOBS = _knobs()
 # the stages of the funnel, each with its own slope replay (fit_behaviour): knobs are grouped by name
 SLOPE_FAMILIES = {"delivery": "delivery", "attention": "attention", "engage": "engagement", "outcome": "outcome"}
+# stages whose knobs each get a slope replay of their own: one outcome's odds move with the others'
+# knobs (on world 8 of the check, plan's odds moved 0.75-0.95 per unit of its own knob and 0.89-1.24
+# with all six outcome knobs moved; read as plan's own slope, the sum made its interval 1.3x too narrow)
+ONE_BY_ONE = frozenset({"outcome"})
 
 
 def _slope_family(k: Knob) -> str:
-    """The slope replay of a knob: its funnel stage, or "reaction" for complaints, opt-outs, keeping and self-cure."""
-    return SLOPE_FAMILIES.get(k.name.split(".")[0], "reaction")
+    """The slope replay of a knob: its funnel stage, or "reaction" for complaints, opt-outs, keeping and
+    self-cure; for the stages in :data:`ONE_BY_ONE`, the knob alone (its name)."""
+    stage = SLOPE_FAMILIES.get(k.name.split(".")[0], "reaction")
+    return k.name if stage in ONE_BY_ONE else stage
 
 
 def slope_replays(knobs: list[Knob] | tuple[Knob, ...] = KNOBS) -> int:
@@ -761,7 +768,8 @@ def fit_behaviour(
     # the slope replays move each knob away from its bound: delivery rates down (they cap at 1)
     step = np.array([-STEP if k.unit == "rate" else STEP for k in knobs])
     # One slope replay per stage of the funnel (SLOPE_FAMILIES): the knobs of one stage move together (their
-    # statistics are apart: one channel each, or one outcome each), the other stages stay. Moved all at
+    # statistics are apart: one channel each), the other stages stay; the outcome knobs one at a time
+    # (ONE_BY_ONE: their statistics are not apart, each outcome's odds move with the others). Moved all at
     # once, a knob's statistic also moved with the earlier stages' knobs: the engagement of email read
     # a slope of 1.39 where its own is 0.87, and intervals divided by it came out 1.6 times too narrow.
     measured = np.zeros(len(knobs))
@@ -822,7 +830,8 @@ def propagated_half_widths(own: np.ndarray, slope: np.ndarray, cross: np.ndarray
     that: to first order its error is its own plus ``-cross[k, f] / slope[k]`` times stage f's error.
     A stage's knobs are moved together in the slope replays, so their separate effects on k are not
     known; the stage is taken to err as one knob with its knobs' typical (root mean square) error.
-    The terms add in quadrature with ``own``."""
+    (A stage whose knobs have slope replays of their own, :data:`ONE_BY_ONE`, is a family per knob:
+    each carries its own error.) The terms add in quadrature with ``own``."""
     n_f = cross.shape[1]
     typical = np.array([math.sqrt(float(np.mean(own[family == f] ** 2))) if np.any(family == f) else 0.0 for f in range(n_f)])
     carried = cross / slope[:, None] * typical[None, :]

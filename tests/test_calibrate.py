@@ -289,3 +289,52 @@ def test_pairs_ordered_separates_near_ties_from_real_swaps():
     p = cal.pairs_ordered(rows)
     assert (p["pairs"], p["pairs_alike"], p["pairs_apart"], p["pairs_apart_alike"]) == (9, 7, 8, 7)
     assert p["swapped_gaps"] == pytest.approx([0.2 / 100.2, 20 / 120])
+
+
+def _ratio_statistic(g: float, g_se: float, m: int = 50) -> cal.Statistic:
+    """A ratio statistic whose g is ``g`` and whose standard error on the g scale is ``g_se``."""
+    v = math.exp(g)
+    z = np.linspace(-1.0, 1.0, m)
+    z /= np.linalg.norm(z)
+    return cal.Statistic(v + g_se * v * m * z, np.ones(m), "ratio")
+
+
+@pytest.mark.parametrize("one_by_one", [True, False])
+def test_outcome_knobs_get_their_own_slopes_and_intervals_that_cover_when_outcomes_move_together(monkeypatch, one_by_one):
+    # A linear world of the six outcome knobs whose statistics move 0.7 per unit of their own knob
+    # and 0.1 per unit of each other outcome knob (as outcome odds do in the simulator). Moving the
+    # six together reads a slope of 1.2 for each: intervals divided by it cover ~75 %. One replay
+    # per knob reads 0.7 and the other knobs' errors come in through the cross slopes: ~95 %.
+    knobs = [k for k in cal.KNOBS if k.name.startswith("outcome.")]
+    raw0 = load_raw("default")
+    theta0 = np.array([k.theta(raw0) for k in knobs])
+    jac = 0.6 * np.eye(6) + 0.1
+    sd_obs, sd_sim = 0.06, 0.04
+    truth = theta0 + 0.15
+    rng = np.random.default_rng(11)
+    if not one_by_one:
+        monkeypatch.setattr(cal, "ONE_BY_ONE", frozenset())
+    noise: dict[int, np.ndarray] = {}
+
+    def stats(g: np.ndarray, sd: float) -> dict[str, cal.Statistic]:
+        return {k.statistic: _ratio_statistic(float(x), sd) for k, x in zip(knobs, g, strict=True)}
+
+    monkeypatch.setattr(cal, "_with", lambda raw0, knobs, theta: np.array(theta, dtype=float))
+    monkeypatch.setattr(cal, "_simulated", lambda theta, h, seed, reps, logging, pool=None: stats(jac @ (theta - theta0) + noise[seed], sd_sim))
+    covered = np.zeros(6)
+    fits = 150
+    for _ in range(fits):
+        observed = jac @ (truth - theta0) + sd_obs * rng.standard_normal(6)
+        noise.clear()
+        noise[0] = sd_sim * rng.standard_normal(6)  # one replicate: the same simulation noise at every theta
+        monkeypatch.setattr(cal, "statistics", lambda h, early_only=True, limit=None, g=observed: stats(g, sd_obs))
+        est, skipped, *_ = cal.fit_behaviour(None, raw0, seed=0, replicates=1)  # type: ignore[arg-type]
+        assert [e.key for e in est] == [k.label() for k in knobs]
+        covered += [e.covers(t) for e, t in zip(est, truth, strict=True)]
+    coverage = covered / fits
+    if one_by_one:
+        assert cal.slope_replays(knobs) == 6
+        assert np.all(coverage >= 0.88), coverage
+    else:
+        assert cal.slope_replays(knobs) == 1
+        assert np.mean(coverage) < 0.85, coverage
