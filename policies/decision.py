@@ -154,17 +154,24 @@ def propensity_row(probs: list[list[float]], action: list[int]) -> float:
     return probs[0][action[0]] * probs[1][action[1]] * probs[2][action[2]] * probs[3][action[3]]
 
 
-# rank triples (window, tone, offer) whose rank sum is at most 3: the 4 most probable (window, tone,
-# offer) combinations always lie among them (a combination is beaten by every one it dominates)
-_RANKS_WTO = [r for r in itertools.product(range(4), repeat=3) if sum(r) <= 3]
+# Rank triples (window, tone, offer) with (a + 1)(b + 1)(c + 1) <= 4: the 4 most probable (window,
+# tone, offer) combinations always lie among these 13. A combination comes after every one it
+# dominates (ranks no higher in each head: a probability at least as high in each, so a product at
+# least as high; an equal positive product means equal probabilities, and then stable ranks put the
+# dominating one's indices, hence its code, first), and (a + 1)(b + 1)(c + 1) - 1 others dominate it.
+_RANKS_WTO = [r for r in itertools.product(range(4), repeat=3) if (r[0] + 1) * (r[1] + 1) * (r[2] + 1) <= 4]
+# (combination rank j, channel rank c) pairs with (j + 1)(c + 1) <= 4, by the same argument: the 4
+# most probable contacts always lie among these 8
+_PAIRS_JC = [(j, c) for j in range(4) for c in range(4 // (j + 1))]
 
 
 def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> list[tuple[float, tuple[int, int, int, int]]]:
     """The next ``k`` (at most 3) most probable actions other than ``chosen`` (waiting counts as one
     action), as (probability, action) pairs, best first; ties go to the lower action.
 
-    The top 4 contacts are found without scoring all 384: the top 4 (window, tone, offer) by
-    rank sums, then (channel rank + combination rank) <= 3 of those with the channels. Actions are
+    The top 4 contacts are found without scoring all 384: the top 4 (window, tone, offer) among the
+    13 rank triples that can hold them (:data:`_RANKS_WTO`), then the 8 pairs of those with the
+    channels that can hold the top 4 contacts (:data:`_PAIRS_JC`). Actions are
     ranked by their flat codes (``((c * 4 + w) * 4 + t) * 4 + o``, which order as the tuples do)."""
     if not 0 <= k <= 3:
         raise ValueError(f"alternatives: k must be 0..3, got {k}")
@@ -173,10 +180,9 @@ def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> lis
     ow, ot, oo = (sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pw, pt, po))
     wto = sorted([(-(pw[ow[a]] * pt[ot[b]] * po[oo[c]]), (ow[a] * _NT + ot[b]) * _NO + oo[c]) for a, b, c in _RANKS_WTO])
     ranked = [(-pc[0], 0)]  # (-p, code) sorts best first, ties to the lower action
-    for j in range(4):
+    for j, c in _PAIRS_JC:
         q, code = wto[j]
-        for c in oc[: 4 - j]:
-            ranked.append((q * pc[c], c * _NWTO + code))
+        ranked.append((q * pc[oc[c]], oc[c] * _NWTO + code))
     ranked.sort()
     same = 0 if chosen[0] == 0 else ((chosen[0] * _NW + chosen[1]) * _NT + chosen[2]) * _NO + chosen[3]
     out: list[tuple[float, tuple[int, int, int, int]]] = []

@@ -29,6 +29,7 @@ from policies import compliance
 from policies.actions import N_ACTIONS, Action, decode_flat, encode_flat, flat_index
 from policies.base import make
 from policies.decision import (
+    _PAIRS_JC,
     _RANKS_WTO,
     HEAD_WIDTH,
     alternatives,
@@ -408,8 +409,8 @@ def _put_ranked(index: np.ndarray, prob: np.ndarray, i: int, ranked: Sequence[tu
 
 # the (window, tone, offer) rank triples of decision.alternatives, as columns
 _RW, _RT, _RO = (np.array(r, dtype=np.int64) for r in zip(*_RANKS_WTO, strict=True))
-# which of the 4 best (window, tone, offer) combinations meets which channel rank: (j, c) with j + c <= 3
-_PAIR_J, _PAIR_C = (np.array(r, dtype=np.int64) for r in zip(*[(j, c) for j in range(4) for c in range(4 - j)], strict=True))
+# which of the 4 best (window, tone, offer) combinations meets which channel rank
+_PAIR_J, _PAIR_C = (np.array(r, dtype=np.int64) for r in zip(*_PAIRS_JC, strict=True))
 
 
 def _factored_alternative_columns(probs: list[np.ndarray], actions: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
