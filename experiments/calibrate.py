@@ -40,7 +40,7 @@ import itertools
 import math
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -679,9 +679,11 @@ class RayPool:
         self._history = ray.put(h)
         self._logging = logging
 
-    def map(self, _fn: Any, raws: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Statistic]]:
+    def map(self, _fn: Any, raws: list[dict[str, Any]], seeds: list[int]) -> Iterator[dict[str, Statistic]]:
+        """The tasks' results in order, each as soon as it and those before it are done."""
         refs = [self._task.remote(raw, self._history, seed, self._logging) for raw, seed in zip(raws, seeds, strict=True)]
-        return list(self._ray.get(refs))
+        for ref in refs:
+            yield self._ray.get(ref)
 
     def shutdown(self) -> None:
         if self._started:
@@ -705,22 +707,40 @@ def worker_pool(workers: int, h: fmt.History, logging: Policy | None, backend: s
 
 
 def _simulated(
-    raw: dict[str, Any], h: fmt.History, seed: int, replicates: int, logging: Policy | None, pool: Pool | None = None
-) -> dict[str, Statistic]:
-    """The statistics of ``replicates`` simulations (seeds ``seed, seed+1, ...``), pooled; on ``pool``'s workers if given."""
+    raws: list[dict[str, Any]],
+    h: fmt.History,
+    seed: int,
+    replicates: int,
+    logging: Policy | None,
+    pool: Pool | None = None,
+    done: Callable[[], None] | None = None,
+) -> list[dict[str, Statistic]]:
+    """For each scenario of ``raws``, the statistics of ``replicates`` simulations (seeds ``seed, seed+1,
+    ...``), pooled; on ``pool``'s workers if given, all of them handed out at once (so that no worker
+    waits for the slowest simulation of one scenario before starting on the next). ``done()`` after
+    each simulation."""
+    jobs = [(raw, seed + r) for raw in raws for r in range(replicates)]
     if pool is None:
-        parts = [_simulate_one(raw, h, seed + r, logging) for r in range(replicates)]
+        results: Any = (_simulate_one(raw, h, s, logging) for raw, s in jobs)
     else:
-        parts = list(pool.map(_simulate_in_worker, [raw] * replicates, [seed + r for r in range(replicates)]))
-    pooled: dict[str, Statistic] = {}
-    for st in parts:
-        for k, v in st.items():
-            if k in pooled:
-                p = pooled[k]
-                pooled[k] = Statistic(np.concatenate([p.success, v.success]), np.concatenate([p.trials, v.trials]), v.kind)
-            else:
-                pooled[k] = v
-    return pooled
+        results = pool.map(_simulate_in_worker, [raw for raw, _ in jobs], [s for _, s in jobs])
+    parts = []
+    for st in results:
+        parts.append(st)
+        if done is not None:
+            done()
+    out = []
+    for i in range(len(raws)):
+        pooled: dict[str, Statistic] = {}
+        for st in parts[i * replicates : (i + 1) * replicates]:
+            for k, v in st.items():
+                if k in pooled:
+                    p = pooled[k]
+                    pooled[k] = Statistic(np.concatenate([p.success, v.success]), np.concatenate([p.trials, v.trials]), v.kind)
+                else:
+                    pooled[k] = v
+        out.append(pooled)
+    return out
 
 
 def _with(raw0: dict[str, Any], knobs: list[Knob], theta: np.ndarray) -> dict[str, Any]:
@@ -740,7 +760,8 @@ def fit_behaviour(
     logging: Policy | None = None,
     pool: Pool | None = None,
 ) -> tuple[list[Estimate], list[tuple[str, str]], dict[str, Any], dict[str, Statistic], dict[str, Statistic], int]:
-    """Fit the behaviour knobs (module docstring). Returns (estimates, not identified, fitted raw, observed, simulated, replays)."""
+    """Fit the behaviour knobs (module docstring). Returns (estimates, not identified, fitted raw, observed, simulated, replays).
+    ``progress(what)`` is called after each simulation."""
     say = progress or (lambda _msg: None)
     observed = statistics(h, early_only=logging is None)
     knobs: list[Knob] = []
@@ -757,14 +778,11 @@ def fit_behaviour(
     target = np.array([observed[k.statistic].g() for k in knobs])
     replays = 0
 
-    def simulate(theta: np.ndarray) -> dict[str, Statistic]:
+    def simulate(*thetas: np.ndarray, what: str) -> list[dict[str, Statistic]]:
         nonlocal replays
-        replays += replicates
-        return _simulated(_with(raw0, knobs, theta), h, seed, replicates, logging, pool)
+        replays += replicates * len(thetas)
+        return _simulated([_with(raw0, knobs, theta) for theta in thetas], h, seed, replicates, logging, pool, lambda: say(what))
 
-    say("replay at the base values")
-    sim0 = simulate(theta0)
-    g0 = np.array([sim0[k.statistic].g() for k in knobs])
     # the slope replays move each knob away from its bound: delivery rates down (they cap at 1)
     step = np.array([-STEP if k.unit == "rate" else STEP for k in knobs])
     # One slope replay per stage of the funnel (SLOPE_FAMILIES): the knobs of one stage move together (their
@@ -778,10 +796,11 @@ def fit_behaviour(
     # and each statistic's response to the other stages (their knobs moved together): how far an error in
     # an earlier stage's fit carries into this knob's (propagated_half_widths)
     cross = np.zeros((len(knobs), len(families)))
-    for fi, f in enumerate(families):
-        say(f"replay with the {f} knobs moved (slopes)")
+    # the base replay and the slope replays do not depend on each other: they run as one batch
+    sim0, *moved_sims = simulate(theta0, *(theta0 + step * (family == f) for f in families), what="replays at the base values and for the slopes")
+    g0 = np.array([sim0[k.statistic].g() for k in knobs])
+    for fi, (f, sim1) in enumerate(zip(families, moved_sims, strict=True)):
         moved = family == f
-        sim1 = simulate(theta0 + step * moved)
         g1 = np.array([sim1[k.statistic].g() for k in knobs])
         measured[moved] = ((g1 - g0) / step)[moved]
         cross[~moved, fi] = (g1 - g0)[~moved] / float(step[moved][0])
@@ -794,8 +813,7 @@ def fit_behaviour(
     for i in range(steps):
         theta = theta + np.clip((target - g) / slope, -2.0, 2.0)
         theta = np.array([min(t, 0.0) if k.unit == "rate" else t for k, t in zip(knobs, theta, strict=True)])
-        say(f"replay, Newton step {i + 1} of {steps}")
-        sim = simulate(theta)
+        (sim,) = simulate(theta, what=f"replay, Newton step {i + 1} of {steps}")
         g = np.array([sim[k.statistic].g() for k in knobs])
     raw = _with(raw0, knobs, theta)
     own = np.array(
@@ -1424,7 +1442,8 @@ def command(args: Any) -> int:
         raise CalibrationError("calibrate fit needs --out FILE.yaml (the fitted scenario to write)")
     if Path(args.out).suffix not in (".yaml", ".yml"):
         raise CalibrationError(f"--out {args.out}: the fitted scenario is a .yaml file")
-    bar = None if args.no_progress else tqdm(total=1 + slope_replays() + NEWTON_STEPS, desc="calibrate fit", unit="step", file=sys.stderr)
+    total = (1 + slope_replays() + NEWTON_STEPS) * args.replicates
+    bar = None if args.no_progress else tqdm(total=total, desc="calibrate fit", unit="simulation", file=sys.stderr)
     f = fit(
         args.history,
         args.base,
@@ -1437,6 +1456,8 @@ def command(args: Any) -> int:
         ray_address=args.ray_address,
     )
     if bar is not None:
+        bar.total = bar.n  # knobs this history cannot identify have no slope replay: the bar ends full
+        bar.refresh()
         bar.close()
     path = write_scenario(f, args.out)
     from experiments.calibrate_report import write_report

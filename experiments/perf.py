@@ -359,6 +359,7 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
             over_http = _wrk(base + "/v1/decide/batch", seconds, batch, connections=4)
         with serving(artifact, "--workers", "2") as base:
             decide2 = _wrk(base + "/v1/decide", seconds, one)
+            over_http2 = _wrk(base + "/v1/decide/batch", seconds, batch, connections=4)
     finally:
         os.unlink(one)
         os.unlink(batch)
@@ -383,7 +384,9 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         "http_batch_rows_per_request": BATCH_ROWS_HTTP,
         "http_batch_rows_per_s": round(over_http["requests_per_s"] * BATCH_ROWS_HTTP),
         "http_batch_p99_ms": round(over_http["p99_ms"], 2),
-        "http_non_2xx": int(decide["non_2xx"] + decide2["non_2xx"] + over_http["non_2xx"]),
+        "http_batch_2_workers_rows_per_s": round(over_http2["requests_per_s"] * BATCH_ROWS_HTTP),
+        "http_batch_2_workers_p99_ms": round(over_http2["p99_ms"], 2),
+        "http_non_2xx": int(decide["non_2xx"] + decide2["non_2xx"] + over_http["non_2xx"] + over_http2["non_2xx"]),
     }
 
 

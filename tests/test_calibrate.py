@@ -320,7 +320,10 @@ def test_outcome_knobs_get_their_own_slopes_and_intervals_that_cover_when_outcom
         return {k.statistic: _ratio_statistic(float(x), sd) for k, x in zip(knobs, g, strict=True)}
 
     monkeypatch.setattr(cal, "_with", lambda raw0, knobs, theta: np.array(theta, dtype=float))
-    monkeypatch.setattr(cal, "_simulated", lambda theta, h, seed, reps, logging, pool=None: stats(jac @ (theta - theta0) + noise[seed], sd_sim))
+    def simulated(thetas, h, seed, reps, logging, pool=None, done=None):
+        return [stats(jac @ (theta - theta0) + noise[seed], sd_sim) for theta in thetas]
+
+    monkeypatch.setattr(cal, "_simulated", simulated)
     covered = np.zeros(6)
     fits = 150
     for _ in range(fits):
