@@ -199,11 +199,18 @@ class _BatchRows:
         props = _floats(cols.propensity)
         alt_index = cols.alt_index.tolist()
         alt_prob = _floats(rounded_probabilities(cols.alt_prob).reshape(n * k))
-        reasons = self.reasons
+        reasons = self.reasons  # a small set: the reasons are made from the action names and the block names
         for r in cols.reasons:
             if r not in reasons:
                 reasons[r] = _encode(r)
-        head, alt_head, alternatives, reason, account_id, tail = self.head, self.alt_head, self.alternatives, self.reason, self.account_id, self.arm[arm]
+        head, alt_head, alternatives, reason, account_id, tail = (
+            self.head,
+            self.alt_head,
+            self.alternatives,
+            self.reason,
+            self.account_id,
+            self.arm[arm],
+        )
         out = []
         for i, (j, xs, r, aid) in enumerate(zip(cols.flat.tolist(), alt_index, cols.reasons, account_ids, strict=True)):
             alts = b"},".join([alt_head[x] + alt_prob[i * k + m] for m, x in enumerate(xs) if x >= 0])
@@ -213,7 +220,21 @@ class _BatchRows:
 
     @staticmethod
     def body(request_id: str, policy_id: str, rows: list[bytes]) -> bytes:
-        return b"".join((b"{", _key("request_id"), _encode(request_id), b",", _key("policy_id"), _encode(policy_id), b",", _key("decisions"), b"[", b",".join(rows), b"]}"))
+        return b"".join(
+            (
+                b"{",
+                _key("request_id"),
+                _encode(request_id),
+                b",",
+                _key("policy_id"),
+                _encode(policy_id),
+                b",",
+                _key("decisions"),
+                b"[",
+                b",".join(rows),
+                b"]}",
+            )
+        )
 
 
 def _floats(x: np.ndarray) -> list[bytes]:

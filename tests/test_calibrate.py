@@ -320,6 +320,7 @@ def test_outcome_knobs_get_their_own_slopes_and_intervals_that_cover_when_outcom
         return {k.statistic: _ratio_statistic(float(x), sd) for k, x in zip(knobs, g, strict=True)}
 
     monkeypatch.setattr(cal, "_with", lambda raw0, knobs, theta: np.array(theta, dtype=float))
+
     def simulated(thetas, h, seed, reps, logging, pool=None, done=None):
         return [stats(jac @ (theta - theta0) + noise[seed], sd_sim) for theta in thetas]
 
@@ -331,7 +332,7 @@ def test_outcome_knobs_get_their_own_slopes_and_intervals_that_cover_when_outcom
         noise.clear()
         noise[0] = sd_sim * rng.standard_normal(6)  # one replicate: the same simulation noise at every theta
         monkeypatch.setattr(cal, "statistics", lambda h, early_only=True, limit=None, g=observed: stats(g, sd_obs))
-        est, skipped, *_ = cal.fit_behaviour(None, raw0, seed=0, replicates=1)  # type: ignore[arg-type]
+        est, _skipped, *_ = cal.fit_behaviour(None, raw0, seed=0, replicates=1)  # type: ignore[arg-type]
         assert [e.key for e in est] == [k.label() for k in knobs]
         covered += [e.covers(t) for e, t in zip(est, truth, strict=True)]
     coverage = covered / fits

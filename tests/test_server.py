@@ -699,8 +699,14 @@ def test_the_batch_rows_are_byte_for_byte_what_msgspec_writes_for_the_structs():
     for i in range(n):
         a = ACTION_NAMES[int(flat[i])]
         q = rounded_probabilities(alt_prob[i]).tolist()
-        alts = [Alternative(b.channel, b.window, b.tone, b.offer, q[m]) for m, x in enumerate(alt_index[i].tolist()) if x >= 0 for b in [ACTION_NAMES[x]]]
-        want.append(BatchDecisionOut(a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts, reasons[i], ids[i], "challenger"))
+        alts = [
+            Alternative(b.channel, b.window, b.tone, b.offer, q[m]) for m, x in enumerate(alt_index[i].tolist()) if x >= 0 for b in [ACTION_NAMES[x]]
+        ]
+        want.append(
+            BatchDecisionOut(
+                a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts, reasons[i], ids[i], "challenger"
+            )
+        )
     assert [r for r in rows] == [_encode(w) for w in want]
     assert _BATCH_ROWS.body("rid-1", 'p"1', rows) == _encode(BatchOut("rid-1", 'p"1', want))
     # no alternatives column at all (alternatives=False)
