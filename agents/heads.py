@@ -63,6 +63,8 @@ class _PaddedHeads:
         self._logits: th.Tensor | None = None  # padded logits, after masking if masks were applied
         self._masks: th.Tensor | None = None  # padded masks (True = allowed), or None
         self._logp: th.Tensor | None = None  # log-probabilities, computed on first use
+        # the first head's choice 0 ("wait") makes the other heads idle: see HeadsActorCriticPolicy
+        self.conditional = False
 
     def _pad(self, flat: th.Tensor, fill: float | bool) -> th.Tensor:
         """``(B, sum(dims))`` -> ``(heads, widest, B)``, padding set to ``fill``."""
@@ -86,7 +88,11 @@ class _PaddedHeads:
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         chosen = actions.reshape(-1, len(self.action_dims)).long().T.unsqueeze(1)  # (heads, 1, B)
-        return self.logp.gather(1, chosen).sum(dim=(0, 1))
+        per_head = self.logp.gather(1, chosen).squeeze(1)  # (heads, B)
+        if self.conditional:  # a day spent waiting: the window, tone and offer drawn did nothing
+            contact = (chosen[0, 0] != 0).to(per_head.dtype)
+            return per_head[0] + contact * per_head[1:].sum(dim=0)
+        return per_head.sum(dim=0)
 
     def entropy(self) -> th.Tensor:
         logp = self.logp
@@ -140,15 +146,29 @@ class _WaitPrior:
 
     action_net: th.nn.Module
 
-    def __init__(self, *args: Any, wait_prior: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wait_prior: float | None = None, conditional_heads: bool = False, **kwargs: Any) -> None:
         if wait_prior is not None and not 0.0 < wait_prior < 1.0:
             raise ValueError(f"wait_prior must lie strictly between 0 and 1 (got {wait_prior!r})")
         self.wait_prior = wait_prior  # set before the policy's __init__, which calls _build
+        self.conditional_heads = conditional_heads
         super().__init__(*args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         base: Any = super()  # a mixin: the policy class it is mixed into has the method
-        return {**base._get_constructor_parameters(), "wait_prior": self.wait_prior}
+        return {**base._get_constructor_parameters(), "wait_prior": self.wait_prior, "conditional_heads": self.conditional_heads}
+
+    def _set_conditional(self) -> None:
+        """Called at the end of ``_build``: with ``conditional_heads``, an action's probability is the
+        channel's alone when the channel is "wait" (choice 0), and the channel's times the window's,
+        tone's and offer's otherwise, as the world (and the exported policy's propensity) treats it.
+        Without it, a waiting day's log-probability also counts the window, tone and offer drawn for
+        nothing, and PPO pushes those heads by the advantage of waiting: noise, on most days."""
+        if not self.conditional_heads:
+            return
+        dist = getattr(self, "action_dist", None)
+        if not isinstance(dist, _PaddedHeads):
+            raise ValueError("conditional_heads needs a MultiDiscrete action space whose first head is the channel (remove conditional_heads)")
+        dist.conditional = True
 
     def _set_wait_bias(self) -> None:
         """Called at the end of ``_build``, once ``action_net`` exists."""
@@ -171,6 +191,7 @@ class HeadsActorCriticPolicy(_WaitPrior, ActorCriticPolicy):
             self.action_dist = PaddedMultiCategoricalDistribution(self.action_dist.action_dims)
         super()._build(lr_schedule)
         self._set_wait_bias()
+        self._set_conditional()
 
 
 class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
@@ -181,3 +202,4 @@ class HeadsMaskableActorCriticPolicy(_WaitPrior, MaskableActorCriticPolicy):
             self.action_dist = PaddedMaskableMultiCategoricalDistribution(self.action_dist.action_dims)
         super()._build(lr_schedule)
         self._set_wait_bias()
+        self._set_conditional()

@@ -84,6 +84,10 @@ class TrainConfig(BaseModel):
     wait_prior: float | None = Field(
         default=None, gt=0, lt=1, description="actor-critic learners: the untrained policy's probability of waiting (None: uniform channels)"
     )
+    conditional_heads: bool = Field(
+        default=False,
+        description="actor-critic learners: a waiting day's probability is the channel head's alone (its window, tone and offer did nothing)",
+    )
     buffer_size: int = Field(default=200_000, ge=1, description="DQN replay buffer")
     learning_starts: int = Field(default=10_000, ge=0, description="DQN")
     exploration_fraction: float = Field(default=0.3, gt=0, le=1, description="DQN")
@@ -106,6 +110,8 @@ class TrainConfig(BaseModel):
     def _wait_prior_needs_actor_critic(self) -> TrainConfig:
         if self.wait_prior is not None and self.algo == "dqn":
             raise ValueError("wait_prior shapes the actor-critic learners' channel head; DQN has none (remove it or use another algo)")
+        if self.conditional_heads and self.algo == "dqn":
+            raise ValueError("conditional_heads is about the actor-critic learners' action heads; DQN has none (remove it or use another algo)")
         return self
 
     @field_validator("net_arch", mode="before")
@@ -214,6 +220,7 @@ def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None, t
     policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}
     if cfg.algo != "dqn":
         policy_kwargs["wait_prior"] = cfg.wait_prior
+        policy_kwargs["conditional_heads"] = cfg.conditional_heads
     common: dict[str, Any] = {
         "learning_rate": learning_rate(cfg, timesteps),
         "gamma": cfg.gamma,

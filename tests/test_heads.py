@@ -185,3 +185,46 @@ def test_wait_prior_is_checked_where_it_is_set():
         load_train_config("ppo", ["wait_prior=1.5"])
     with pytest.raises(ConfigError, match="DQN has none"):
         load_train_config("dqn", ["wait_prior=0.9"])
+
+
+@pytest.mark.parametrize("cls", [PaddedMultiCategoricalDistribution, PaddedMaskableMultiCategoricalDistribution])
+def test_conditional_heads_leave_the_window_tone_and_offer_out_of_a_waiting_days_probability(cls):
+    logits, mask, actions = _draw(512, seed=3)
+    actions[::2, 0] = 0  # every other row waits (waiting is never masked in the world; here unmasked)
+    mask[::2, 0] = True
+    x = logits.clone().requires_grad_()
+    dist = cls(DIMS).proba_distribution(x)
+    dist.conditional = True
+    if cls is PaddedMaskableMultiCategoricalDistribution:
+        dist.apply_masking(mask.numpy())
+    full = cls(DIMS).proba_distribution(logits)
+    if cls is PaddedMaskableMultiCategoricalDistribution:
+        full.apply_masking(mask.numpy())
+    lp, lp_full = dist.log_prob(actions), full.log_prob(actions)
+    channel = full.logp[0].gather(0, actions[:, 0].long().unsqueeze(0)).squeeze(0)
+    waits = actions[:, 0] == 0
+    assert th.allclose(lp[waits], channel[waits])  # a waiting day: the channel's probability alone
+    assert th.allclose(lp[~waits], lp_full[~waits])  # a contact: all four heads
+    assert not th.allclose(lp_full[waits], channel[waits])  # (which is not what the plain product says)
+    lp.sum().backward()
+    d = sum(DIMS[:1])
+    assert th.all(x.grad[waits][:, d:] == 0)  # no push on the idle heads from a waiting day
+    assert th.any(x.grad[~waits][:, d:] != 0)
+
+
+def test_conditional_heads_reach_the_policy_and_survive_a_reload(tmp_path):
+    from gymnasium import spaces
+
+    from agents.train import ConfigError, load_train_config
+
+    obs_space = spaces.Box(-1.0, 1.0, (5,), np.float32)
+    policy = HeadsMaskableActorCriticPolicy(obs_space, spaces.MultiDiscrete(DIMS), lambda _: 3e-4, conditional_heads=True)
+    assert policy.action_dist.conditional
+    policy.save(str(tmp_path / "p.pt"))
+    assert HeadsMaskableActorCriticPolicy.load(str(tmp_path / "p.pt")).action_dist.conditional
+    assert not HeadsMaskableActorCriticPolicy(obs_space, spaces.MultiDiscrete(DIMS), lambda _: 3e-4).action_dist.conditional
+    with pytest.raises(ValueError, match="MultiDiscrete"):
+        HeadsActorCriticPolicy(obs_space, spaces.Discrete(2), lambda _: 3e-4, conditional_heads=True)
+    with pytest.raises(ConfigError, match="DQN has none"):
+        load_train_config("dqn", ["conditional_heads=true"])
+    assert load_train_config("maskable_ppo", ["conditional_heads=true"]).conditional_heads
