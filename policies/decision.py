@@ -103,20 +103,28 @@ def decide_actions(scores: np.ndarray, mask: np.ndarray, views: ViewBatch, key: 
 
 
 def probabilities_row(logits: list[float], mask: list[bool]) -> list[list[float]]:
-    """:func:`masked_probabilities` of one row: four lists of probabilities."""
+    """:func:`masked_probabilities` of one row: four lists of probabilities. Written out for the
+    heads' fixed widths (7, 4, 4, 4; asserted with ``_SEGMENTS``): a third faster than loops over
+    the segments, with the same operations in the same order (each head's sum from its first entry
+    on, as numpy sums so few), so the same floats as the batch path (tested)."""
     z = [x if m else -math.inf for x, m in zip(logits, mask, strict=True)]
-    c, w, t, o = z[0:7], z[7:11], z[11:15], z[15:19]
-    top_c, top_w, top_t, top_o = max(c), max(w), max(t), max(o)
+    c, w, t, o = max(z[0:7]), max(z[7:11]), max(z[11:15]), max(z[15:19])
     # numpy's exp, as in the batch path: identical to the last bit (math.exp is not)
-    e = np.exp([x - top_c for x in c] + [x - top_w for x in w] + [x - top_t for x in t] + [x - top_o for x in o]).tolist()
-    out = []
-    for s, n in _SEGMENTS:
-        seg = e[s : s + n]
-        total = 0.0
-        for x in seg:
-            total += x
-        out.append([x / total for x in seg])
-    return out
+    shifted = [z[0] - c, z[1] - c, z[2] - c, z[3] - c, z[4] - c, z[5] - c, z[6] - c, z[7] - w, z[8] - w, z[9] - w, z[10] - w]
+    shifted += [z[11] - t, z[12] - t, z[13] - t, z[14] - t, z[15] - o, z[16] - o, z[17] - o, z[18] - o]
+    e = _exp(shifted).tolist()
+    a = e[0] + e[1] + e[2] + e[3] + e[4] + e[5] + e[6]
+    b, d, f = e[7] + e[8] + e[9] + e[10], e[11] + e[12] + e[13] + e[14], e[15] + e[16] + e[17] + e[18]
+    return [
+        [e[0] / a, e[1] / a, e[2] / a, e[3] / a, e[4] / a, e[5] / a, e[6] / a],
+        [e[7] / b, e[8] / b, e[9] / b, e[10] / b],
+        [e[11] / d, e[12] / d, e[13] / d, e[14] / d],
+        [e[15] / f, e[16] / f, e[17] / f, e[18] / f],
+    ]
+
+
+_exp = np.exp
+_accumulate = itertools.accumulate
 
 
 def uniforms_row(view_key: int, key: int) -> list[float]:
@@ -130,11 +138,8 @@ def sample_row(probs: list[list[float]], u: list[float]) -> list[int]:
     threshold is a bisection)."""
     out = []
     for p, uk in zip(probs, u, strict=True):
-        cdf, total = [], 0.0
-        for x in p:
-            total += x
-            cdf.append(total)
-        out.append(min(bisect.bisect_left(cdf, uk * total), len(p) - 1))
+        cdf = list(_accumulate(p))  # the running sums, as numpy's cumsum adds them (probabilities: no -0.0 to lose)
+        out.append(min(bisect.bisect_left(cdf, uk * cdf[-1]), len(p) - 1))
     return out
 
 
