@@ -182,12 +182,15 @@ def alternatives(probs: list[list[float]], chosen: list[int], k: int = 3) -> lis
         raise ValueError(f"alternatives: k must be 0..3, got {k}")
     pc, pw, pt, po = probs
     oc = sorted(range(1, len(pc)), key=pc.__getitem__, reverse=True)  # stable: ties keep index order
-    ow, ot, oo = (sorted(range(len(p)), key=p.__getitem__, reverse=True) for p in (pw, pt, po))
+    ow = sorted(range(len(pw)), key=pw.__getitem__, reverse=True)
+    ot = sorted(range(len(pt)), key=pt.__getitem__, reverse=True)
+    oo = sorted(range(len(po)), key=po.__getitem__, reverse=True)
     wto = sorted([(-(pw[ow[a]] * pt[ot[b]] * po[oo[c]]), (ow[a] * _NT + ot[b]) * _NO + oo[c]) for a, b, c in _RANKS_WTO])
     ranked = [(-pc[0], 0)]  # (-p, code) sorts best first, ties to the lower action
     for j, c in _PAIRS_JC:
         q, code = wto[j]
-        ranked.append((q * pc[oc[c]], oc[c] * _NWTO + code))
+        x = oc[c]
+        ranked.append((q * pc[x], x * _NWTO + code))
     ranked.sort()
     same = 0 if chosen[0] == 0 else ((chosen[0] * _NW + chosen[1]) * _NT + chosen[2]) * _NO + chosen[3]
     out: list[tuple[float, tuple[int, int, int, int]]] = []
