@@ -162,7 +162,8 @@ class _WaitPrior:
         channel's alone when the channel is "wait" (choice 0), and the channel's times the window's,
         tone's and offer's otherwise, as the world (and the exported policy's propensity) treats it.
         Without it, a waiting day's log-probability also counts the window, tone and offer drawn for
-        nothing, and PPO pushes those heads by the advantage of waiting: noise, on most days."""
+        nothing, and PPO pushes those heads by the advantage of waiting: noise, on most days. The
+        entropy bonus still counts every head, so the idle heads are kept from collapsing."""
         if not self.conditional_heads:
             return
         dist = getattr(self, "action_dist", None)

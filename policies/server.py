@@ -218,23 +218,12 @@ class _BatchRows:
             out.append(b"".join((head[j], props[i], alternatives, alts, b"}" if alts else b"", reason, reasons[r], account_id, ident, tail)))
         return out
 
-    @staticmethod
-    def body(request_id: str, policy_id: str, rows: list[bytes]) -> bytes:
-        return b"".join(
-            (
-                b"{",
-                _key("request_id"),
-                _encode(request_id),
-                b",",
-                _key("policy_id"),
-                _encode(policy_id),
-                b",",
-                _key("decisions"),
-                b"[",
-                b",".join(rows),
-                b"]}",
-            )
-        )
+    # the response around the rows: {"request_id":...,"policy_id":...,"decisions":[ rows ]}
+    _OPEN, _MID, _ROWS = b"{" + _key("request_id"), b"," + _key("policy_id"), b"," + _key("decisions") + b"["
+
+    @classmethod
+    def body(cls, request_id: str, policy_id: str, rows: list[bytes]) -> bytes:
+        return b"".join((cls._OPEN, _encode(request_id), cls._MID, _encode(policy_id), cls._ROWS, b",".join(rows), b"]}"))
 
 
 def _floats(x: np.ndarray) -> list[bytes]:

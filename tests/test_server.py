@@ -707,7 +707,7 @@ def test_the_batch_rows_are_byte_for_byte_what_msgspec_writes_for_the_structs():
                 a.channel, a.window, a.window_start, a.window_end, a.tone, a.offer, float(prop[i]), alts, reasons[i], ids[i], "challenger"
             )
         )
-    assert [r for r in rows] == [_encode(w) for w in want]
+    assert rows == [_encode(w) for w in want]
     assert _BATCH_ROWS.body("rid-1", 'p"1', rows) == _encode(BatchOut("rid-1", 'p"1', want))
     # no alternatives column at all (alternatives=False)
     none = Columns(cols.actions[:3], flat[:3], prop[:3], reasons[:3], np.zeros((3, 0), dtype=np.int64), np.zeros((3, 0)), None)
