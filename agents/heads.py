@@ -26,6 +26,7 @@ from sb3_contrib.common.maskable.distributions import MaskableMultiCategoricalDi
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import MlpExtractor
 
 # sb3-contrib's MaskableCategorical gives masked-out choices this logit; the padding of narrower heads
 # sits below it, so a head whose every choice is masked is still uniform over its own choices, as there.
@@ -133,6 +134,37 @@ class PaddedMaskableMultiCategoricalDistribution(_PaddedHeads, MaskableMultiCate
         self._masks = self._pad(allowed, False)
 
 
+class CriticOnlyExtractor(th.nn.Module):
+    """SB3's ``MlpExtractor`` (separate actor and critic networks of ``net_arch``) whose actor reads only
+    the first ``features - hidden`` columns: the last ``hidden`` columns (the debtor's latent traits,
+    ``sim.envs.LatentView``) reach the critic alone. The value function then knows what this debtor
+    was worth anyway, so an action's advantage is less confounded with who the debtor is (an
+    asymmetric actor-critic); the actor, and so the exported policy, stays a function of what a
+    collections system observes. Given only the observable columns, as at evaluation and in the
+    exported score head, ``forward_actor`` is the actor unchanged."""
+
+    def __init__(self, features: int, hidden: int, net_arch: Any, activation_fn: type[th.nn.Module], device: Any) -> None:
+        super().__init__()
+        if not 0 < hidden < features:
+            raise ValueError(f"critic-only columns must be fewer than the features ({hidden} of {features})")
+        self.public = features - hidden
+        actor = MlpExtractor(self.public, net_arch, activation_fn, device)
+        critic = MlpExtractor(features, net_arch, activation_fn, device)
+        self.policy_net = actor.policy_net
+        self.value_net = critic.value_net
+        self.latent_dim_pi = actor.latent_dim_pi
+        self.latent_dim_vf = critic.latent_dim_vf
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        return self.policy_net(features[..., : self.public])
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self.value_net(features)
+
+
 class _WaitPrior:
     """Start the first head (the channel, whose choice 0 is "wait") at a chosen probability of waiting.
 
@@ -146,16 +178,34 @@ class _WaitPrior:
 
     action_net: th.nn.Module
 
-    def __init__(self, *args: Any, wait_prior: float | None = None, conditional_heads: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, wait_prior: float | None = None, conditional_heads: bool = False, critic_only_features: int = 0, **kwargs: Any
+    ) -> None:
         if wait_prior is not None and not 0.0 < wait_prior < 1.0:
             raise ValueError(f"wait_prior must lie strictly between 0 and 1 (got {wait_prior!r})")
         self.wait_prior = wait_prior  # set before the policy's __init__, which calls _build
         self.conditional_heads = conditional_heads
+        self.critic_only_features = int(critic_only_features)
         super().__init__(*args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         base: Any = super()  # a mixin: the policy class it is mixed into has the method
-        return {**base._get_constructor_parameters(), "wait_prior": self.wait_prior, "conditional_heads": self.conditional_heads}
+        return {
+            **base._get_constructor_parameters(),
+            "wait_prior": self.wait_prior,
+            "conditional_heads": self.conditional_heads,
+            "critic_only_features": self.critic_only_features,
+        }
+
+    def _build_mlp_extractor(self) -> None:
+        """With ``critic_only_features``, the last that many observation columns feed the critic alone
+        (:class:`CriticOnlyExtractor`); otherwise SB3's own extractor."""
+        if not self.critic_only_features:
+            base: Any = super()
+            base._build_mlp_extractor()
+            return
+        me: Any = self  # a mixin: the policy it is mixed into declares mlp_extractor as SB3's MlpExtractor
+        me.mlp_extractor = CriticOnlyExtractor(me.features_dim, self.critic_only_features, me.net_arch, me.activation_fn, me.device)
 
     def _set_conditional(self) -> None:
         """Called at the end of ``_build``: with ``conditional_heads``, an action's probability is the

@@ -88,6 +88,10 @@ class TrainConfig(BaseModel):
         default=False,
         description="actor-critic learners: a waiting day's probability is the channel head's alone (its window, tone and offer did nothing)",
     )
+    latent_critic: bool = Field(
+        default=False,
+        description="actor-critic learners: the critic (training only) also sees the debtor's latent traits; the actor never does",
+    )
     buffer_size: int = Field(default=200_000, ge=1, description="DQN replay buffer")
     learning_starts: int = Field(default=10_000, ge=0, description="DQN")
     exploration_fraction: float = Field(default=0.3, gt=0, le=1, description="DQN")
@@ -112,6 +116,8 @@ class TrainConfig(BaseModel):
             raise ValueError("wait_prior shapes the actor-critic learners' channel head; DQN has none (remove it or use another algo)")
         if self.conditional_heads and self.algo == "dqn":
             raise ValueError("conditional_heads is about the actor-critic learners' action heads; DQN has none (remove it or use another algo)")
+        if self.latent_critic and self.algo == "dqn":
+            raise ValueError("latent_critic feeds an actor-critic learner's critic; DQN has none (remove it or use another algo)")
         return self
 
     @field_validator("net_arch", mode="before")
@@ -221,6 +227,8 @@ def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None, t
     if cfg.algo != "dqn":
         policy_kwargs["wait_prior"] = cfg.wait_prior
         policy_kwargs["conditional_heads"] = cfg.conditional_heads
+        if env.latent_width:
+            policy_kwargs["critic_only_features"] = env.latent_width
     common: dict[str, Any] = {
         "learning_rate": learning_rate(cfg, timesteps),
         "gamma": cfg.gamma,
@@ -593,7 +601,7 @@ def train(
     run.on_evaluate = on_evaluate
     if resume is None or timesteps != int(saved["timesteps"]):
         run.write_config(timesteps)
-    env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn")
+    env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn", latent=cfg.latent_critic)
     env.record_actions = True
     run.env = env
     tb = str(root / "tb")

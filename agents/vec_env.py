@@ -27,13 +27,18 @@ from sim.world import REWARD_COMPONENTS
 class DebtorVecEnv(VecEnv):
     """The batched debtor world seen by stable-baselines3 as ``n_slots`` environments."""
 
-    def __init__(self, scenario: Scenario, n_slots: int, seed: int, horizon_days: int | None = None, flat_actions: bool = False) -> None:
+    def __init__(
+        self, scenario: Scenario, n_slots: int, seed: int, horizon_days: int | None = None, flat_actions: bool = False, latent: bool = False
+    ) -> None:
         self.scenario = scenario
-        self.batch = DebtorBatchEnv(scenario, n_slots, horizon_days=horizon_days, episode_days=10**9)
+        self.batch = DebtorBatchEnv(scenario, n_slots, horizon_days=horizon_days, episode_days=10**9, latent=latent)
+        # with latent=True each observation also carries the debtor's latent traits (sim.envs.LatentView)
+        # after the N_FEATURES observable ones, for a critic that trains on them; the actor never reads them
+        self.latent_width = self.batch.latent.width if self.batch.latent is not None else 0
         self.flat_actions = flat_actions
         self.reward_scale = float(scenario.population.balance.median_eur)
         self._seed = seed
-        obs_space = spaces.Box(low=-1.0, high=np.inf, shape=(N_FEATURES,), dtype=np.float32)
+        obs_space = spaces.Box(low=-1.0, high=np.inf, shape=(N_FEATURES + self.latent_width,), dtype=np.float32)
         act_space: spaces.Space = spaces.Discrete(N_ACTIONS) if flat_actions else spaces.MultiDiscrete(np.array(ACTION_DIMS))
         super().__init__(n_slots, obs_space, act_space)
         self._actions: np.ndarray | None = None

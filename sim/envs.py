@@ -10,8 +10,9 @@ import numpy as np
 from gymnasium import spaces
 
 from policies.features import FEATURE_NAMES, N_FEATURES, encode, encode_row_f32
-from policies.schema import ACTION_DIMS
-from sim.config import Scenario, load_scenario
+from policies.schema import ACTION_DIMS, CONTACT_CHANNEL_NAMES, OFFER_NAMES, TONE_NAMES
+from sim.config import ARCHETYPES, Scenario, load_scenario
+from sim.population import sample
 from sim.single import OneDebtor
 from sim.world import REWARD_COMPONENTS, DayResult, Status, World
 
@@ -28,6 +29,65 @@ class BatchStep:
     final_obs: np.ndarray  # (len(done_slots), N_FEATURES), their last observation
     blocked: int
     calls_dropped: int
+
+
+# the latent traits a training-only critic may see (``DebtorBatchEnv(latent=True)``): standardised by
+# the scenario's own population, so a value of 1 is one standard deviation above its mean
+_LATENT_TRAITS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ability", ("",)),
+    ("willingness", ("",)),
+    ("attention", CONTACT_CHANNEL_NAMES),
+    ("tone_effect", TONE_NAMES),
+    ("offer_effect", OFFER_NAMES),
+    ("self_cure", ("",)),
+    ("ability_growth", ("",)),
+    ("complaint_logit", ("",)),
+    ("churn_logit", ("",)),
+)
+_LATENT_SAMPLE = 20_000  # debtors drawn (seed 0) to standardise the traits
+
+
+class LatentView:
+    """What the strategy never sees, as feature columns: the archetype (one-hot), whether the debtor is
+    distressed, the standardised traits of ``_LATENT_TRAITS`` and the latent dynamics (fatigue; the
+    unprompted-repayment intensity over the population's mean self-cure rate).
+
+    Only for training an asymmetric critic (a value function that knows the debtor, so the advantage
+    of a contact is measured against what this debtor was worth anyway); the actor, the exported
+    policy and every evaluation see the observable features alone."""
+
+    def __init__(self, sc: Scenario) -> None:
+        d = sample(sc, 0, 0, _LATENT_SAMPLE)
+        self._mean: dict[str, np.ndarray] = {}
+        self._sd: dict[str, np.ndarray] = {}
+        for name, _ in _LATENT_TRAITS:
+            x = np.asarray(getattr(d, name), dtype=np.float64)
+            self._mean[name] = x.mean(axis=0)
+            self._sd[name] = np.maximum(x.std(axis=0), 1e-9)
+        self._cure = max(float(np.mean(d.self_cure)), 1e-9)
+        self.names: tuple[str, ...] = (
+            *(f"archetype_{a}" for a in ARCHETYPES),
+            "distressed",
+            *(f"{n}_{c}" if c else n for n, cols in _LATENT_TRAITS for c in cols),
+            "fatigue",
+            "intensity",
+        )
+        self.width = len(self.names)
+
+    def encode(self, world: World, idx: np.ndarray | None = None) -> np.ndarray:
+        """``(len(idx), width)`` float32 for the slots ``idx`` (all slots if None)."""
+        t, s = world.traits, world.state
+        take = (lambda x: x) if idx is None else (lambda x: x[idx])
+        arch = take(t.archetype).astype(np.int64)
+        parts = [np.eye(len(ARCHETYPES))[arch], take(t.distressed).astype(np.float64)[:, None]]
+        for name, _ in _LATENT_TRAITS:
+            z = (take(getattr(t, name)) - self._mean[name]) / self._sd[name]
+            parts.append(z.reshape(len(arch), -1))
+        parts.append(take(s.fatigue)[:, None])
+        parts.append((take(s.intensity) / self._cure)[:, None])
+        out = np.concatenate(parts, axis=1).astype(np.float32)
+        assert out.shape[1] == self.width, (out.shape, self.width)
+        return out
 
 
 def _scenario(scenario: str | Scenario, overrides: tuple[str, ...] | list[str]) -> Scenario:
@@ -170,7 +230,9 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
     ``n_slots * 19`` booleans, slot by slot.
 
     ## Observation Space
-    ``Box(-1, inf, (n_slots, 58), float32)``: one feature row per slot (:class:`DebtorEnv`).
+    ``Box(-1, inf, (n_slots, 58), float32)``: one feature row per slot (:class:`DebtorEnv`). With
+    ``latent=True`` each row also carries the :class:`LatentView` columns after the 58 (for a
+    training-only critic; a policy must not read them).
 
     ## Rewards
     The scalar reward is the sum over slots of the day's discounted net value (EUR). Per-slot
@@ -201,6 +263,7 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         overrides: tuple[str, ...] = (),
         horizon_days: int | None = None,
         episode_days: int | None = None,
+        latent: bool = False,
     ) -> None:
         if n_slots < 1:
             raise ValueError("n_slots must be >= 1")
@@ -209,7 +272,10 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         self.horizon_days = horizon_days
         self.episode_days = episode_days or 2 * (horizon_days or self.scenario.horizon_days)
         self.action_space = spaces.MultiDiscrete(np.tile(np.array(ACTION_DIMS, dtype=np.int64), n_slots))
-        self.observation_space = _obs_space((n_slots, N_FEATURES))
+        self.latent = LatentView(self.scenario) if latent else None
+        width = N_FEATURES + (self.latent.width if self.latent is not None else 0)
+        self._width = width
+        self.observation_space = _obs_space((n_slots, width))
         self._world: World | None = None
         self._obs = np.zeros((n_slots, N_FEATURES), dtype=np.float32)
         self._t = 0
@@ -221,7 +287,9 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _observe(self) -> np.ndarray:
         encode(self.world.views(), out=self._obs)
-        return self._obs.copy()
+        if self.latent is None:
+            return self._obs.copy()
+        return np.concatenate([self._obs, self.latent.encode(self.world)], axis=1)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
@@ -243,7 +311,12 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         dropped = int(w.calls_dropped.sum()) - dropped_before  # before refill resets the slots
         done = res.terminated | res.truncated
         done_idx = np.flatnonzero(done)
-        final_obs = encode(w.views().take(done_idx)) if len(done_idx) else np.zeros((0, N_FEATURES), dtype=np.float32)
+        if len(done_idx):
+            final_obs = encode(w.views().take(done_idx))
+            if self.latent is not None:
+                final_obs = np.concatenate([final_obs, self.latent.encode(w, done_idx)], axis=1)
+        else:
+            final_obs = np.zeros((0, self._width), dtype=np.float32)
         if len(done_idx):
             w.refill(done_idx)
         self._t += 1

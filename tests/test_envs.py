@@ -181,3 +181,36 @@ def test_perf_sim_divides_by_the_cartpole_rate_measured_before_and_after_the_run
     assert before > 0 and after > 0 and abs(r["cartpole_steps_per_s"] - (before + after) / 2) <= 1  # each rounded
     assert abs(r["ratio"] - r["debtor_days_per_s"] / ((before + after) / 2)) < 0.01
     assert 0 < r["debtor_days_per_s"] <= r["portfolio_debtor_days_per_s"] and r["debtors"] == 300
+
+
+def test_the_latent_view_adds_columns_without_changing_the_world_and_ends_with_the_finished_debtor():
+    from sim.envs import DebtorBatchEnv
+    from sim.population import sample
+
+    plain = DebtorBatchEnv("late_stage", 32, horizon_days=8, episode_days=30)
+    latent = DebtorBatchEnv("late_stage", 32, horizon_days=8, episode_days=30, latent=True)
+    width = latent.latent.width
+    assert latent.observation_space.shape == (32, N_FEATURES + width) and len(latent.latent.names) == width
+    obs_p, _ = plain.reset(seed=5)
+    obs_l, _ = latent.reset(seed=5)
+    rng = np.random.default_rng(5)
+    ended = 0
+    for _ in range(20):
+        np.testing.assert_array_equal(obs_l[:, :N_FEATURES], obs_p)  # the observable part is untouched
+        arch = latent.world.traits.archetype.astype(int)
+        np.testing.assert_array_equal(obs_l[:, N_FEATURES : N_FEATURES + 5].argmax(axis=1), arch)  # one-hot archetype first
+        np.testing.assert_allclose(obs_l[:, N_FEATURES + width - 2], latent.world.state.fatigue, rtol=1e-6)
+        a = _random_allowed(rng, plain.action_masks()).reshape(32, 4)
+        before = latent.world.traits.archetype.astype(int).copy()
+        out_p, out_l = plain.advance(a), latent.advance(a)
+        np.testing.assert_array_equal(out_l.done_slots, out_p.done_slots)
+        np.testing.assert_array_equal(out_l.final_obs[:, :N_FEATURES], out_p.final_obs)
+        # a finished slot's last row describes the debtor who left, not the one who took the slot
+        np.testing.assert_array_equal(out_l.final_obs[:, N_FEATURES : N_FEATURES + 5].argmax(axis=1), before[out_l.done_slots])
+        ended += len(out_l.done_slots)
+        obs_p, obs_l = out_p.obs, out_l.obs
+    assert ended >= 32
+    # the traits are standardised by the scenario's own population: about mean 0, sd 1 over many debtors
+    d = sample(latent.scenario, 7, 0, 5000)
+    z = (np.asarray(d.willingness) - latent.latent._mean["willingness"]) / latent.latent._sd["willingness"]
+    assert abs(z.mean()) < 0.1 and 0.9 < z.std() < 1.1

@@ -227,3 +227,58 @@ def test_conditional_heads_reach_the_policy_and_survive_a_reload(tmp_path):
     with pytest.raises(ConfigError, match="DQN has none"):
         load_train_config("dqn", ["conditional_heads=true"])
     assert load_train_config("maskable_ppo", ["conditional_heads=true"]).conditional_heads
+
+
+@pytest.mark.parametrize("cls", [HeadsActorCriticPolicy, HeadsMaskableActorCriticPolicy])
+def test_a_latent_critic_reads_the_critic_only_columns_and_the_actor_never_does(cls, tmp_path):
+    from gymnasium import spaces
+
+    from agents.heads import CriticOnlyExtractor
+
+    obs_space = spaces.Box(-5.0, 5.0, (7,), np.float32)
+    th.manual_seed(0)
+    policy = cls(obs_space, spaces.MultiDiscrete(DIMS), lambda _: 3e-4, critic_only_features=3)
+    assert isinstance(policy.mlp_extractor, CriticOnlyExtractor) and policy.mlp_extractor.public == 4
+    rng = np.random.default_rng(0)
+    obs = th.as_tensor(rng.normal(size=(64, 7)), dtype=th.float32)
+    moved = obs.clone()
+    moved[:, 4:] = th.as_tensor(rng.normal(size=(64, 3)), dtype=th.float32)
+    with th.no_grad():
+        logits = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(obs, policy.pi_features_extractor)))
+        logits_moved = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(moved, policy.pi_features_extractor)))
+        # the observable columns alone (evaluation, the exported score head) give the same actor
+        logits_public = policy.action_net(policy.mlp_extractor.forward_actor(obs[:, :4]))
+        values, values_moved = policy.predict_values(obs), policy.predict_values(moved)
+    assert th.equal(logits, logits_moved) and th.equal(logits, logits_public)
+    assert not th.allclose(values, values_moved)
+    # no gradient from the policy loss reaches the latent columns
+    x = obs.clone().requires_grad_(True)
+    policy.action_net(policy.mlp_extractor.forward_actor(x)).sum().backward()
+    assert x.grad is not None and th.all(x.grad[:, 4:] == 0) and th.any(x.grad[:, :4] != 0)
+    policy.save(str(tmp_path / "p.pt"))
+    again = cls.load(str(tmp_path / "p.pt"))
+    assert again.critic_only_features == 3
+    with th.no_grad():
+        assert th.equal(again.predict_values(moved), values_moved)
+    with pytest.raises(ValueError, match="fewer than the features"):
+        cls(obs_space, spaces.MultiDiscrete(DIMS), lambda _: 3e-4, critic_only_features=7)
+
+
+def test_latent_critic_trains_on_the_latent_env_and_is_refused_for_dqn():
+    from agents.train import load_train_config, make_model
+    from agents.vec_env import DebtorVecEnv
+    from policies.features import N_FEATURES
+    from sim import load_scenario
+
+    with pytest.raises(ValueError, match="latent_critic"):
+        load_train_config("dqn", ["latent_critic=true"])
+    cfg = load_train_config("maskable_ppo", ["latent_critic=true", "n_slots=4", "n_steps=8", "batch_size=32"])
+    env = DebtorVecEnv(load_scenario("default"), 4, seed=0, latent=cfg.latent_critic)
+    model = make_model(cfg, env, seed=0, tb=None)
+    assert env.observation_space.shape == (N_FEATURES + env.latent_width,) and env.latent_width > 0
+    assert model.policy.mlp_extractor.public == N_FEATURES
+    model.learn(32)
+    # the critic trained on rows carrying the latent columns, the actor's first layer reads the observable ones
+    assert model.rollout_buffer.observations.shape[-1] == N_FEATURES + env.latent_width
+    assert model.policy.mlp_extractor.policy_net[0].in_features == N_FEATURES
+    assert model.policy.mlp_extractor.value_net[0].in_features == N_FEATURES + env.latent_width

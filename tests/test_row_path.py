@@ -181,3 +181,25 @@ def test_behaviour_uniforms_of_a_few_debtors_equal_those_drawn_in_bulk():
     assert np.array_equal(np.concatenate([uniforms(0xC0FFEE, ids[i : i + 1], 17, 3, 2) for i in range(300)]), bulk)
     assert np.array_equal(np.concatenate([uniforms(0xC0FFEE, ids[i : i + 3], 17, 3, 2) for i in range(0, 300, 3)]), bulk)
     assert uniforms(0xC0FFEE, ids[:0], 17, 3, 2).shape == (0,)
+
+
+def test_the_row_paths_float32_packing_rounds_as_numpy_does():
+    from policies.features import N_FEATURES
+    from policies.runtime import _OBS_ROW
+
+    rng = np.random.default_rng(4)
+    # values at float32's rounding edges: halfway cases, subnormals, big, negative zero, NaN
+    x = np.concatenate([rng.normal(size=N_FEATURES * 200) * 10.0 ** rng.integers(-40, 38, N_FEATURES * 200)])
+    x[:5] = [np.nextafter(np.float32(1.0), np.float32(2.0)) / 2 + 0.5, 1e-45, -0.0, np.nan, 3.4e38]
+    packed, numpy = np.zeros((1, N_FEATURES), np.float32), np.zeros((1, N_FEATURES), np.float32)
+    compared = 0
+    for row in x.reshape(-1, N_FEATURES).tolist():
+        try:
+            _OBS_ROW.pack_into(packed, 0, *row)
+        except OverflowError:  # the runtime falls back to numpy's assignment here (inf)
+            assert any(abs(v) > 3.4028235e38 for v in row if v == v)
+            continue
+        numpy[0] = row
+        assert packed.tobytes() == numpy.tobytes()
+        compared += 1
+    assert compared >= 150

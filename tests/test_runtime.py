@@ -19,6 +19,7 @@ from agents.export import export
 from agents.learned import LearnedPolicy, load_model
 from agents.train import train
 from policies.compliance import PROFILES, action_mask, check, get_profile
+from policies.features import N_FEATURES
 from policies.records import RecordError, records_from_views, views_from_records
 from policies.runtime import ArtifactError, load
 
@@ -102,6 +103,14 @@ def test_one_account_decisions_equal_the_batch_decisions(artifacts, algo, profil
         d.as_dict() == {k: v for k, v in dataclasses.asdict(d).items() if k not in logged_only} for d in singles[:50]
     )  # as_dict misses no field
     assert sum(d.reason is not None for d in batch) > 10  # the comparison covered reasons too
+
+
+def test_the_one_account_forward_pass_equals_the_sessions_even_beyond_float32(artifacts):
+    fn = load(artifacts["maskable_ppo"])
+    rng = np.random.default_rng(5)
+    for features in [rng.normal(size=N_FEATURES).tolist(), [1e39, *rng.normal(size=N_FEATURES - 1).tolist()]]:
+        expected = fn.scores(np.array([features], dtype=np.float32))[0]  # 1e39 becomes inf, as numpy casts it
+        assert fn._forward_row(features) == expected.astype(np.float32).tolist()
 
 
 def test_one_account_decisions_from_several_threads_at_once_equal_the_batch(artifacts):
