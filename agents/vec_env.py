@@ -28,11 +28,11 @@ class DebtorVecEnv(VecEnv):
     """The batched debtor world seen by stable-baselines3 as ``n_slots`` environments."""
 
     def __init__(
-        self, scenario: Scenario, n_slots: int, seed: int, horizon_days: int | None = None, flat_actions: bool = False, latent: bool = False
+        self, scenario: Scenario, n_slots: int, seed: int, horizon_days: int | None = None, flat_actions: bool = False, latent: str | None = None
     ) -> None:
         self.scenario = scenario
         self.batch = DebtorBatchEnv(scenario, n_slots, horizon_days=horizon_days, episode_days=10**9, latent=latent)
-        # with latent=True each observation also carries the debtor's latent traits (sim.envs.LatentView)
+        # with latent ("all" or "state") each observation also carries the debtor's latent columns (sim.envs.LatentView)
         # after the N_FEATURES observable ones, for a critic that trains on them; the actor never reads them
         self.latent_width = self.batch.latent.width if self.batch.latent is not None else 0
         self.flat_actions = flat_actions

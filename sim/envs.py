@@ -31,7 +31,7 @@ class BatchStep:
     calls_dropped: int
 
 
-# the latent traits a training-only critic may see (``DebtorBatchEnv(latent=True)``): standardised by
+# the latent traits a training-only critic may see (``DebtorBatchEnv(latent="all")``): standardised by
 # the scenario's own population, so a value of 1 is one standard deviation above its mean
 _LATENT_TRAITS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ability", ("",)),
@@ -47,16 +47,23 @@ _LATENT_TRAITS: tuple[tuple[str, tuple[str, ...]], ...] = (
 _LATENT_SAMPLE = 20_000  # debtors drawn (seed 0) to standardise the traits
 
 
+LATENT_VIEWS = ("all", "state")
+
+
 class LatentView:
-    """What the strategy never sees, as feature columns: the archetype (one-hot), whether the debtor is
-    distressed, the standardised traits of ``_LATENT_TRAITS`` and the latent dynamics (fatigue; the
-    unprompted-repayment intensity over the population's mean self-cure rate).
+    """What the strategy never sees, as feature columns. ``"all"``: the archetype (one-hot), whether the
+    debtor is distressed, the standardised traits of ``_LATENT_TRAITS`` and the latent state;
+    ``"state"``: the latent state alone, i.e. what a contact changes that the view does not show
+    (fatigue; the unprompted-repayment intensity, over the population's mean self-cure rate).
 
     Only for training an asymmetric critic (a value function that knows the debtor, so the advantage
     of a contact is measured against what this debtor was worth anyway); the actor, the exported
     policy and every evaluation see the observable features alone."""
 
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, which: str = "all") -> None:
+        if which not in LATENT_VIEWS:
+            raise ValueError(f"unknown latent view {which!r}; choose one of {', '.join(LATENT_VIEWS)}")
+        self.traits = which == "all"
         d = sample(sc, 0, 0, _LATENT_SAMPLE)
         self._mean: dict[str, np.ndarray] = {}
         self._sd: dict[str, np.ndarray] = {}
@@ -65,24 +72,25 @@ class LatentView:
             self._mean[name] = x.mean(axis=0)
             self._sd[name] = np.maximum(x.std(axis=0), 1e-9)
         self._cure = max(float(np.mean(d.self_cure)), 1e-9)
-        self.names: tuple[str, ...] = (
+        traits = (
             *(f"archetype_{a}" for a in ARCHETYPES),
             "distressed",
             *(f"{n}_{c}" if c else n for n, cols in _LATENT_TRAITS for c in cols),
-            "fatigue",
-            "intensity",
         )
+        self.names: tuple[str, ...] = (*(traits if self.traits else ()), "fatigue", "intensity")
         self.width = len(self.names)
 
     def encode(self, world: World, idx: np.ndarray | None = None) -> np.ndarray:
         """``(len(idx), width)`` float32 for the slots ``idx`` (all slots if None)."""
         t, s = world.traits, world.state
         take = (lambda x: x) if idx is None else (lambda x: x[idx])
-        arch = take(t.archetype).astype(np.int64)
-        parts = [np.eye(len(ARCHETYPES))[arch], take(t.distressed).astype(np.float64)[:, None]]
-        for name, _ in _LATENT_TRAITS:
-            z = (take(getattr(t, name)) - self._mean[name]) / self._sd[name]
-            parts.append(z.reshape(len(arch), -1))
+        parts: list[np.ndarray] = []
+        if self.traits:
+            arch = take(t.archetype).astype(np.int64)
+            parts += [np.eye(len(ARCHETYPES))[arch], take(t.distressed).astype(np.float64)[:, None]]
+            for name, _ in _LATENT_TRAITS:
+                z = (take(getattr(t, name)) - self._mean[name]) / self._sd[name]
+                parts.append(z.reshape(len(arch), -1))
         parts.append(take(s.fatigue)[:, None])
         parts.append((take(s.intensity) / self._cure)[:, None])
         out = np.concatenate(parts, axis=1).astype(np.float32)
@@ -231,7 +239,7 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
     ``Box(-1, inf, (n_slots, 58), float32)``: one feature row per slot (:class:`DebtorEnv`). With
-    ``latent=True`` each row also carries the :class:`LatentView` columns after the 58 (for a
+    ``latent="all"`` (or ``"state"``) each row also carries the :class:`LatentView` columns after the 58 (for a
     training-only critic; a policy must not read them).
 
     ## Rewards
@@ -263,7 +271,7 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         overrides: tuple[str, ...] = (),
         horizon_days: int | None = None,
         episode_days: int | None = None,
-        latent: bool = False,
+        latent: str | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError("n_slots must be >= 1")
@@ -272,7 +280,7 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         self.horizon_days = horizon_days
         self.episode_days = episode_days or 2 * (horizon_days or self.scenario.horizon_days)
         self.action_space = spaces.MultiDiscrete(np.tile(np.array(ACTION_DIMS, dtype=np.int64), n_slots))
-        self.latent = LatentView(self.scenario) if latent else None
+        self.latent = LatentView(self.scenario, latent) if latent is not None else None
         width = N_FEATURES + (self.latent.width if self.latent is not None else 0)
         self._width = width
         self.observation_space = _obs_space((n_slots, width))

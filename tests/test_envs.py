@@ -188,7 +188,7 @@ def test_the_latent_view_adds_columns_without_changing_the_world_and_ends_with_t
     from sim.population import sample
 
     plain = DebtorBatchEnv("late_stage", 32, horizon_days=8, episode_days=30)
-    latent = DebtorBatchEnv("late_stage", 32, horizon_days=8, episode_days=30, latent=True)
+    latent = DebtorBatchEnv("late_stage", 32, horizon_days=8, episode_days=30, latent="all")
     width = latent.latent.width
     assert latent.observation_space.shape == (32, N_FEATURES + width) and len(latent.latent.names) == width
     obs_p, _ = plain.reset(seed=5)
@@ -214,3 +214,11 @@ def test_the_latent_view_adds_columns_without_changing_the_world_and_ends_with_t
     d = sample(latent.scenario, 7, 0, 5000)
     z = (np.asarray(d.willingness) - latent.latent._mean["willingness"]) / latent.latent._sd["willingness"]
     assert abs(z.mean()) < 0.1 and 0.9 < z.std() < 1.1
+    # the latent state alone: the last two columns of the full view
+    state = DebtorBatchEnv("late_stage", 32, horizon_days=8, episode_days=30, latent="state")
+    assert state.latent.names == ("fatigue", "intensity") == latent.latent.names[-2:]
+    obs_s, _ = state.reset(seed=5)
+    obs_l, _ = latent.reset(seed=5)
+    np.testing.assert_array_equal(obs_s, np.concatenate([obs_l[:, :N_FEATURES], obs_l[:, -2:]], axis=1))
+    with pytest.raises(ValueError, match="unknown latent view 'traits'; choose one of all, state"):
+        DebtorBatchEnv("late_stage", 4, latent="traits")

@@ -271,7 +271,8 @@ def test_latent_critic_trains_on_the_latent_env_and_is_refused_for_dqn():
     from sim import load_scenario
 
     with pytest.raises(ValueError, match="latent_critic"):
-        load_train_config("dqn", ["latent_critic=true"])
+        load_train_config("dqn", ["latent_critic=all"])
+    assert [load_train_config("maskable_ppo", [f"latent_critic={v}"]).latent_critic for v in ("true", "false", "state")] == ["all", "none", "state"]
     cfg = load_train_config("maskable_ppo", ["latent_critic=true", "n_slots=4", "n_steps=8", "batch_size=32"])
     env = DebtorVecEnv(load_scenario("default"), 4, seed=0, latent=cfg.latent_critic)
     model = make_model(cfg, env, seed=0, tb=None)
