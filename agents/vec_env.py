@@ -78,7 +78,11 @@ class DebtorVecEnv(VecEnv):
         for j, i in enumerate(out.done_slots):
             info = infos[i]
             info["terminal_observation"] = out.final_obs[j]
-            info["TimeLimit.truncated"] = bool(res.truncated[i])
+            # a debtor sold at the horizon ends there: the sale's proceeds are its last reward, so no value
+            # follows. Reported as a time-limit truncation, SB3 would add gamma * V(last observation) to
+            # that reward (its bootstrap for cut-off episodes) and count the debtor's worth twice
+            info["TimeLimit.truncated"] = False
+            info["sold"] = bool(res.truncated[i])
             info["episode"] = {"r": float(self._ep_return[i]), "l": int(self._ep_len[i])}
             info["business"] = {k: float(self._ep_parts[k][i]) for k in REWARD_COMPONENTS}
             self._ep_return[i] = 0.0

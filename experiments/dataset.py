@@ -1,6 +1,6 @@
 """Logged datasets for offline-RL research: ``collectrl dataset`` writes a Minari dataset.
 
-Episodes are debtors of ``collectrl/Debtor-v0`` (one debtor per episode, one step per day), run
+Episodes are debtors of ``collectrl/Debtor-v1`` (one debtor per episode, one step per day), run
 under a *logging policy* whose action probabilities are known:
 
 * a learned policy (a training run directory, or an exported ONNX artifact) **samples from its own
@@ -19,7 +19,7 @@ that state), aligned with ``actions``: ``infos["propensity"][t]`` belongs to ``a
 last entry of an episode (the final observation, where no action is taken) has propensity NaN.
 
 The dataset's environment is recoverable (``dataset.recover_environment()`` makes
-``collectrl/Debtor-v0`` with the same scenario), and its reference scores are the leaderboard's:
+``collectrl/Debtor-v1`` with the same scenario), and its reference scores are the leaderboard's:
 ``ref_min_score`` is the static ladder's and ``ref_max_score`` the oracle's net value per debtor on
 the leaderboard protocol, so ``dataset.get_normalized_score(returns)`` is the leaderboard's
 normalised score (0 = static ladder, 1 = oracle).
@@ -41,7 +41,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import sim  # noqa: F401  (registers collectrl/Debtor-v0)
+import sim  # noqa: F401  (registers collectrl/Debtor-v1)
 from experiments.decision_log import TargetPolicy, mix, sample
 from experiments.errors import UsageError
 from experiments.evaluate import evaluate
@@ -128,7 +128,7 @@ def make_dataset(
         )
     label = name or (_label(policy_name, policy) + (f"_eps{epsilon:g}".replace(".", "p") if epsilon else ""))
     dataset_id = f"collectrl/{scenario}/{label}-v0"
-    env = gym.make("collectrl/Debtor-v0", scenario=scenario)
+    env = gym.make("collectrl/Debtor-v1", scenario=scenario)
     base: DebtorEnv = env.unwrapped  # type: ignore[assignment]
     buffers: list[EpisodeBuffer] = []
     returns, steps, min_prop = [], 0, 1.0
@@ -192,7 +192,7 @@ def make_dataset(
                 dataset_id=dataset_id,
                 buffer=buffers,
                 env=env,
-                eval_env=env.spec,  # its spec (collectrl/Debtor-v0 with this scenario) makes the dataset's environment recoverable
+                eval_env=env.spec,  # its spec (collectrl/Debtor-v1 with this scenario) makes the dataset's environment recoverable
                 algorithm_name=f"{label} (logging policy: {policy_name}, epsilon {epsilon:g})",
                 author="collectrl",
                 code_permalink="collectrl: experiments/dataset.py",

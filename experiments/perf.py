@@ -131,14 +131,14 @@ class _RowSampler:
 def perf_env(
     scenario: str = "default", n_slots: int = 16384, seconds: float = 4.0, seed: int = 0, rounds: int = 9, warm_up_days: int = 30
 ) -> dict[str, Any]:
-    """Debtor-v0 steps/s and DebtorBatch-v0 debtor-steps/s with random allowed actions (the stress
+    """Debtor-v1 steps/s and DebtorBatch-v0 debtor-steps/s with random allowed actions (the stress
     case), and the batched env under the static ladder's actions (a typical mix: mostly waiting),
     each as a ratio to CartPole. The four run ``seconds`` each, in ``rounds`` alternating rounds;
     every ratio is the median of its per-round ratios. The batched envs are measured from day
     ``warm_up_days`` of their episode on."""
     rng = np.random.default_rng(seed)
 
-    single = gym.make("collectrl/Debtor-v0", scenario=scenario)
+    single = gym.make("collectrl/Debtor-v1", scenario=scenario)
     single.reset(seed=seed)
     base: DebtorEnv = single.unwrapped  # type: ignore[assignment]
 

@@ -136,7 +136,7 @@ _log1p = math.log1p
 def encode_row(r: Mapping[str, Any]) -> list[float]:
     """One account's features (as float64 values; the caller casts to float32) from a view held as
     a dict of plain values keyed by ViewBatch field (per-channel fields as lists of 6). Written for
-    speed (it runs once per decision and per Debtor-v0 step): conditionals instead of min/max and
+    speed (it runs once per decision and per Debtor-v1 step): conditionals instead of min/max and
     float() calls, giving the same values."""
     bal = float(r["balance_eur"])
     out = r["outstanding_eur"]

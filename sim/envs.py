@@ -153,11 +153,14 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
     same sequence of debtors and the same luck).
 
     ## Episode End
-    ``terminated``: the debt is resolved (paid in full, settled, or instalment plan completed).
-    ``truncated``: the horizon (``horizon_days``) is reached and the rest is sold.
+    ``terminated``: the debt is resolved (paid in full, settled, or instalment plan completed), or the
+    horizon (``horizon_days``) is reached and the rest is sold (``info["sold"]``). The sale is part of
+    the task, not a cut-off: the days left are observed and the sale's proceeds are the last reward,
+    so nothing follows it. ``truncated`` is never set (v0 reported the sale as a truncation, which
+    made learners that bootstrap truncated episodes, as stable-baselines3 does, add a value after it).
 
     ## Arguments
-    ``gym.make("collectrl/Debtor-v0", scenario="default", overrides=(), horizon_days=None)``.
+    ``gym.make("collectrl/Debtor-v1", scenario="default", overrides=(), horizon_days=None)``.
     The call centre is the scenario's scaled to one debtor: for the presets, one agent on the
     largest shift (08:00-16:00), so a call in a window outside it is not made (it costs nothing,
     counts as an attempt, and shows in ``info["calls_dropped"]``). Queueing for agents among many
@@ -170,7 +173,8 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
     ``tests/test_single.py`` compares the two day by day (on these machines, to the last bit).
 
     ## Version History
-    * v0: initial version.
+    * v1: the sale at the horizon ends the episode as a termination (``info["sold"]`` says which end).
+    * v0: initial version; the sale was reported as a truncation.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012
@@ -219,7 +223,10 @@ class DebtorEnv(gym.Env[np.ndarray, np.ndarray]):
         info["blocked"] = res.blocked
         info["outstanding_eur"] = d.outstanding
         info["collected_eur"] = d.collected
-        return encode_row_f32(d.row()), res.reward, res.terminated, res.truncated, info
+        info["sold"] = res.truncated
+        # the sale is part of the task (days_left is observed, its proceeds are the last reward): a
+        # termination, so that learners do not bootstrap a value after it (as they do after truncations)
+        return encode_row_f32(d.row()), res.reward, res.terminated or res.truncated, False, info
 
 
 class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):

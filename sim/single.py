@@ -1,4 +1,4 @@
-"""One debtor in plain Python: the engine behind ``collectrl/Debtor-v0``.
+"""One debtor in plain Python: the engine behind ``collectrl/Debtor-v1``.
 
 :class:`sim.world.World` is built for batches: a day costs ~100 numpy calls and a SimPy run
 whatever the number of debtors, so a world of one debtor spends ~0.5 ms a day on overhead. This

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch as th
 import pytest
 import torch
 
@@ -249,6 +250,36 @@ def test_vec_env_reports_episodes_and_terminal_observations():
     assert masks.shape == (8, 19)
     for p in PROFILES.values():
         assert action_mask(env.batch.world.views(), p).shape == (8, 19)
+
+
+def test_a_sold_debtor_ends_its_episode_and_the_learner_adds_no_value_after_the_sale():
+    """The sale at the horizon is the debtor's last reward. Flagged as a time-limit truncation, SB3 would
+    add gamma * V(last observation) to it; the learner's stored rewards must be the world's."""
+    from sb3_contrib import MaskablePPO
+
+    from agents.heads import HeadsMaskableActorCriticPolicy
+
+    env = DebtorVecEnv(load_scenario("default", ["horizon_days=5"]), 8, seed=0)
+    seen: list[np.ndarray] = []
+    sold = 0
+    step_wait = env.step_wait
+
+    def recorded():  # the rewards the world hands out, and the flags of each ending
+        nonlocal sold
+        obs, rew, dones, infos = step_wait()
+        seen.append(rew.copy())
+        for i in np.flatnonzero(dones):
+            assert infos[i]["TimeLimit.truncated"] is False
+            sold += infos[i]["sold"]
+        return obs, rew, dones, infos
+
+    env.step_wait = recorded  # type: ignore[method-assign]
+    model = MaskablePPO(HeadsMaskableActorCriticPolicy, env, n_steps=16, batch_size=64, seed=0, device="cpu")
+    with th.no_grad():  # a critic worth a lot everywhere: any bootstrap after the sale would show
+        model.policy.value_net.bias.fill_(100.0)
+    model.learn(16)
+    assert sold >= 8  # most debtors of a 5-day horizon are sold, every slot at least once in 16 days
+    np.testing.assert_array_equal(model.rollout_buffer.rewards, np.stack(seen))
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def test_the_ladder_with_exploration_logs_propensities_a_target_can_be_weighted_
     from policies.records import views_from_rows
 
     env = data.recover_environment()
-    assert env.spec.id == "collectrl/Debtor-v0" and env.spec.kwargs["scenario"] == "default"
+    assert env.spec.id == "collectrl/Debtor-v1" and env.spec.kwargs["scenario"] == "default"
     for ep in _episodes(data):
         # replay the episode in the recovered environment: same seed, same actions, same observations
         obs, _ = env.reset(seed=int(ep.id) + 3 * 1_000_003)

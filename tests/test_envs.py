@@ -15,7 +15,7 @@ from policies.features import N_FEATURES
 from policies.schema import Channel
 from sim.world import REWARD_COMPONENTS
 
-KWARGS = {"collectrl/Debtor-v0": {}, "collectrl/DebtorBatch-v0": {"n_slots": 16}}
+KWARGS = {"collectrl/Debtor-v1": {}, "collectrl/DebtorBatch-v0": {"n_slots": 16}}
 
 
 def _random_allowed(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
@@ -62,46 +62,57 @@ def test_same_seed_gives_identical_rollouts(env_id):
 
 
 def test_single_env_reward_is_the_sum_of_its_components_and_episodes_end_properly():
-    env = gym.make("collectrl/Debtor-v0")
+    env = gym.make("collectrl/Debtor-v1")
     obs, info = env.reset(seed=0)
     assert obs.shape == (N_FEATURES,) and obs.dtype == np.float32
     rng = np.random.default_rng(0)
-    ends = {"terminated": 0, "truncated": 0}
+    ends = {"resolved": 0, "sold": 0}
     for _ in range(3000):
         mask = env.unwrapped.action_masks()
         assert mask.shape == (19,) and mask.dtype == bool and mask[0]  # waiting is always allowed
         obs, r, term, trunc, info = env.step(_random_allowed(rng, mask))
         assert r == pytest.approx(sum(info[k] for k in REWARD_COMPONENTS), abs=1e-9)
         assert all(isinstance(v, float | bool | int) for v in info.values())
-        if term or trunc:
-            assert not (term and trunc)
-            ends["terminated" if term else "truncated"] += 1
-            if trunc:
-                assert info["outstanding_eur"] == 0.0 and info["terminal_value"] >= 0.0
+        assert not trunc  # every end is part of the task: resolution or the sale
+        if term:
+            ends["sold" if info["sold"] else "resolved"] += 1
+            if info["sold"]:
+                assert info["outstanding_eur"] == 0.0 and info["terminal_value"] > 0.0
+            else:
+                assert info["terminal_value"] == 0.0
             env.reset()
-    assert ends["terminated"] > 0
+        else:
+            assert not info["sold"]
+    assert ends["resolved"] > 0 and ends["sold"] > 0
 
 
 def test_a_disallowed_action_is_blocked_and_costs_nothing():
-    env = gym.make("collectrl/Debtor-v0", overrides=("population.on_file.email=0.0",))
+    env = gym.make("collectrl/Debtor-v1", overrides=("population.on_file.email=0.0",))
     env.reset(seed=1)
     assert not env.unwrapped.action_masks()[Channel.EMAIL]
     *_, info = env.step(np.array([Channel.EMAIL, 0, 0, 0]))
     assert info["blocked"] is True and info["contact_cost"] == 0.0
 
 
-def test_episode_truncates_at_the_horizon():
-    env = gym.make("collectrl/Debtor-v0", horizon_days=5)
-    env.reset(seed=2)
-    ends = []
-    for _ in range(5):  # the horizon: the episode ends on the fifth day at the latest
-        _, _, term, trunc, _ = env.step(np.zeros(4, dtype=np.int64))
-        ends.append((term, trunc))
-        if term or trunc:
-            break
-    term, trunc = ends[-1]
-    assert term or trunc, "no end by the horizon"
-    assert trunc == (len(ends) == 5 and not term) and not any(t or u for t, u in ends[:-1])
+def test_the_sale_at_the_horizon_terminates_the_episode():
+    """The sale is part of the task (its proceeds are the last reward): a termination, never a
+    truncation, so a learner that bootstraps truncated episodes adds no value after it."""
+    env = gym.make("collectrl/Debtor-v1", horizon_days=5)
+    sold = 0
+    for seed in range(20):
+        env.reset(seed=seed)
+        ends = []
+        for _ in range(5):  # the horizon: the episode ends on the fifth day at the latest
+            _, _, term, trunc, info = env.step(np.zeros(4, dtype=np.int64))
+            ends.append((term, trunc, info["sold"]))
+            if term or trunc:
+                break
+        term, trunc, was_sold = ends[-1]
+        assert term and not trunc, "no end by the horizon"
+        assert not any(t or u for t, u, _ in ends[:-1])
+        assert was_sold == (len(ends) == 5 and info["outstanding_eur"] == 0.0 and info["terminal_value"] > 0.0)
+        sold += was_sold
+    assert sold > 10  # waiting for 5 days resolves few debtors: most are sold
 
 
 def test_batched_env_shares_one_world_and_refills_finished_slots():

@@ -134,7 +134,7 @@ def test_one_debtor_engine_equals_the_world_of_one_slot(case):
 
 
 def test_debtor_env_runs_on_the_one_debtor_engine_with_the_worlds_rollout():
-    env = gym.make("collectrl/Debtor-v0", scenario="telecom")
+    env = gym.make("collectrl/Debtor-v1", scenario="telecom")
     obs, info = env.reset(seed=11)
     sc = load_scenario("telecom")
     world = World(sc, 1, 11, mode="episodic")
@@ -237,7 +237,7 @@ def test_maskable_ppo_learns_and_predicts_on_debtor_v0_without_warnings():
 
     from sb3_contrib import MaskablePPO
 
-    env = gym.make("collectrl/Debtor-v0")
+    env = gym.make("collectrl/Debtor-v1")
     obs, _ = env.reset(seed=0)
     model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0, verbose=0)
     with warnings.catch_warnings():
