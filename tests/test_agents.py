@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch as th
 import pytest
 import torch
 
@@ -275,7 +274,7 @@ def test_a_sold_debtor_ends_its_episode_and_the_learner_adds_no_value_after_the_
 
     env.step_wait = recorded  # type: ignore[method-assign]
     model = MaskablePPO(HeadsMaskableActorCriticPolicy, env, n_steps=16, batch_size=64, seed=0, device="cpu")
-    with th.no_grad():  # a critic worth a lot everywhere: any bootstrap after the sale would show
+    with torch.no_grad():  # a critic worth a lot everywhere: any bootstrap after the sale would show
         model.policy.value_net.bias.fill_(100.0)
     model.learn(16)
     assert sold >= 8  # most debtors of a 5-day horizon are sold, every slot at least once in 16 days
