@@ -138,7 +138,7 @@ def make_dataset(
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         props: list[float] = []
         masks: list[np.ndarray] = []
-        blocked, cash, cost = [False], [0.0], [0.0]
+        blocked, sold, cash, cost = [False], [False], [0.0], [0.0]
         done = False
         while not done:
             mask = base.action_masks().astype(bool)[None]
@@ -154,6 +154,7 @@ def make_dataset(
             props.append(float(p[0]))
             masks.append(mask[0])
             blocked.append(bool(info["blocked"]))
+            sold.append(bool(info["sold"]))  # the episode's end: resolved (False) or sold at the horizon
             cash.append(float(info["cash"]))
             cost.append(float(info["contact_cost"]))
             done = term or trunc
@@ -172,6 +173,7 @@ def make_dataset(
                     "propensity": np.asarray(props),
                     "action_mask": np.asarray(masks),
                     "blocked": np.asarray(blocked),
+                    "sold": np.asarray(sold),
                     "cash": np.asarray(cash),
                     "contact_cost": np.asarray(cost),
                 },

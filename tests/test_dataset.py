@@ -42,6 +42,7 @@ def test_the_ladder_with_exploration_logs_propensities_a_target_can_be_weighted_
     ladder = make("static_ladder")
     ladder.reset(3)
     weights = []
+    sold = 0
     from policies.records import views_from_rows
 
     env = data.recover_environment()
@@ -58,6 +59,10 @@ def test_the_ladder_with_exploration_logs_propensities_a_target_can_be_weighted_
             obs, *_ = env.step(a)
             np.testing.assert_allclose(obs, ep.observations[t + 1], rtol=1e-6)
         assert np.isnan(ep.infos["propensity"][-1]) and len(ep.infos["propensity"]) == len(ep.actions) + 1
+        # every episode ends by a termination (resolution or the sale), which "sold" tells apart
+        assert ep.terminations[-1] and not ep.truncations.any() and not ep.infos["sold"][:-1].any()
+        sold += bool(ep.infos["sold"][-1])
+    assert 0 < sold < 60  # some debtors reach the sale, the ladder resolves others
     w = np.asarray(weights)
     assert abs(w.mean() - 1.0) < 4 * w.std() / np.sqrt(len(w)), (w.mean(), w.std(), len(w))
     # the reference scores are the leaderboard's, so normalising them gives 0 and 1
