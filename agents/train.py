@@ -91,7 +91,7 @@ class TrainConfig(BaseModel):
     latent_critic: Literal["none", "state", "all"] = Field(
         default="none",
         description="actor-critic learners: the critic (training only) also sees the debtor's latent state (fatigue, repayment "
-        "intensity) or all of it (and the traits); the actor never does. true means all, false none",
+        "intensity) or all of it (and the traits); the actor never does",
     )
     buffer_size: int = Field(default=200_000, ge=1, description="DQN replay buffer")
     learning_starts: int = Field(default=10_000, ge=0, description="DQN")
@@ -120,14 +120,6 @@ class TrainConfig(BaseModel):
         if self.latent_critic != "none" and self.algo == "dqn":
             raise ValueError("latent_critic feeds an actor-critic learner's critic; DQN has none (remove it or use another algo)")
         return self
-
-    @field_validator("latent_critic", mode="before")
-    @classmethod
-    def _latent_from_bool(cls, v: Any) -> Any:
-        """``latent_critic=true`` (the form of the first measurements) means all of it, ``false`` none."""
-        if isinstance(v, bool):
-            return "all" if v else "none"
-        return v
 
     @field_validator("net_arch", mode="before")
     @classmethod
@@ -610,7 +602,7 @@ def train(
     run.on_evaluate = on_evaluate
     if resume is None or timesteps != int(saved["timesteps"]):
         run.write_config(timesteps)
-    env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn", latent=None if cfg.latent_critic == "none" else cfg.latent_critic)
+    env = DebtorVecEnv(sc, cfg.n_slots, seed=seed, flat_actions=cfg.algo == "dqn", latent=cfg.latent_critic)
     env.record_actions = True
     run.env = env
     tb = str(root / "tb")

@@ -28,7 +28,7 @@ class DebtorVecEnv(VecEnv):
     """The batched debtor world seen by stable-baselines3 as ``n_slots`` environments."""
 
     def __init__(
-        self, scenario: Scenario, n_slots: int, seed: int, horizon_days: int | None = None, flat_actions: bool = False, latent: str | None = None
+        self, scenario: Scenario, n_slots: int, seed: int, horizon_days: int | None = None, flat_actions: bool = False, latent: str = "none"
     ) -> None:
         self.scenario = scenario
         self.batch = DebtorBatchEnv(scenario, n_slots, horizon_days=horizon_days, episode_days=10**9, latent=latent)

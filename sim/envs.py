@@ -278,7 +278,7 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         overrides: tuple[str, ...] = (),
         horizon_days: int | None = None,
         episode_days: int | None = None,
-        latent: str | None = None,
+        latent: str = "none",
     ) -> None:
         if n_slots < 1:
             raise ValueError("n_slots must be >= 1")
@@ -287,10 +287,8 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         self.horizon_days = horizon_days
         self.episode_days = episode_days or 2 * (horizon_days or self.scenario.horizon_days)
         self.action_space = spaces.MultiDiscrete(np.tile(np.array(ACTION_DIMS, dtype=np.int64), n_slots))
-        self.latent = LatentView(self.scenario, latent) if latent is not None else None
-        width = N_FEATURES + (self.latent.width if self.latent is not None else 0)
-        self._width = width
-        self.observation_space = _obs_space((n_slots, width))
+        self.latent = LatentView(self.scenario, latent) if latent != "none" else None
+        self.observation_space = _obs_space((n_slots, N_FEATURES + (self.latent.width if self.latent is not None else 0)))
         self._world: World | None = None
         self._obs = np.zeros((n_slots, N_FEATURES), dtype=np.float32)
         self._t = 0
@@ -326,13 +324,11 @@ class DebtorBatchEnv(gym.Env[np.ndarray, np.ndarray]):
         dropped = int(w.calls_dropped.sum()) - dropped_before  # before refill resets the slots
         done = res.terminated | res.truncated
         done_idx = np.flatnonzero(done)
+        final_obs = np.zeros((0, self.observation_space.shape[1]), dtype=np.float32)  # type: ignore[index]
         if len(done_idx):
             final_obs = encode(w.views().take(done_idx))
             if self.latent is not None:
                 final_obs = np.concatenate([final_obs, self.latent.encode(w, done_idx)], axis=1)
-        else:
-            final_obs = np.zeros((0, self._width), dtype=np.float32)
-        if len(done_idx):
             w.refill(done_idx)
         self._t += 1
         return BatchStep(self._observe(), res, done_idx, final_obs, int(res.blocked.sum()), dropped)

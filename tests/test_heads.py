@@ -272,8 +272,9 @@ def test_latent_critic_trains_on_the_latent_env_and_is_refused_for_dqn():
 
     with pytest.raises(ValueError, match="latent_critic"):
         load_train_config("dqn", ["latent_critic=all"])
-    assert [load_train_config("maskable_ppo", [f"latent_critic={v}"]).latent_critic for v in ("true", "false", "state")] == ["all", "none", "state"]
-    cfg = load_train_config("maskable_ppo", ["latent_critic=true", "n_slots=4", "n_steps=8", "batch_size=32"])
+    with pytest.raises(ValueError, match="latent_critic"):
+        load_train_config("maskable_ppo", ["latent_critic=traits"])
+    cfg = load_train_config("maskable_ppo", ["latent_critic=all", "n_slots=4", "n_steps=8", "batch_size=32"])
     env = DebtorVecEnv(load_scenario("default"), 4, seed=0, latent=cfg.latent_critic)
     model = make_model(cfg, env, seed=0, tb=None)
     assert env.observation_space.shape == (N_FEATURES + env.latent_width,) and env.latent_width > 0
