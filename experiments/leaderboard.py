@@ -4,8 +4,8 @@ Protocol (fixed; changing it makes scores incomparable)
 --------------------------------------------------------
 * Learners are trained with their shipped config (``configs/training/{algo}.yaml``), seed 0, for
   its own length (stopped early by patience, the best model chosen by the config's selection) or
-  for ``timesteps`` debtor-days when given; a finished run of the same (preset, algo, seed, length)
-  under ``runs_dir`` is reused.
+  for ``timesteps`` debtor-days when given; a finished run of the same (preset, algo, seed, length),
+  trained with the same config on the same version of the preset, under ``runs_dir`` is reused.
 * Every policy is evaluated by ``experiments.evaluate`` on ``PROTOCOL_DEBTORS`` debtors x the
   seeds ``PROTOCOL_SEEDS`` (never used for training or the training-time evaluation), with common
   random numbers, under the preset's compliance profile.
@@ -23,23 +23,46 @@ import yaml
 
 import policies
 from agents.learned import ALGOS
-from agents.train import load_train_config, train
+from agents.train import TrainConfig, load_train_config, train
 from experiments import stats
 from experiments.evaluate import evaluate
 from experiments.resolve import resolve_policy
-from sim.config import load_scenario
+from sim.config import Scenario, load_scenario
 
 PROTOCOL_DEBTORS = 20_000
 PROTOCOL_SEEDS = (1000, 1001, 1002, 1003, 1004)
 TRAIN_SEED = 0
 
 
-def find_run(runs_dir: Path, scenario: str, algo: str, seed: int, timesteps: int) -> Path | None:
-    """The newest finished run of (scenario, algo, seed) trained for ``timesteps``."""
+def _as_stored(x: Any) -> Any:
+    """``x`` as a run's ``config.yaml`` holds it (a YAML round trip: tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(x, sort_keys=False))
+
+
+def find_run(
+    runs_dir: Path, scenario: str, world: Scenario, algo: str, seed: int, cfg: TrainConfig, timesteps: int, log: Callable[[str], None] = print
+) -> Path | None:
+    """The newest finished run of (scenario, algo, seed) trained for ``timesteps`` with the training config
+    ``cfg`` on the same ``world`` (the resolved scenario). A run of another config or world is not reused (the log says what differs):
+    after a change to a shipped config or a scenario the leaderboard trains again."""
+    want_cfg = {k: v for k, v in _as_stored(cfg.model_dump()).items() if k != "timesteps"}
+    want_sc = _as_stored(world.model_dump())
     for d in sorted(runs_dir.glob(f"{scenario}__{algo}__{seed}__*"), reverse=True):
-        cfg = d / "config.yaml"
-        if (d / "best" / "model.zip").exists() and cfg.exists() and yaml.safe_load(cfg.read_text()).get("timesteps") == timesteps:
-            return d
+        cfg_path = d / "config.yaml"
+        if not ((d / "best" / "model.zip").exists() and cfg_path.exists()):
+            continue
+        data = yaml.safe_load(cfg_path.read_text()) or {}
+        if data.get("timesteps") != timesteps:
+            continue
+        have_cfg = {k: v for k, v in (data.get("training") or {}).items() if k != "timesteps"}
+        changed = sorted(k for k in want_cfg.keys() | have_cfg.keys() if want_cfg.get(k) != have_cfg.get(k))
+        if changed:
+            log(f"not reusing {d}: trained with other {algo} settings ({', '.join(f'{k} {have_cfg.get(k)} -> {want_cfg.get(k)}' for k in changed)})")
+            continue
+        if data.get("resolved_scenario") != want_sc:
+            log(f"not reusing {d}: trained on another version of the {scenario} scenario")
+            continue
+        return d
     return None
 
 
@@ -58,7 +81,8 @@ def leaderboard(
             raise ValueError(f"unknown learner {algo!r}; choose from {', '.join(ALGOS)}")
     # without an explicit length, every learner trains as `collectrl train` would: its shipped config's
     # own length (stopped early by patience), so the leaderboard shows what the defaults deliver
-    lengths = {algo: timesteps or load_train_config(algo, train_overrides or []).timesteps for algo in algos}
+    configs = {algo: load_train_config(algo, train_overrides or []) for algo in algos}
+    lengths = {algo: timesteps or configs[algo].timesteps for algo in algos}
     table: dict[str, Any] = {
         "protocol": {"debtors": debtors, "seeds": list(seeds), "timesteps": lengths, "train_seed": TRAIN_SEED},
         "scenarios": {},
@@ -67,7 +91,7 @@ def leaderboard(
         sc = load_scenario(sc_name)
         runs: dict[str, Path] = {}
         for algo in algos:
-            found = find_run(runs_dir, sc_name, algo, TRAIN_SEED, lengths[algo])
+            found = find_run(runs_dir, sc_name, sc, algo, TRAIN_SEED, configs[algo], lengths[algo], log)
             if found is None:
                 log(f"training {algo} on {sc_name} for up to {lengths[algo]:,} debtor-days ...")
                 found = train(sc_name, algo, lengths[algo], TRAIN_SEED, runs_dir, train_overrides=train_overrides).root

@@ -354,6 +354,12 @@ def test_leaderboard_trains_once_reuses_runs_and_scores_every_policy(tmp_path):
     assert rows["static_ladder"]["firm_contacts_per_debtor"] > 0 == rows["no_contact"]["firm_contacts_per_debtor"]
     ladder = rows["static_ladder"]
     assert f"| `static_ladder` | {ladder['firm_contacts_per_debtor']:.2f} / {ladder['complaint_rate']:.1%} / 0 |" in md
+    # a run of another config (after a change to the shipped one, say) is not reused, and the log says why
+    said: list[str] = []
+    changed = {**kw, "log": said.append, "train_overrides": [*kw["train_overrides"], "ent_coef=0.02"]}
+    leaderboard(["default"], ["maskable_ppo"], 1024, tmp_path, **changed)
+    assert len(list(tmp_path.glob("default__maskable_ppo__0__*"))) == 2
+    assert any(m.startswith(f"not reusing {runs[0]}") and "ent_coef" in m for m in said), said
 
 
 def test_perf_train_reports_the_median_of_alternating_rounds(tmp_path, monkeypatch):
