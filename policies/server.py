@@ -597,9 +597,9 @@ def create_app(
         champion = Arm("champion", load(artifact), str(artifact))
         other = Arm("challenger", load(challenger), str(challenger)) if challenger is not None else None
         state["deployment"] = Deployment(champion, other, challenger_share if other else 0.0, salt)
-        # one process: SIGHUP reloads every arm from its directory (with several workers the uvicorn
-        # supervisor owns SIGHUP and replaces the workers instead); only the main thread may set it
-        if workers == 1 and threading.current_thread() is threading.main_thread():
+        # SIGHUP reloads every arm from its directory (with several workers the supervisor passes it
+        # to each, policies.workers); only the main thread may set it
+        if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_from_disk()))
@@ -769,7 +769,7 @@ def create_app(
         if workers > 1:
             detail = (
                 "with several workers a reload would reach only one of them: replace the artifact directories"
-                " and send SIGHUP to the server, which restarts its workers one by one"
+                " and send SIGHUP to the server, which has every worker reload them"
             )
             return _json_response({"detail": detail}, 409)
         body = decode(await request.body(), Reload)

@@ -11,10 +11,14 @@ workers by a hash of their addresses.
 The supervisor starts the workers and then:
 - restarts a worker that dies, unless it could not start serving at all (exit code 3: the artifact
   or the port is wrong, and a restart would fail the same way): then it stops the server;
-- on SIGHUP replaces the workers one by one: the replacement loads the artifacts again and starts
-  serving before the old worker is stopped (SIGTERM: it finishes the requests it has, flushes its
-  logs and exits);
-- on SIGTERM or SIGINT stops every worker the same way and exits.
+- on SIGHUP passes the signal to every worker, and each reloads the artifacts from their
+  directories in place (``policies.server``: requests in flight finish on the policy they started
+  with, a bad artifact is refused and the current one keeps serving). The workers are not replaced:
+  a worker that stops closes its own socket, and the kernel resets the connections already queued
+  on it (with ``SO_REUSEPORT`` they are not handed to the other sockets), so replacing the workers
+  under load failed requests;
+- on SIGTERM or SIGINT stops every worker (SIGTERM: it finishes the requests it has, flushes its
+  logs and exits) and exits.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def _serve_worker(host: str, port: int, ready: Any, env: dict[str, str]) -> None:
     """One worker process: its own socket, the app from ``policies.server.app_from_env``."""
+    # SIGHUP means "reload" (the app sets its handler once it has started); until then it must not
+    # end the process, as it would by default
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.environ.update(env)
     import uvicorn
 
@@ -135,14 +142,10 @@ def run(workers: int, host: str, port: int, env: dict[str, str]) -> int:
                 sig = received.pop(0)
                 if sig != signal.SIGHUP:
                     return 0
-                for i, old in enumerate(pool):  # one by one: the others keep serving meanwhile
-                    new = _Worker(ctx, host, port, env)
-                    if not new.wait_ready(READY_WITHIN_S):
-                        new.stop()
-                        print(f"collectrl serve: SIGHUP: a replacement worker did not start; {old.process.pid} keeps serving", file=sys.stderr)
-                        break
-                    old.stop()
-                    pool[i] = new
+                for w in pool:  # each worker reloads in place (see the module's docstring)
+                    if w.process.is_alive():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(w.process.pid, signal.SIGHUP)  # type: ignore[arg-type]
             for i, w in enumerate(pool):
                 code = w.process.exitcode
                 if code == CANNOT_START:

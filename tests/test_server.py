@@ -603,7 +603,10 @@ def test_collectrl_serve_champion_challenger_flags(artifact, challenger_artifact
     assert len(log.read_text().splitlines()) == 60
 
 
-def test_sighup_replaces_the_workers_and_they_load_the_replaced_artifact(artifact, challenger_artifact, tmp_path):
+def test_sighup_has_every_worker_reload_in_place_without_a_failed_request(artifact, challenger_artifact, tmp_path):
+    """With two workers, SIGHUP reloads the replaced artifact in each worker (the same two processes
+    serve throughout: two decision-log files); no request fails meanwhile; a tampered artifact is
+    refused by both and they keep serving the last good one."""
     import shutil
     import signal
 
@@ -615,6 +618,11 @@ def test_sighup_replaces_the_workers_and_they_load_the_replaced_artifact(artifac
     shutil.copytree(artifact, live)
     log = tmp_path / "d.jsonl"
     answered: list[str] = []
+
+    def refused(url: str) -> str:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+            return next((x for x in r.read().decode().splitlines() if x.startswith('collectrl_reloads_total{arm="all",result="refused"}')), "")
+
     with serving(str(live), "--workers", "2", "--decision-log", str(log)) as url:
         for i in range(10):
             status, body = _post(url, "/v1/decide", OK | {"account_id": f"h{i}"}, "")
@@ -623,15 +631,30 @@ def test_sighup_replaces_the_workers_and_they_load_the_replaced_artifact(artifac
         shutil.rmtree(live)
         shutil.copytree(challenger_artifact, live)
         os.kill(url.pid, signal.SIGHUP)
-        for i in range(2000):  # until both replacement workers answer with the new artifact (bounded in count)
+        for i in range(2000):  # until both workers answer with the new artifact (bounded in count)
             status, body = _post(url, "/v1/decide", OK | {"account_id": f"s{i}"}, "")
             assert status == 200
             answered.append(body["policy_id"])
             if answered[-20:] == ["segment_journeys"] * 20:
                 break
             threading.Event().wait(0.01)
-    assert answered[:10] == ["digital_first"] * 10 and answered[-20:] == ["segment_journeys"] * 20
-    lines = [json.loads(x) for f in tmp_path.glob("d.jsonl.w*") for x in f.read_text().splitlines()]
+        manifest = json.loads((live / "manifest.json").read_text())
+        (live / "manifest.json").write_text(json.dumps(manifest | {"format_version": 999}))
+        os.kill(url.pid, signal.SIGHUP)
+        for _ in range(500):  # both workers count their refusal once their reload has run
+            if refused(url).endswith(" 2.0"):
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError(f"the tampered reload was not refused by both workers: {refused(url)!r}")
+        for i in range(20):
+            status, body = _post(url, "/v1/decide", OK | {"account_id": f"t{i}"}, "")
+            assert status == 200
+            answered.append(body["policy_id"])
+    assert answered[:10] == ["digital_first"] * 10 and answered[-40:] == ["segment_journeys"] * 40
+    files = list(tmp_path.glob("d.jsonl.w*"))
+    assert len(files) == 2  # the two workers of the start served every request: none was replaced
+    lines = [json.loads(x) for f in files for x in f.read_text().splitlines()]
     assert len(lines) == len(answered)
     assert all(line["policy_version"] == versions[line["policy_id"]] for line in lines)
 
