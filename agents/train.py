@@ -149,6 +149,33 @@ def load_train_config(algo: str, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError("\n".join(lines)) from None
 
 
+def _as_stored(x: Any) -> Any:
+    """``x`` as a run's ``config.yaml`` holds it (a YAML round trip: tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(x, sort_keys=False))
+
+
+def why_not_reusable(root: Path, world: Scenario, cfg: TrainConfig, timesteps: int | None = None) -> str | None:
+    """None if the run directory ``root`` is finished (it has a best model) and was trained for
+    ``timesteps`` debtor-days (any length if None) with the training config ``cfg`` (every key but
+    its default length) on ``world`` (the resolved scenario); otherwise why not, in a few words. What
+    reuses trained runs (the leaderboard, what-if experiments) asks this, so a change to a shipped
+    config or a scenario trains again instead of scoring the old models."""
+    path = Path(root) / "config.yaml"
+    if not (Path(root) / "best" / "model.zip").exists() or not path.exists():
+        return "unfinished"
+    data = yaml.safe_load(path.read_text()) or {}
+    if timesteps is not None and data.get("timesteps") != timesteps:
+        return f"trained for {data.get('timesteps')} debtor-days, not {timesteps}"
+    want = {k: v for k, v in _as_stored(cfg.model_dump()).items() if k != "timesteps"}
+    have = {k: v for k, v in (data.get("training") or {}).items() if k != "timesteps"}
+    changed = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+    if changed:
+        return f"trained with other {cfg.algo} settings ({', '.join(f'{k} {have.get(k)} -> {want.get(k)}' for k in changed)})"
+    if data.get("resolved_scenario") != _as_stored(world.model_dump()):
+        return f"trained on another version of the {world.name} scenario"
+    return None
+
+
 def read_run_config(root: Path) -> dict[str, Any]:
     """The ``config.yaml`` of a run directory; a clear error when it is not one."""
     path = Path(root) / "config.yaml"

@@ -19,11 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import policies
 from agents.learned import ALGOS
-from agents.train import TrainConfig, load_train_config, train
+from agents.train import TrainConfig, load_train_config, train, why_not_reusable
 from experiments import stats
 from experiments.evaluate import evaluate
 from experiments.resolve import resolve_policy
@@ -34,35 +32,17 @@ PROTOCOL_SEEDS = (1000, 1001, 1002, 1003, 1004)
 TRAIN_SEED = 0
 
 
-def _as_stored(x: Any) -> Any:
-    """``x`` as a run's ``config.yaml`` holds it (a YAML round trip: tuples become lists)."""
-    return yaml.safe_load(yaml.safe_dump(x, sort_keys=False))
-
-
 def find_run(
     runs_dir: Path, scenario: str, world: Scenario, algo: str, seed: int, cfg: TrainConfig, timesteps: int, log: Callable[[str], None] = print
 ) -> Path | None:
-    """The newest finished run of (scenario, algo, seed) trained for ``timesteps`` with the training config
-    ``cfg`` on the same ``world`` (the resolved scenario). A run of another config or world is not reused (the log says what differs):
-    after a change to a shipped config or a scenario the leaderboard trains again."""
-    want_cfg = {k: v for k, v in _as_stored(cfg.model_dump()).items() if k != "timesteps"}
-    want_sc = _as_stored(world.model_dump())
+    """The newest run of (scenario, algo, seed) that :func:`agents.train.why_not_reusable` accepts; the
+    log says why a finished run of that length was passed over."""
     for d in sorted(runs_dir.glob(f"{scenario}__{algo}__{seed}__*"), reverse=True):
-        cfg_path = d / "config.yaml"
-        if not ((d / "best" / "model.zip").exists() and cfg_path.exists()):
-            continue
-        data = yaml.safe_load(cfg_path.read_text()) or {}
-        if data.get("timesteps") != timesteps:
-            continue
-        have_cfg = {k: v for k, v in (data.get("training") or {}).items() if k != "timesteps"}
-        changed = sorted(k for k in want_cfg.keys() | have_cfg.keys() if want_cfg.get(k) != have_cfg.get(k))
-        if changed:
-            log(f"not reusing {d}: trained with other {algo} settings ({', '.join(f'{k} {have_cfg.get(k)} -> {want_cfg.get(k)}' for k in changed)})")
-            continue
-        if data.get("resolved_scenario") != want_sc:
-            log(f"not reusing {d}: trained on another version of the {scenario} scenario")
-            continue
-        return d
+        why = why_not_reusable(d, world, cfg, timesteps)
+        if why is None:
+            return d
+        if why.startswith(("trained with", "trained on")):
+            log(f"not reusing {d}: {why}")
     return None
 
 

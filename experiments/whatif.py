@@ -12,6 +12,7 @@ cell that failed is reported and retried on the next run.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import traceback
@@ -239,11 +240,28 @@ def cells(spec: Spec) -> list[Cell]:
     return [Cell(v, p, s) for v in spec.variants for p in spec.policy_labels for s in range(spec.seeds)]
 
 
-def trained_run(out: Path, variant: str, label: str, timesteps: int | None = None) -> Path | None:
-    """The newest finished training run of the learner ``label`` on ``variant`` (of that length, if given)."""
+@functools.lru_cache(maxsize=64)
+def _training_of(spec_json: str, variant: str, label: str) -> tuple[Any, Any]:
+    """The resolved scenario of ``variant`` and the training config of the learner ``label``."""
+    from agents.train import load_train_config
+
+    spec = Spec.model_validate_json(spec_json)
+    tp = spec.entry(label)
+    assert isinstance(tp, TrainPolicy)
+    return load_scenario(spec.scenario, variant_overrides(spec, variant)), load_train_config(tp.train.algo, list(tp.train.overrides))
+
+
+def trained_run(spec: Spec, out: Path, variant: str, label: str) -> Path | None:
+    """The newest finished training run of the learner ``label`` on ``variant`` that was trained as the
+    experiment now says (its length, config and world: :func:`agents.train.why_not_reusable`)."""
+    from agents.train import why_not_reusable
+
+    tp = spec.entry(label)
+    assert isinstance(tp, TrainPolicy)
+    world, cfg = _training_of(spec.model_dump_json(), variant, label)
     for model in sorted((out / "train" / f"{variant}__{label}").glob("*/best/model.zip"), reverse=True):
         run = model.parent.parent
-        if timesteps is None or yaml.safe_load((run / "config.yaml").read_text()).get("timesteps") == timesteps:
+        if why_not_reusable(run, world, cfg, tp.train.timesteps) is None:
             return run
     return None
 
@@ -264,7 +282,7 @@ def train_variants(spec: Spec, out: Path, workers: int = 1, log: Callable[[str],
     """Train each ``train:`` learner once per variant (reused when the experiment runs again).
 
     Each training uses one core (its torch threads are 1), so ``workers`` of them run side by side."""
-    todo = [(v, label) for label, tp in spec.trainers() for v in spec.variants if trained_run(out, v, label, tp.train.timesteps) is None]
+    todo = [(v, label) for label, tp in spec.trainers() for v in spec.variants if trained_run(spec, out, v, label) is None]
     for v, label in todo:
         tp = spec.entry(label)
         assert isinstance(tp, TrainPolicy)
@@ -283,7 +301,7 @@ def policy_source(spec: Spec, cell: Cell, out: Path) -> str | None:
     """What the cell's policy label stands for: the registry id or directory, or the learner trained on its variant."""
     entry = spec.entry(cell.policy)
     if isinstance(entry, TrainPolicy):
-        run = trained_run(out, cell.variant, cell.policy, entry.train.timesteps)
+        run = trained_run(spec, out, cell.variant, cell.policy)
         return None if run is None else str(run)
     return entry.policy
 

@@ -326,6 +326,12 @@ def test_policies_can_be_artifacts_or_retrained_per_variant(tmp_path):
     before = {d: sorted(d.iterdir()) for d in runs}
     run_experiment(spec, out, workers=1)
     assert {d: sorted(d.iterdir()) for d in runs} == before  # trained runs are reused, not retrained
+    # a learner whose training settings changed is trained again (the old runs' models are not scored as its)
+    raw = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    raw["policies"][1]["train"]["overrides"].append("ent_coef=0.02")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    run_experiment(load_spec(tmp_path / "spec.yaml"), out, workers=1)
+    assert all(len(list(d.iterdir())) == len(before[d]) + 1 for d in runs)
 
 
 def test_cells_are_keyed_by_label_and_rerun_when_the_label_means_another_policy(tmp_path):
