@@ -33,7 +33,6 @@ import threading
 import time
 from typing import Any
 
-READY_WITHIN_S = 60.0
 STOP_WITHIN_S = 30.0
 ALL_READY = "all workers ready"  # said once on stderr when every worker has started serving
 CANNOT_START = 3  # a worker's exit code when it could not start serving (uvicorn's own code for that)
@@ -91,15 +90,6 @@ class _Worker:
         self.ready = ctx.Event()
         self.process = ctx.Process(target=_serve_worker, args=(host, port, self.ready, env), daemon=False)
         self.process.start()
-
-    def wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready.wait(0.1):
-                return True
-            if not self.process.is_alive():
-                return False
-        return False
 
     def stop(self) -> None:
         """SIGTERM (uvicorn finishes the requests it has and runs the app's shutdown), then wait."""
