@@ -165,11 +165,11 @@ def test_a_short_training_run_beats_random_by_a_clear_margin(tmp_path):
     run = train(
         "default",
         "maskable_ppo",
-        120_000,
+        200_000,
         seed=0,
         out=tmp_path,
         overrides=sc_over,
-        train_overrides=["eval_every_steps=60000", "eval_debtors=1500", "select_top=null"],
+        train_overrides=["eval_every_steps=65536", "eval_debtors=1500", "select_top=null"],
     )
     sc = load_scenario("default", sc_over)
     learned = portfolio_kpis(run_portfolio(sc, LearnedPolicy(load_model("maskable_ppo", run.root / "best" / "model.zip")), 3000, 20_000))
