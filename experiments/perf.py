@@ -301,15 +301,6 @@ def _wrk(url: str, seconds: int, script: str | None, connections: int = 32) -> d
     return {"requests_per_s": rps, "p99_ms": p99_ms, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0, "client_us_per_request": client_us}
 
 
-def _two_worker_ceiling(one_worker_rps: float, client_us: float, cores: int | None = None) -> float:
-    """The most two workers can gain on a machine of two cores shared with the load generator: one
-    worker, saturated, spends ``1e6 / one_worker_rps`` us of a core per request; the generator
-    spends ``client_us``; two workers get at most the two cores less the generator's share."""
-    server_us = 1e6 / one_worker_rps
-    cores = cores or len(os.sched_getaffinity(0))
-    return min(2.0, cores * server_us / (server_us + client_us))
-
-
 BATCH_ROWS_HTTP = 1000  # the service's MAX_BATCH
 
 
@@ -397,10 +388,8 @@ def perf_serve(artifact: str, seconds: int = 5, seed: int = 0) -> dict[str, Any]
         "http_decide_2_workers_requests_per_s": round(decide2["requests_per_s"]),
         "http_decide_2_workers_p99_ms": round(decide2["p99_ms"], 2),
         "http_2_workers_over_1": round(decide2["requests_per_s"] / decide["requests_per_s"], 2),
-        # wrk shares the machine's cores with the workers: a request costs the one saturated worker
-        # S = 1/rate of CPU and wrk W, so 2 workers on 2 cores can reach at most 2 S / (S + W) x
+        # wrk's own CPU per request (1 worker, /v1/decide): the share of the cores the load takes
         "http_wrk_us_per_request": round(decide["client_us_per_request"], 1),
-        "http_2_workers_ceiling": round(_two_worker_ceiling(decide["requests_per_s"], decide["client_us_per_request"]), 2),
         "http_batch_rows_per_request": BATCH_ROWS_HTTP,
         "http_batch_rows_per_s": round(over_http["requests_per_s"] * BATCH_ROWS_HTTP),
         "http_batch_p99_ms": round(over_http["p99_ms"], 2),

@@ -104,16 +104,3 @@ def test_perf_serve_without_wrk_says_how_to_install_it_before_measuring(monkeypa
     assert main(["perf", "serve", "--artifact", "artifacts/none"]) == 2
     err = capsys.readouterr().err
     assert "wrk" in err and "apt-get install wrk" in err
-
-
-def test_perf_serve_two_worker_ceiling_is_the_cores_left_by_the_load_generator():
-    from experiments.perf import _two_worker_ceiling
-
-    # a free load generator: two cores, two workers, twice the rate
-    assert _two_worker_ceiling(10_000, 0.0, cores=2) == 2.0
-    # wrk spending as much per request as the server: the two cores serve half as many each
-    assert abs(_two_worker_ceiling(10_000, 100.0, cores=2) - 1.0) < 1e-9
-    # 100 us of server and 20 us of wrk a request: 2 x 100 / 120
-    assert abs(_two_worker_ceiling(10_000, 20.0, cores=2) - 200 / 120) < 1e-9
-    # more cores than workers: the workers are the bound
-    assert _two_worker_ceiling(10_000, 20.0, cores=8) == 2.0
