@@ -36,13 +36,12 @@ def find_run(
     runs_dir: Path, scenario: str, world: Scenario, algo: str, seed: int, cfg: TrainConfig, timesteps: int, log: Callable[[str], None] = print
 ) -> Path | None:
     """The newest run of (scenario, algo, seed) that :func:`agents.train.why_not_reusable` accepts; the
-    log says why a finished run of that length was passed over."""
+    log says why each newer one was passed over."""
     for d in sorted(runs_dir.glob(f"{scenario}__{algo}__{seed}__*"), reverse=True):
         why = why_not_reusable(d, world, cfg, timesteps)
         if why is None:
             return d
-        if why.startswith(("trained with", "trained on")):
-            log(f"not reusing {d}: {why}")
+        log(f"not reusing {d}: {why}")
     return None
 
 
