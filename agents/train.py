@@ -80,7 +80,12 @@ class TrainConfig(BaseModel):
     gae_lambda: float = Field(default=0.95, ge=0, le=1)
     ent_coef: float = Field(default=0.0, ge=0)
     clip_range: float = Field(default=0.2, gt=0)
-    net_arch: list[int] = Field(default_factory=lambda: [128, 128])
+    net_arch: list[int] = Field(default_factory=lambda: [128, 128], description="hidden layers of the network (the actor's, with vf_arch)")
+    vf_arch: list[int] | None = Field(
+        default=None,
+        description="actor-critic learners: the critic's hidden layers, if not net_arch's (the critic is not exported, so a wider "
+        "one costs training time only)",
+    )
     wait_prior: float | None = Field(
         default=None, gt=0, lt=1, description="actor-critic learners: the untrained policy's probability of waiting (None: uniform channels)"
     )
@@ -117,11 +122,13 @@ class TrainConfig(BaseModel):
             raise ValueError("wait_prior shapes the actor-critic learners' channel head; DQN has none (remove it or use another algo)")
         if self.conditional_heads and self.algo == "dqn":
             raise ValueError("conditional_heads is about the actor-critic learners' action heads; DQN has none (remove it or use another algo)")
+        if self.vf_arch is not None and self.algo == "dqn":
+            raise ValueError("vf_arch sizes an actor-critic learner's critic; DQN has none (remove it or use another algo)")
         if self.latent_critic != "none" and self.algo == "dqn":
             raise ValueError("latent_critic feeds an actor-critic learner's critic; DQN has none (remove it or use another algo)")
         return self
 
-    @field_validator("net_arch", mode="before")
+    @field_validator("net_arch", "vf_arch", mode="before")
     @classmethod
     def _layers_from_text(cls, v: Any) -> Any:
         """``--train-set net_arch=64,64`` (the form `collectrl tune` prints) means ``[64, 64]``."""
@@ -251,7 +258,10 @@ def make_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None, t
 
 def _new_model(cfg: TrainConfig, env: DebtorVecEnv, seed: int, tb: str | None, timesteps: int) -> Any:
 
-    policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}
+    net_arch: Any = list(cfg.net_arch)
+    if cfg.vf_arch is not None:
+        net_arch = {"pi": net_arch, "vf": list(cfg.vf_arch)}  # SB3's form for separate actor and critic layers
+    policy_kwargs: dict[str, Any] = {"net_arch": net_arch}
     if cfg.algo != "dqn":
         policy_kwargs["wait_prior"] = cfg.wait_prior
         policy_kwargs["conditional_heads"] = cfg.conditional_heads

@@ -13,6 +13,7 @@ from agents.heads import (
     PaddedMultiCategoricalDistribution,
 )
 from policies.schema import ACTION_DIMS
+from sim.config import ConfigError
 
 DIMS = list(ACTION_DIMS)
 
@@ -284,3 +285,21 @@ def test_latent_critic_trains_on_the_latent_env_and_is_refused_for_dqn():
     assert model.rollout_buffer.observations.shape[-1] == N_FEATURES + env.latent_width
     assert model.policy.mlp_extractor.policy_net[0].in_features == N_FEATURES
     assert model.policy.mlp_extractor.value_net[0].in_features == N_FEATURES + env.latent_width
+
+
+def test_vf_arch_widens_the_critic_alone_and_is_refused_for_dqn():
+    from agents.train import load_train_config, make_model
+    from agents.vec_env import DebtorVecEnv
+    from sim import load_scenario
+
+    with pytest.raises(ConfigError, match="vf_arch"):
+        load_train_config("dqn", ["vf_arch=256,256"])
+    for latent in ("none", "all"):
+        cfg = load_train_config("maskable_ppo", ["vf_arch=256,256", f"latent_critic={latent}", "n_slots=4", "n_steps=8", "batch_size=32"])
+        assert cfg.net_arch == [128, 128] and cfg.vf_arch == [256, 256]
+        env = DebtorVecEnv(load_scenario("default"), 4, seed=0, latent=cfg.latent_critic)
+        ext = make_model(cfg, env, seed=0, tb=None).policy.mlp_extractor
+        assert [m.out_features for m in ext.policy_net if hasattr(m, "out_features")] == [128, 128]
+        assert [m.out_features for m in ext.value_net if hasattr(m, "out_features")] == [256, 256]
+    plain = make_model(load_train_config("maskable_ppo", ["n_slots=4"]), DebtorVecEnv(load_scenario("default"), 4, seed=0), seed=0, tb=None)
+    assert [m.out_features for m in plain.policy.mlp_extractor.value_net if hasattr(m, "out_features")] == [128, 128]
