@@ -1104,12 +1104,28 @@ def learner_label(name: str) -> str:
 
 def _values(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = ()) -> dict[str, float]:
     """Net value per debtor of each rule policy and each learner on ``sc`` (the same debtors and luck)."""
+    return _values_and_margins(sc, debtors, seed, learners)[0]
+
+
+def _values_and_margins(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`_values`, and for each pair of policies ("a|b", names sorted) two standard errors of the
+    difference of their values: the debtors and their luck are common to every policy, so it is the
+    standard error of the per-debtor differences. A pair of policies whose values are closer than
+    that has no order this evaluation can tell."""
     named = [(p, p) for p in RULE_POLICIES] + [(learner_label(x), x) for x in learners]
-    out = {}
+    values: dict[str, float] = {}
+    per_debtor: dict[str, np.ndarray] = {}
     for label, name in named:
         world = run_portfolio(sc, resolve_policy(name), debtors, seed)
-        out[label] = float(world.net_value[world.status != 0].mean())
-    return out
+        closed = world.status != 0
+        values[label] = float(world.net_value[closed].mean())
+        per_debtor[label] = np.where(closed, world.net_value, np.nan)
+    margins = {}
+    for a, b in itertools.combinations(sorted(values), 2):
+        d = per_debtor[a] - per_debtor[b]
+        d = d[np.isfinite(d)]
+        margins[f"{a}|{b}"] = float(2.0 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return values, margins
 
 
 def check(
@@ -1145,7 +1161,7 @@ def check(
         for e in f.population:
             if e.low < e.high and e.key in pop_truth:
                 covered[e.key] = e.covers(pop_truth[e.key])
-        v_true = _values(sc_true, debtors, seed * 1000 + 3 * j + 2, learners)
+        v_true, margins = _values_and_margins(sc_true, debtors, seed * 1000 + 3 * j + 2, learners)
         v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2, learners)
         errors = {p: (v_fit[p] - v_true[p]) / abs(v_true[p]) for p in v_true}
         rows.append(
@@ -1157,6 +1173,7 @@ def check(
                 "value_fitted": v_fit,
                 "value_error": errors,
                 "same_ranking": sorted(v_true, key=v_true.__getitem__) == sorted(v_fit, key=v_fit.__getitem__),
+                "true_margins": margins,
                 "fit_seconds": f.seconds,
             }
         )
@@ -1327,14 +1344,19 @@ CLOSE = 0.01  # policies whose true values differ by less than this share are a 
 
 def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Pairwise view of the ranking check: of every pair of policies in every world, the share the fitted
-    world orders as the true one does, over all pairs and over the pairs apart by more than :data:`CLOSE`
-    of their value; and, for each world that swapped a pair, the widest true gap (share of value) among its
-    swapped pairs."""
-    alike = apart = apart_alike = total = 0
+    world orders as the true one does, over all pairs, over the pairs apart by more than :data:`CLOSE`
+    of their value, and over the pairs whose true order is known (rows with ``true_margins``: true
+    values further apart than two standard errors of their difference, :func:`_values_and_margins`);
+    the worlds whose fitted values order every known pair as the true ones do; and, for each world that
+    swapped a pair, the widest true gap (share of value) among its swapped pairs."""
+    alike = apart = apart_alike = total = known = known_alike = 0
+    worlds_known_alike = 0
     swapped: list[float] = []
+    unknown_swaps: list[str] = []
     for r in rows:
-        vt, vf = r["value_true"], r["value_fitted"]
+        vt, vf, margins = r["value_true"], r["value_fitted"], r.get("true_margins")
         gaps = []
+        world_alike = True
         for p, q in itertools.combinations(sorted(vt), 2):
             gap = abs(vt[p] - vt[q]) / max(abs(vt[p]), abs(vt[q]), 1e-9)
             same = (vt[p] - vt[q]) * (vf[p] - vf[q]) > 0
@@ -1343,17 +1365,36 @@ def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if gap > CLOSE:
                 apart += 1
                 apart_alike += same
+            if margins is not None:
+                if abs(vt[p] - vt[q]) > margins[f"{p}|{q}"]:
+                    known += 1
+                    known_alike += same
+                    world_alike &= bool(same)
+                elif not same:
+                    unknown_swaps.append(
+                        f"world {r['perturbation']}: {p} / {q}, {vt[p] - vt[q]:+.2f} EUR in the true world (two standard errors "
+                        f"{margins[f'{p}|{q}']:.2f})"
+                    )
             if not same:
                 gaps.append(gap)
         if gaps:
             swapped.append(max(gaps))
-    return {
+        worlds_known_alike += world_alike
+    out: dict[str, Any] = {
         "pairs": total,
         "pairs_alike": alike,
         "pairs_apart": apart,
         "pairs_apart_alike": apart_alike,
         "swapped_gaps": swapped,
     }
+    if rows and all("true_margins" in r for r in rows):
+        out |= {
+            "pairs_known": known,
+            "pairs_known_alike": known_alike,
+            "same_known_order": worlds_known_alike,
+            "swaps_of_unknown_order": unknown_swaps,
+        }
+    return out
 
 
 def format_check(c: dict[str, Any]) -> str:
@@ -1383,6 +1424,13 @@ def format_check(c: dict[str, Any]) -> str:
         ]
         if gaps:
             lines.append(f"  the widest true gap of a swapped pair, per world that swapped one: {gaps}")
+    if "pairs_known" in c:
+        lines += [
+            f"same order of every pair the true world orders (true values more than two standard errors of their difference "
+            f"apart, {c['evaluation_debtors']:,} debtors): {c['same_known_order']} of {n} worlds; such pairs ordered alike: "
+            f"{c['pairs_known_alike']} of {c['pairs_known']}",
+            *(f"  swapped, but of no known true order: {x}" for x in c["swaps_of_unknown_order"]),
+        ]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ a replay gives back the history's own contacts; bad input is refused with exit c
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -342,3 +343,32 @@ def test_outcome_knobs_get_their_own_slopes_and_intervals_that_cover_when_outcom
     else:
         assert cal.slope_replays(knobs) == 1
         assert np.mean(coverage) < 0.85, coverage
+
+
+def test_pairs_ordered_counts_only_pairs_of_known_true_order_against_a_world():
+    margins = {"a|b": 1.0, "a|c": 1.0, "b|c": 1.0}
+    rows = [  # a and b 0.2 apart in truth, within two standard errors: no known order, so their swap does not count
+        {"perturbation": 0, "value_true": {"a": 100.0, "b": 100.2, "c": 50.0}, "value_fitted": {"a": 101.0, "b": 100.5, "c": 51.0}},
+        {"perturbation": 1, "value_true": {"a": 100.0, "b": 120.0, "c": 50.0}, "value_fitted": {"a": 125.0, "b": 121.0, "c": 49.0}},
+        {"perturbation": 2, "value_true": {"a": 100.0, "b": 120.0, "c": 50.0}, "value_fitted": {"a": 99.0, "b": 118.0, "c": 52.0}},
+    ]
+    assert "pairs_known" not in cal.pairs_ordered(rows)  # rows of a check run before the margins were kept
+    p = cal.pairs_ordered([r | {"true_margins": margins} for r in rows])
+    assert (p["pairs_known"], p["pairs_known_alike"], p["same_known_order"]) == (8, 7, 2)
+    assert len(p["swaps_of_unknown_order"]) == 1 and p["swaps_of_unknown_order"][0].startswith("world 0: a / b, -0.20 EUR")
+    full = [r | {"true_margins": margins, "covered": {}, "value_error": {k: 0.0 for k in r["value_true"]}, "same_ranking": False} for r in rows]
+    text = cal.format_check(cal.summarise_check(full, "default", 10, 0.05, 100, 1.0))
+    assert "every pair the true world orders" in text and "2 of 3 worlds" in text
+
+
+def test_value_margins_are_two_standard_errors_of_the_difference_over_evaluation_seeds():
+    sc = cal._scenario(next(cal._worlds("default", 0, 1))[2])
+    pair = "digital_first|segment_journeys"
+    diffs, margins = [], []
+    for s in range(10):
+        v, m = cal._values_and_margins(sc, 600, s)
+        assert set(m) == {f"{a}|{b}" for a, b in itertools.combinations(sorted(v), 2)} and all(0 < x < np.inf for x in m.values())
+        diffs.append(v["digital_first"] - v["segment_journeys"])
+        margins.append(m[pair])
+    # the seed-to-seed spread of the difference is what the margin says (half of it: one standard error)
+    assert 0.5 < np.std(diffs, ddof=1) / (np.mean(margins) / 2) < 2.0
