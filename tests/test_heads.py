@@ -295,11 +295,15 @@ def test_vf_arch_widens_the_critic_alone_and_is_refused_for_dqn():
     with pytest.raises(ConfigError, match="vf_arch"):
         load_train_config("dqn", ["vf_arch=256,256"])
     for latent in ("none", "all"):
-        cfg = load_train_config("maskable_ppo", ["vf_arch=256,256", f"latent_critic={latent}", "n_slots=4", "n_steps=8", "batch_size=32"])
+        cfg = load_train_config(
+            "maskable_ppo", ["net_arch=128,128", "vf_arch=256,256", f"latent_critic={latent}", "n_slots=4", "n_steps=8", "batch_size=32"]
+        )
         assert cfg.net_arch == [128, 128] and cfg.vf_arch == [256, 256]
         env = DebtorVecEnv(load_scenario("default"), 4, seed=0, latent=cfg.latent_critic)
         ext = make_model(cfg, env, seed=0, tb=None).policy.mlp_extractor
         assert [m.out_features for m in ext.policy_net if hasattr(m, "out_features")] == [128, 128]
         assert [m.out_features for m in ext.value_net if hasattr(m, "out_features")] == [256, 256]
-    plain = make_model(load_train_config("maskable_ppo", ["n_slots=4"]), DebtorVecEnv(load_scenario("default"), 4, seed=0), seed=0, tb=None)
-    assert [m.out_features for m in plain.policy.mlp_extractor.value_net if hasattr(m, "out_features")] == [128, 128]
+    plain = make_model(
+        load_train_config("maskable_ppo", ["n_slots=4", "net_arch=64,32"]), DebtorVecEnv(load_scenario("default"), 4, seed=0), seed=0, tb=None
+    )
+    assert [m.out_features for m in plain.policy.mlp_extractor.value_net if hasattr(m, "out_features")] == [64, 32]  # without vf_arch: net_arch
