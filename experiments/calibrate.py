@@ -1355,6 +1355,7 @@ def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
     unknown_swaps: list[str] = []
     for r in rows:
         vt, vf, margins = r["value_true"], r["value_fitted"], r.get("true_margins")
+        known_order = set() if margins is None else set(stats.known_pairs(vt, lambda a, b: margins[f"{a}|{b}"]))
         gaps = []
         world_alike = True
         for p, q in itertools.combinations(sorted(vt), 2):
@@ -1366,7 +1367,7 @@ def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 apart += 1
                 apart_alike += same
             if margins is not None:
-                if abs(vt[p] - vt[q]) > margins[f"{p}|{q}"]:
+                if (p, q) in known_order:
                     known += 1
                     known_alike += same
                     world_alike &= bool(same)

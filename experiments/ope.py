@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import stats
 from experiments.decision_log import Decisions, Dist, TargetPolicy, read_decisions
 from experiments.errors import UsageError
 from policies.features import FEATURE_NAMES, encode
@@ -852,16 +853,9 @@ def bench(
 
 
 def known_pairs(truth: dict[str, float], se: dict[str, float] | None) -> list[tuple[str, str]]:
-    """The target pairs whose true order is known: their truths differ by more than two standard
-    errors of the difference (``se`` None: exact truths, every pair that differs)."""
-    names = sorted(truth)
-    out = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            margin = 0.0 if se is None else 2.0 * math.hypot(se[a], se[b])
-            if abs(truth[a] - truth[b]) > margin:
-                out.append((a, b))
-    return out
+    """The target pairs whose true order is known (:func:`experiments.stats.known_pairs`), the truths
+    being independent estimates with standard errors ``se`` (None: exact truths, every pair that differs)."""
+    return stats.known_pairs(truth, lambda a, b: 0.0 if se is None else 2.0 * math.hypot(se[a], se[b]))
 
 
 def bench_table(

@@ -35,8 +35,9 @@ quantiles and p-values are exact for any number of replicates without a statisti
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -348,3 +349,10 @@ def format_p(p: float | None) -> str:
     if p is None or not math.isfinite(p):
         return "n/a"
     return "< 1e-300" if p < 1e-300 else f"{p:.2g}"
+
+
+def known_pairs(values: Mapping[str, float], margin: Callable[[str, str], float]) -> list[tuple[str, str]]:
+    """The pairs (names in sorted order) whose order is known: their values differ by more than
+    ``margin(a, b)``, two standard errors of the difference (how those are had depends on whether the
+    values are independent estimates or share their debtors and luck)."""
+    return [(a, b) for a, b in itertools.combinations(sorted(values), 2) if abs(values[a] - values[b]) > margin(a, b)]
