@@ -141,7 +141,7 @@ def test_a_run_killed_on_the_command_line_and_resumed_ends_where_the_uninterrupt
     strip = lambda rows: [",".join(c for i, c in enumerate(r.split(",")) if i != header.index("wall_seconds")) for r in rows]
     header = a[0].split(",")
     assert strip(a) == strip(b)  # the same evaluations at the same steps, to the last digit
-    assert b[-1].split(",")[0] == "8192.0"  # the run's own length, not the 6,000,000 a bare command would train
+    assert b[-1].split(",")[0] == "8192.0"  # the run's own length, not the 9,000,000 a bare command would train
     pa, pb = (load_model("maskable_ppo", r / "best" / "model.zip").policy.parameters() for r in (full, killed))
     assert all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
     assert "at 8,192 steps" in done.stdout
@@ -155,7 +155,7 @@ def test_train_defaults_to_maskable_ppo_and_its_configs_length(tmp_path, monkeyp
     monkeypatch.setattr(training.DebtorVecEnv, "__init__", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError, match="stop"):
         training.train("default", out=tmp_path)
-    assert seen["timesteps"] == load_train_config("maskable_ppo").timesteps == 6_000_000
+    assert seen["timesteps"] == load_train_config("maskable_ppo").timesteps == 9_000_000
     assert next(iter(tmp_path.iterdir())).name.startswith("default__maskable_ppo__0__")
 
 
