@@ -18,10 +18,12 @@ import policies
 from agents.export import export
 from agents.learned import LearnedPolicy, load_model
 from agents.train import train
+from policies.actions import canonical, encode_flat
 from policies.compliance import PROFILES, action_mask, check, get_profile
-from policies.features import N_FEATURES
+from policies.features import N_FEATURES, encode
 from policies.records import RecordError, records_from_views, views_from_records
 from policies.runtime import ArtifactError, load
+from policies.schema import ACTION_DIMS
 
 TINY = [*helpers_train.TINY, "learning_starts=100"]  # DQN's too
 
@@ -49,7 +51,21 @@ def test_artifact_and_source_policy_choose_the_same_action_on_10000_states(runs,
     v = random_views(np.random.default_rng(11), 10_000)
     served, _, _, _ = fn.decide_arrays(v)
     trained = learned.act(v, action_mask(v, get_profile(fn.manifest["compliance_profile"])))
-    assert (served != trained).any(axis=1).sum() == 0
+    # ONNX Runtime and torch add in different orders, so two actions whose scores agree to float
+    # precision may be chosen either way (seen on one machine: 1 state of 10,000, its two channels'
+    # logits equal to 1e-7); any other difference fails
+    differ = np.flatnonzero((canonical(served) != canonical(trained)).any(axis=1))
+    scores = fn.scores(encode(v.take(differ)))
+    for i, row in enumerate(differ):
+        a, b = served[row], trained[row]
+        if scores.shape[1] == sum(ACTION_DIMS):  # a logit per value of each head: the first head that differs
+            h = int(np.flatnonzero(a != b)[0])
+            o = sum(ACTION_DIMS[:h])
+            gap = abs(scores[i, o + a[h]] - scores[i, o + b[h]])
+        else:  # a Q-value per action
+            gap = abs(scores[i, encode_flat(a[None])[0]] - scores[i, encode_flat(b[None])[0]])
+        assert gap < 1e-4, (row, a.tolist(), b.tolist(), gap)
+    assert len(differ) <= 3
 
 
 def test_manifest_says_what_production_needs(artifacts):
