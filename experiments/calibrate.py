@@ -29,7 +29,9 @@ statistic (:func:`propagated_half_widths`). A knob whose statistic rests on too 
 does not move with it, is reported as not identifiable and keeps the base value, as does every
 key no statistic reaches (archetype shares and traits, fatigue, tone effects, ...: :data:`NOT_FITTED`).
 
-``calibrate check`` measures all this on worlds whose truth is known (:func:`check`).
+``calibrate rank`` values policies on a fitted world and on worlds drawn from its intervals, and says
+which of their differences the history can back (:func:`rank_under_fit`). ``calibrate check``
+measures all this on worlds whose truth is known (:func:`check`).
 """
 
 from __future__ import annotations
@@ -1107,12 +1109,14 @@ def _values(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = (
     return _values_and_margins(sc, debtors, seed, learners)[0]
 
 
-def _values_and_margins(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, float]]:
-    """:func:`_values`, and for each pair of policies ("a|b", names sorted) two standard errors of the
-    difference of their values: the debtors and their luck are common to every policy, so it is the
-    standard error of the per-debtor differences. A pair of policies whose values are closer than
-    that has no order this evaluation can tell."""
-    named = [(p, p) for p in RULE_POLICIES] + [(learner_label(x), x) for x in learners]
+def _named(learners: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(label, name) of the rule policies and of each learner, as check's tables name them."""
+    return [(p, p) for p in RULE_POLICIES] + [(learner_label(x), x) for x in learners]
+
+
+def _evaluate(sc: Scenario, named: list[tuple[str, str]], debtors: int, seed: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Net value per debtor of each (label, policy name) on ``sc`` (the same debtors and luck), and each
+    policy's per-debtor net values (NaN for a debtor whose account did not close)."""
     values: dict[str, float] = {}
     per_debtor: dict[str, np.ndarray] = {}
     for label, name in named:
@@ -1120,12 +1124,165 @@ def _values_and_margins(sc: Scenario, debtors: int, seed: int, learners: tuple[s
         closed = world.status != 0
         values[label] = float(world.net_value[closed].mean())
         per_debtor[label] = np.where(closed, world.net_value, np.nan)
+    return values, per_debtor
+
+
+def _values_and_margins(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`_values`, and for each pair of policies ("a|b", names sorted) two standard errors of the
+    difference of their values: the debtors and their luck are common to every policy, so it is the
+    standard error of the per-debtor differences. A pair of policies whose values are closer than
+    that has no order this evaluation can tell."""
+    values, per_debtor = _evaluate(sc, _named(learners), debtors, seed)
+    return values, _pair_margins(per_debtor)
+
+
+def _pair_margins(per_debtor: dict[str, np.ndarray]) -> dict[str, float]:
+    """Two standard errors of each pair's difference ("a|b", names sorted) from the per-debtor values."""
     margins = {}
-    for a, b in itertools.combinations(sorted(values), 2):
+    for a, b in itertools.combinations(sorted(per_debtor), 2):
         d = per_debtor[a] - per_debtor[b]
         d = d[np.isfinite(d)]
         margins[f"{a}|{b}"] = float(2.0 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
-    return values, margins
+    return margins
+
+
+# ------------------------------------------------------------------ ranking under the fit's uncertainty
+
+DRAWS = 10  # worlds drawn from a fit's intervals to rank policies under its uncertainty
+_POPULATION_DRAWN = ("population.balance.median_eur", "population.balance.sigma", "population.app_user_share")
+
+
+def _drawn_key(e: Estimate) -> tuple[Knob | None, str] | None:
+    """How a fitted estimate is drawn (:func:`draw_scenarios`): (its knob, "theta") for a behaviour knob,
+    (None, "log" | "linear" | "share") for a population key with an interval, None for the rest."""
+    knob = next((k for k in KNOBS if k.label() == e.key), None)
+    if knob is not None:
+        return knob, "theta"
+    if not e.low < e.high:
+        return None
+    if e.key == "population.balance.median_eur":
+        return None, "log"
+    if e.key == "population.balance.sigma":
+        return None, "linear"
+    if e.key in _POPULATION_DRAWN or e.key.startswith("population.on_file."):
+        return None, "share"
+    return None  # the product mix (its shares must sum to one) and the fixed ranges stay as fitted
+
+
+def _theta_half(k: Knob, e: Estimate) -> float:
+    """The half-width of a knob's interval in its own theta units (fit_behaviour's ``half``)."""
+    if k.unit == "logit":
+        return (e.high - e.low) / 2.0
+    return math.log(max(e.value, 1e-300)) - math.log(max(e.low, 1e-300))  # rate, odds, scale: theta = ln(value)
+
+
+def draw_scenarios(raw: dict[str, Any], estimates: list[Estimate], draws: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """``draws`` scenarios drawn from a fit's 95 % intervals around the fitted scenario ``raw``.
+
+    Each behaviour knob is drawn normal on its own fitted scale (theta, where its interval is
+    ``theta +- half``) with standard deviation ``half / 1.96``; the balance's median (on the log scale),
+    its spread and the shares of channels on file and of app users from a normal on each side of the
+    value with that side's half-width / 1.96, shares clipped to [0, 1]. Keys are drawn independently:
+    the intervals already carry the other stages' errors (:func:`propagated_half_widths`), so the spread
+    of a drawn world is, if anything, wider than the fit's. The product mix and the keys that were not
+    fitted stay as they are."""
+    out = []
+    drawn = [(e, spec) for e in estimates if (spec := _drawn_key(e)) is not None]
+    for _ in range(draws):
+        new = copy.deepcopy(raw)
+        for e, (knob, how) in drawn:
+            z = float(rng.standard_normal()) / Z95
+            if knob is not None:
+                half = _theta_half(knob, e)
+                if knob.per_archetype:
+                    knob.apply(new, half * z, raw)  # families move relative to their values in ``raw``
+                else:
+                    knob.apply(new, knob.theta(raw) + half * z, raw)
+                continue
+            path = tuple(e.key.split("."))
+            v = float(_get(raw, path))
+            if how == "log":
+                side = math.log(e.high / v) if z > 0 else math.log(v / e.low)
+                _set(new, path, v * math.exp(side * z))
+            else:
+                side = (e.high - v) if z > 0 else (v - e.low)
+                x = v + side * z
+                _set(new, path, min(max(x, 0.0), 1.0) if how == "share" else max(x, 1e-6))
+        out.append(new)
+    return out
+
+
+@dataclass
+class Ranking:
+    """Policies valued on a fitted world and on worlds drawn from its intervals (:func:`rank_under_fit`)."""
+
+    values: dict[str, float]  # on the fitted world
+    drawn: dict[str, list[float]]  # on each drawn world (the same debtors and luck)
+    margins: dict[str, float]  # two standard errors of each pair's difference on the fitted world (its debtors)
+    debtors: int
+    seed: int
+
+    def half_width(self, label: str) -> float:
+        """The 95 % half-width of a policy's value from the fit's uncertainty (the spread over the drawn worlds)."""
+        d = np.asarray(self.drawn[label])
+        return float(Z95 * d.std(ddof=1)) if len(d) > 1 else float("nan")
+
+    def pairs(self) -> list[dict[str, Any]]:
+        """Every pair (a ahead of b on the fitted world): the difference, its 95 % half-width (the fit's
+        uncertainty: the spread of the difference over the drawn worlds, and the evaluation's: its
+        per-debtor standard error, in quadrature), in how many drawn worlds a stays ahead, and whether
+        the fitted world orders the pair (the difference beyond its half-width)."""
+        out = []
+        for p, q in itertools.combinations(sorted(self.values), 2):
+            a, b = (p, q) if self.values[p] >= self.values[q] else (q, p)
+            diff = self.values[a] - self.values[b]
+            d = np.asarray(self.drawn[a]) - np.asarray(self.drawn[b])
+            fit_sd = float(d.std(ddof=1)) if len(d) > 1 else float("inf")
+            eval_se = self.margins[f"{p}|{q}"] / 2.0
+            half = Z95 * math.hypot(fit_sd, eval_se)
+            out.append(
+                {
+                    "ahead": a,
+                    "behind": b,
+                    "difference": diff,
+                    "half_width": half,
+                    "fit_sd": fit_sd,
+                    "evaluation_se": eval_se,
+                    "ahead_in_draws": int((d > 0).sum()),
+                    "draws": len(d),
+                    "ordered": bool(diff > half),
+                }
+            )
+        return out
+
+
+def rank_under_fit(
+    raw: dict[str, Any],
+    estimates: list[Estimate],
+    named: list[tuple[str, str]],
+    debtors: int = 20_000,
+    seed: int = 0,
+    draws: int = DRAWS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Ranking:
+    """Value each (label, policy) on the fitted world ``raw`` and on ``draws`` worlds drawn from the fit's
+    intervals (:func:`draw_scenarios`, drawn with ``seed``), all with the same ``debtors`` and luck, so that
+    a difference between worlds is the parameters' and not chance's. The pairs the fitted world can order
+    are those whose difference exceeds both uncertainties together (:meth:`Ranking.pairs`)."""
+    if draws < 2:
+        raise CalibrationError(f"draws {draws}: ranking under a fit's uncertainty needs at least 2 drawn worlds")
+    scenarios = [_scenario(raw), *(_scenario(r) for r in draw_scenarios(raw, estimates, draws, np.random.default_rng([0x52414E4B, seed])))]
+    values, per_debtor = _evaluate(scenarios[0], named, debtors, seed)
+    if progress is not None:
+        progress(1, len(scenarios))
+    drawn: dict[str, list[float]] = {label: [] for label, _ in named}
+    for i, sc in enumerate(scenarios[1:]):
+        v, _ = _evaluate(sc, named, debtors, seed)
+        for label in drawn:
+            drawn[label].append(v[label])
+        if progress is not None:
+            progress(i + 2, len(scenarios))
+    return Ranking(values, drawn, _pair_margins(per_debtor), debtors, seed)
 
 
 def check(
@@ -1139,13 +1296,17 @@ def check(
     progress: Callable[[int, int], None] | None = None,
     out: str | Path | None = None,
     learners: tuple[str, ...] = (),
+    draws: int = DRAWS,
 ) -> dict[str, Any]:
     """Known-truth recovery: for each of ``perturbations`` worlds (the base with every fitted key perturbed
     by up to +-30 %), simulate a history of ``accounts`` under the ladder with ``explore_share`` random
     allowed actions, fit it (the logging policy known), and compare: does each interval cover the truth,
     and is the net value of each rule policy and each of ``learners`` (trained policies: run or artifact
     directories; ``debtors`` debtors, same seed) on the fitted world within 5 % of its value on the true
-    world, in the same order?"""
+    world, in the same order? With ``draws``, each fitted world is also ranked under its own uncertainty
+    (:func:`rank_under_fit`): are the pairs it says it can order ordered as in the true world?"""
+    if draws == 1:
+        raise CalibrationError("--draws 1: ranking under a fit's uncertainty needs at least 2 drawn worlds (0 leaves it out)")
     for name in learners:
         resolve_policy(name)  # a wrong path fails now, not after the first world's fit
     rows: list[dict[str, Any]] = []
@@ -1162,7 +1323,13 @@ def check(
             if e.low < e.high and e.key in pop_truth:
                 covered[e.key] = e.covers(pop_truth[e.key])
         v_true, margins = _values_and_margins(sc_true, debtors, seed * 1000 + 3 * j + 2, learners)
-        v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2, learners)
+        extra: dict[str, Any] = {}
+        if draws:
+            ranking = rank_under_fit(f.raw, f.estimates(), _named(learners), debtors, seed * 1000 + 3 * j + 2, draws)
+            v_fit = ranking.values
+            extra = {"fit_pairs": ranking.pairs(), "fit_half_widths": {p: ranking.half_width(p) for p in v_fit}}
+        else:
+            v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2, learners)
         errors = {p: (v_fit[p] - v_true[p]) / abs(v_true[p]) for p in v_true}
         rows.append(
             {
@@ -1176,12 +1343,13 @@ def check(
                 "true_margins": margins,
                 "fit_seconds": f.seconds,
             }
+            | extra
         )
         if out is not None:  # after every world, so that a long check stopped early keeps what it measured
-            write_json(Path(out) / "check.json", summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start))
+            write_json(Path(out) / "check.json", summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start, draws))
         if progress is not None:
             progress(j + 1, perturbations)
-    return summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start)
+    return summarise_check(rows, base, accounts, explore_share, debtors, time.perf_counter() - start, draws)
 
 
 def _worlds(base: str, seed: int, perturbations: int) -> Any:
@@ -1311,7 +1479,9 @@ def _population_truth(raw: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def summarise_check(rows: list[dict[str, Any]], base: str, accounts: int, explore_share: float, debtors: int, seconds: float) -> dict[str, Any]:
+def summarise_check(
+    rows: list[dict[str, Any]], base: str, accounts: int, explore_share: float, debtors: int, seconds: float, draws: int = 0
+) -> dict[str, Any]:
     keys = sorted({k for r in rows for k in r["covered"]})
     coverage = {}
     for k in keys:
@@ -1325,6 +1495,7 @@ def summarise_check(rows: list[dict[str, Any]], base: str, accounts: int, explor
         "accounts": accounts,
         "explore_share": explore_share,
         "evaluation_debtors": debtors,
+        "draws": draws,
         "seconds": seconds,
         "coverage": coverage,
         "parameters_at_least_85pct": sum(c["share"] >= 0.85 for c in coverage.values()),
@@ -1395,7 +1566,64 @@ def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "same_known_order": worlds_known_alike,
             "swaps_of_unknown_order": unknown_swaps,
         }
+    if rows and all("fit_pairs" in r for r in rows):
+        out |= fit_orders(rows)
     return out
+
+
+def fit_orders(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ranking as the fitted world states it under its own uncertainty (rows with ``fit_pairs``,
+    :meth:`Ranking.pairs`): of the pairs each fitted world says it orders, how many the true world
+    orders alike; the worlds whose every such pair is alike; the worlds that order every pair (a whole
+    ranking) and whether it is the true one; and the pairs left open, with their true differences."""
+    claimed = claimed_alike = worlds_alike = whole = whole_alike = known = known_claimed = 0
+    values = values_covered = 0
+    left_open: list[str] = []
+    wrong: list[str] = []
+    for r in rows:
+        vt, margins = r["value_true"], r.get("true_margins")
+        known_order = set() if margins is None else set(stats.known_pairs(vt, lambda a, b: margins[f"{a}|{b}"]))
+        alike = True
+        for fp in r["fit_pairs"]:
+            a, b = fp["ahead"], fp["behind"]
+            true_diff = vt[a] - vt[b]
+            is_known = tuple(sorted((a, b))) in known_order
+            known += is_known
+            if fp["ordered"]:
+                claimed += 1
+                known_claimed += is_known
+                ok = true_diff > 0
+                claimed_alike += ok
+                alike &= ok
+                if not ok:
+                    wrong.append(
+                        f"world {r['perturbation']}: {a} ahead of {b} by {fp['difference']:.2f} +- {fp['half_width']:.2f} EUR; true {true_diff:+.2f}"
+                    )
+            else:
+                left_open.append(
+                    f"world {r['perturbation']}: {a} / {b}, {fp['difference']:+.2f} +- {fp['half_width']:.2f} EUR on the fitted world "
+                    f"(ahead in {fp['ahead_in_draws']} of {fp['draws']} drawn worlds); {true_diff:+.2f} EUR in the true world"
+                )
+        worlds_alike += alike
+        for p, half in r.get("fit_half_widths", {}).items():  # the same debtors and luck: the gap is the parameters'
+            values += 1
+            values_covered += abs(r["value_fitted"][p] - vt[p]) <= half
+        if all(fp["ordered"] for fp in r["fit_pairs"]):
+            whole += 1
+            whole_alike += alike
+    return {
+        "pairs_fit_ordered": claimed,
+        "pairs_fit_ordered_alike": claimed_alike,
+        "worlds_fit_order_alike": worlds_alike,
+        "worlds_fit_orders_every_pair": whole,
+        "worlds_fit_orders_every_pair_alike": whole_alike,
+        "pairs_known_total": known,
+        "pairs_known_fit_ordered": known_claimed,
+        "values_within_fit_interval": values_covered,
+        "values": values,
+        "fit_left_open": left_open,
+        "fit_ordered_wrongly": wrong,
+    }
 
 
 def format_check(c: dict[str, Any]) -> str:
@@ -1431,6 +1659,17 @@ def format_check(c: dict[str, Any]) -> str:
             f"apart, {c['evaluation_debtors']:,} debtors): {c['same_known_order']} of {n} worlds; such pairs ordered alike: "
             f"{c['pairs_known_alike']} of {c['pairs_known']}",
             *(f"  swapped, but of no known true order: {x}" for x in c["swaps_of_unknown_order"]),
+        ]
+    if "pairs_fit_ordered" in c:
+        lines += [
+            f"the ranking each fitted world states under its own uncertainty ({c.get('draws', DRAWS)} worlds drawn from its intervals): "
+            f"every pair it orders ordered alike in the true world in {c['worlds_fit_order_alike']} of {n} worlds "
+            f"({c['pairs_fit_ordered_alike']} of {c['pairs_fit_ordered']} pairs); a whole ranking stated in "
+            f"{c['worlds_fit_orders_every_pair']} worlds, the true one in {c['worlds_fit_orders_every_pair_alike']}; "
+            f"of the pairs the true world orders, the fit orders {c['pairs_known_fit_ordered']} of {c['pairs_known_total']}; "
+            f"true values within the fitted value +- the fit's 95 % half-width: {c['values_within_fit_interval']} of {c['values']}",
+            *(f"  ordered, wrongly: {x}" for x in c["fit_ordered_wrongly"]),
+            *(f"  left open by the fit: {x}" for x in c["fit_left_open"]),
         ]
     return "\n".join(lines)
 
@@ -1480,11 +1719,14 @@ def command(args: Any) -> int:
             progress=None if bar is None else _bar_progress(bar),
             out=args.out,
             learners=tuple(args.learner or ()),
+            draws=DRAWS if args.draws is None else args.draws,
         )
         if bar is not None:
             bar.close()
         print(json.dumps(clean_json({k: v for k, v in result.items() if k != "runs"})) if args.json else format_check(result))
         return 0
+    if args.action == "rank":
+        return _rank_command(args)
     if not args.history:
         raise CalibrationError("calibrate fit needs --history DIR (a folder in the history format)")
     if not args.out:
@@ -1521,6 +1763,67 @@ def command(args: Any) -> int:
     print(format_fit(f))
     print(f"wrote {path}")
     for p in report:
+        print(f"wrote {p}")
+    return 0
+
+
+def load_fit_estimates(scenario: str | Path) -> list[Estimate]:
+    """The estimates of the fit that wrote ``scenario`` (its report folder's fit.json, written by ``calibrate fit``)."""
+    from experiments.calibrate_report import FIT_JSON
+
+    path = Path(scenario)
+    where = path.parent / f"{path.stem}_report" / FIT_JSON
+    if not where.is_file():
+        raise CalibrationError(
+            f"{scenario}: no fit beside it ({where} is missing); calibrate rank needs a scenario written by "
+            f"`collectrl calibrate fit --out {path.name}` together with its report folder"
+        )
+    import json
+
+    try:
+        rows = json.loads(where.read_text())["estimates"]
+        fields = set(Estimate.__dataclass_fields__)
+        kept: list[dict[str, Any]] = [{k: (float("nan") if v is None else v) for k, v in row.items() if k in fields} for row in rows]
+        return [Estimate(**row) for row in kept]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CalibrationError(f"{where}: not a fit's estimates ({e}); write it again with `collectrl calibrate fit`") from None
+
+
+def _rank_command(args: Any) -> int:
+    """``collectrl calibrate rank --scenario FITTED.yaml --policies a,b,...``: rank policies under the fit's uncertainty."""
+    import json
+    import sys
+
+    from tqdm import tqdm
+
+    from experiments.calibrate_report import format_ranking, ranking_json, write_ranking
+    from experiments.io import clean_json
+
+    if args.scenario in (None, "all") or Path(args.scenario).suffix not in (".yaml", ".yml"):
+        raise CalibrationError("calibrate rank needs --scenario FITTED.yaml (a scenario written by `collectrl calibrate fit`)")
+    estimates = load_fit_estimates(args.scenario)
+    try:
+        raw = load_raw(args.scenario)
+    except ConfigError as e:
+        raise CalibrationError(f"--scenario {args.scenario}: {e}") from None
+    names = [p.strip() for p in (args.policies or ",".join(RULE_POLICIES)).split(",") if p.strip()]
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise CalibrationError(f"--policies {args.policies}: give two or more different policies, comma-separated")
+    named = [(learner_label(n) if ("/" in n or Path(n).exists()) else n, n) for n in names]
+    for _, n in named:
+        resolve_policy(n)  # an unknown name fails before any simulation
+    draws = DRAWS if args.draws is None else args.draws
+    bar = None if args.no_progress else tqdm(total=draws + 1, desc="calibrate rank", unit="world", file=sys.stderr)
+    rk = rank_under_fit(raw, estimates, named, args.debtors, args.seed, draws, None if bar is None else _bar_progress(bar))
+    if bar is not None:
+        bar.close()
+    result = ranking_json(rk, str(args.scenario), draws)
+    written = write_ranking(result, args.out) if args.out else []
+    if args.json:
+        print(json.dumps(clean_json(result | {"written": [str(p) for p in written]})))
+        return 0
+    print(format_ranking(result))
+    for p in written:
         print(f"wrote {p}")
     return 0
 

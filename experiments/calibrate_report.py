@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from experiments.calibrate import Z95, Fit, Statistic, replay, replay_population, world_history
+from experiments.calibrate import Z95, Fit, Ranking, Statistic, fit_summary, replay, replay_population, world_history
 from experiments.io import write_json
 from experiments.plots import plt
 from experiments.whatif_report import render_html
@@ -218,4 +218,75 @@ def write_report(
     atomic_write(folder / "report.md", lambda p: p.write_text(text))
     atomic_write(folder / "report.html", lambda p: p.write_text(page))
     write_json(folder / "check.json", {"figures": rows, "agree": agree, "figures_compared": len(rows)})
-    return [folder / "report.md", folder / "report.html", folder / "check.json", *figs]
+    write_json(folder / FIT_JSON, fit_summary(f))  # the estimates and their intervals, for `calibrate rank`
+    return [folder / "report.md", folder / "report.html", folder / "check.json", folder / FIT_JSON, *figs]
+
+
+FIT_JSON = "fit.json"
+
+
+# ------------------------------------------------------------------ calibrate rank: policies under the fit's uncertainty
+
+
+def ranking_json(rk: Ranking, scenario: str, draws: int) -> dict[str, Any]:
+    order = sorted(rk.values, key=rk.values.__getitem__, reverse=True)
+    return {
+        "scenario": scenario,
+        "debtors": rk.debtors,
+        "seed": rk.seed,
+        "draws": draws,
+        "policies": [{"policy": p, "value": rk.values[p], "fit_half_width": rk.half_width(p), "drawn": rk.drawn[p]} for p in order],
+        "pairs": rk.pairs(),
+    }
+
+
+def format_ranking(r: dict[str, Any]) -> str:
+    """The ranking as Markdown: each policy's value with the fit's 95 % half-width, then every pair's verdict."""
+    lines = [
+        f"# Policies ranked on {r['scenario']} under the fit's uncertainty",
+        "",
+        f"Net value per debtor ({r['debtors']:,} debtors, seed {r['seed']}) on the fitted world and on {r['draws']} worlds drawn from "
+        "its 95 % intervals, every world with the same debtors and luck. A pair is ordered when its difference on the fitted "
+        "world exceeds its 95 % half-width (the spread of the difference over the drawn worlds and the evaluation's standard "
+        "error, in quadrature); otherwise this history cannot tell the two apart.",
+        "",
+        "| policy | net value per debtor (EUR) | +- from the fit (95 %) |",
+        "|---|---:|---:|",
+        *(f"| `{p['policy']}` | {p['value']:.2f} | {p['fit_half_width']:.2f} |" for p in r["policies"]),
+        "",
+        "| ahead | behind | difference (EUR) | 95 % half-width | ahead in drawn worlds | verdict |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for q in sorted(r["pairs"], key=lambda q: -q["difference"]):
+        verdict = "ordered" if q["ordered"] else "cannot tell"
+        lines.append(
+            f"| `{q['ahead']}` | `{q['behind']}` | {q['difference']:+.2f} | {q['half_width']:.2f} | "
+            f"{q['ahead_in_draws']} of {q['draws']} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot_ranking(r: dict[str, Any], path: Path) -> Path:
+    pol = r["policies"][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(pol) + 1.6), dpi=110)
+    for i, p in enumerate(pol):
+        ax.scatter(p["drawn"], np.full(len(p["drawn"]), i), s=14, color="#9ecae1", zorder=2, label="drawn worlds" if i == 0 else None)
+        ax.errorbar(p["value"], i, xerr=p["fit_half_width"], fmt="o", color="#08519c", capsize=3, zorder=3, label="fitted world" if i == 0 else None)
+    ax.set_yticks(np.arange(len(pol)), [p["policy"] for p in pol])
+    ax.set_xlabel("net value per debtor (EUR)")
+    ax.set_title("Policies on the fitted world and on worlds drawn from its intervals")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return out
+
+
+def write_ranking(r: dict[str, Any], folder: str | Path) -> list[Path]:
+    """rank.md (with its figure), rank.png and rank.json in ``folder``, each written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig = _plot_ranking(r, folder / "rank.png")
+    text = format_ranking(r) + f"\n![Policies under the fit's uncertainty]({fig.name})\n"
+    return [atomic_write(folder / "rank.md", lambda p: p.write_text(text)), fig, write_json(folder / "rank.json", r)]

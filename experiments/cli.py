@@ -35,6 +35,7 @@ def _int_at_least(minimum: int):  # type: ignore[no-untyped-def]
 
 
 _positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
 _seed = _int_at_least(0)
 
 
@@ -582,7 +583,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    if args.action in ("fit", "check", "transfer"):
+    if args.action in ("fit", "check", "transfer", "rank"):
         from experiments import calibrate
 
         return calibrate.command(args)
@@ -905,12 +906,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "calibrate",
         help="figures: check a preset against the published figures it claims (exit 1 on a miss); fit: a scenario fitted to a history; "
-        "check: known-truth recovery of the fit; transfer: learners trained on fitted and true worlds, valued on the true one",
+        "check: known-truth recovery of the fit; transfer: learners trained on fitted and true worlds, valued on the true one; "
+        "rank: policies on a fitted scenario under the fit's uncertainty",
     )
-    c.add_argument("action", nargs="?", choices=("figures", "fit", "check", "transfer"), default="figures")
-    c.add_argument("--scenario", default="all", help="figures: a preset, a .yaml path, or 'all'")
+    c.add_argument("action", nargs="?", choices=("figures", "fit", "check", "transfer", "rank"), default="figures")
+    c.add_argument("--scenario", default="all", help="figures: a preset, a .yaml path, or 'all'; rank: the fitted scenario .yaml")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
-    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check, transfer: debtors of each policy evaluation")
+    c.add_argument("--debtors", type=_positive_int, default=20_000, help="figures: debtors; check, transfer, rank: debtors of each policy evaluation")
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", action="store_true")
     c.add_argument("--history", default=None, help="fit: the history folder")
@@ -919,7 +921,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         help="fit: the scenario .yaml to write (its report goes beside it); check: a folder for check.json; "
-        "transfer: a folder for the worlds, the training runs and transfer.json",
+        "transfer: a folder for the worlds, the training runs and transfer.json; rank: a folder for rank.md, rank.png and rank.json",
     )
     c.add_argument("--logging-policy", default=None, help="fit: the policy that produced the history, if known (else its contacts are replayed)")
     c.add_argument("--replicates", type=_positive_int, default=2, help="fit: simulations pooled per step")
@@ -935,6 +937,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--accounts", type=_positive_int, default=50_000, help="check, transfer: accounts of each simulated history")
     c.add_argument("--explore-share", type=float, default=0.05, help="check, transfer: share of random allowed actions of the logging ladder")
     c.add_argument("--timesteps", type=_positive_int, default=None, help="transfer: debtor-days of each training (default: the shipped config's)")
+    c.add_argument("--policies", default=None, help="rank: policies, comma-separated (rule names, runs or artifacts; default the rule policies)")
+    c.add_argument(
+        "--draws",
+        type=_nonnegative_int,
+        default=None,
+        help="rank, check: worlds drawn from the fit's intervals to rank policies under its uncertainty (default 10; check: 0 leaves it out)",
+    )
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 

@@ -170,8 +170,16 @@ def test_a_small_known_truth_check_covers_the_truth_and_ranks_policies_alike(tmp
     from helpers_train import tiny_run
 
     run = tiny_run(tmp_path / "runs")
-    result = cal.check("default", perturbations=1, accounts=3000, explore_share=0.05, debtors=2000, seed=3, out=tmp_path, learners=(str(run),))
+    result = cal.check(
+        "default", perturbations=1, accounts=3000, explore_share=0.05, debtors=2000, seed=3, out=tmp_path, learners=(str(run),), draws=2
+    )
     assert result["perturbations"] == 1 and result["parameters"] >= 30
+    # the fitted world ranked under its own uncertainty: the pair far apart is ordered, and as in the true world
+    assert result["draws"] == 2 and result["values"] == len(result["policies"])
+    (r,) = result["runs"]
+    pair = next(p for p in r["fit_pairs"] if {p["ahead"], p["behind"]} == {"static_ladder", "no_contact"})
+    assert pair["ordered"] and pair["ahead"] == "static_ladder" and r["value_true"]["static_ladder"] > r["value_true"]["no_contact"]
+    assert result["pairs_fit_ordered_alike"] == result["pairs_fit_ordered"] >= 1
     covered = sum(c["covered"] for c in result["coverage"].values())
     assert covered >= 0.8 * result["parameters"], result["coverage"]
     assert result["policies"] == [*cal.RULE_POLICIES, cal.learner_label(str(run))]
@@ -372,3 +380,108 @@ def test_value_margins_are_two_standard_errors_of_the_difference_over_evaluation
         margins.append(m[pair])
     # the seed-to-seed spread of the difference is what the margin says (half of it: one standard error)
     assert 0.5 < np.std(diffs, ddof=1) / (np.mean(margins) / 2) < 2.0
+
+
+def test_worlds_drawn_from_a_fit_follow_its_intervals(fitted):
+    # each fitted key is drawn around its value with its interval as the 95 % range; keys not fitted stay put
+    draws = cal.draw_scenarios(fitted.raw, fitted.estimates(), 1500, np.random.default_rng(0))
+    engage = _estimate(fitted, "channels.sms.engage_logit")
+    x = np.array([d["channels"]["sms"]["engage_logit"] for d in draws])
+    assert 0.93 < np.mean((x >= engage.low) & (x <= engage.high)) < 0.97
+    assert abs(x.mean() - engage.value) < 0.1 * (engage.high - engage.low)
+    delivery = _estimate(fitted, "channels.email.delivery_rate")
+    y = np.array([d["channels"]["email"]["delivery_rate"] for d in draws])
+    assert 0.93 < np.mean((y >= delivery.low) & (y <= delivery.high)) < 0.97 and y.max() <= 1.0
+    # a family of archetype keys moves as one: every archetype's attention to e-mail by the same odds factor
+    arche = fitted.raw["population"]["archetypes"]
+
+    def logit(p: float) -> float:
+        return float(np.log(p / (1 - p)))
+
+    shifts = np.array(
+        [[logit(d["population"]["archetypes"][a]["attention"]["email"]) - logit(arche[a]["attention"]["email"]) for a in arche] for d in draws[:50]]
+    )
+    assert np.allclose(shifts, shifts[:, :1], atol=1e-9) and shifts.std() > 0
+    app = _estimate(fitted, "population.app_user_share")
+    z = np.array([d["population"]["app_user_share"] for d in draws])
+    assert 0.92 < np.mean((z >= app.low) & (z <= app.high)) < 0.98 and z.min() >= 0.0 and z.max() <= 1.0
+    assert all(d["behaviour"]["fatigue_engage"] == fitted.raw["behaviour"]["fatigue_engage"] for d in draws[:20])
+    assert all(d["population"]["products"] == fitted.raw["population"]["products"] for d in draws[:20])
+    again = cal.draw_scenarios(fitted.raw, fitted.estimates(), 3, np.random.default_rng(0))
+    assert again == draws[:3]  # the same seed, the same worlds
+
+
+def test_ranking_under_the_fit_orders_policies_far_apart_and_leaves_a_policy_and_its_copy_open(fitted):
+    named = [("ladder", "static_ladder"), ("ladder_again", "static_ladder"), ("none", "no_contact")]
+    rk = cal.rank_under_fit(fitted.raw, fitted.estimates(), named, debtors=800, seed=4, draws=3)
+    pairs = {(p["ahead"], p["behind"]): p for p in rk.pairs()}
+    same = pairs.get(("ladder", "ladder_again")) or pairs[("ladder_again", "ladder")]
+    assert same["difference"] == 0.0 and not same["ordered"] and same["fit_sd"] == 0.0
+    far = pairs[("ladder", "none")]
+    assert far["ordered"] and far["ahead_in_draws"] == 3 and far["fit_sd"] > 0
+    assert far["half_width"] == pytest.approx(cal.Z95 * math.hypot(far["fit_sd"], far["evaluation_se"]))
+    assert len(set(rk.drawn["ladder"])) == 3 and rk.half_width("ladder") > 0  # the drawn worlds differ
+    with pytest.raises(cal.CalibrationError, match="at least 2 drawn worlds"):
+        cal.rank_under_fit(fitted.raw, fitted.estimates(), named, debtors=100, draws=1)
+
+
+def test_fit_orders_counts_what_the_fitted_world_claims_against_the_truth():
+    def pair(a, b, diff, ordered):
+        return {"ahead": a, "behind": b, "difference": diff, "half_width": 1.0, "ahead_in_draws": 3, "draws": 3, "ordered": ordered}
+
+    margins = {"a|b": 1.0, "a|c": 1.0, "b|c": 1.0}
+    rows = [
+        {  # every pair claimed, all as in the truth
+            "perturbation": 0,
+            "value_true": {"a": 120.0, "b": 100.0, "c": 50.0},
+            "value_fitted": {"a": 119.0, "b": 101.0, "c": 50.5},
+            "true_margins": margins,
+            "fit_pairs": [pair("a", "b", 18.0, True), pair("a", "c", 68.5, True), pair("b", "c", 50.5, True)],
+            "fit_half_widths": {"a": 2.0, "b": 0.5, "c": 1.0},
+        },
+        {  # a near tie left open (no claim), and one claim wrong
+            "perturbation": 1,
+            "value_true": {"a": 100.0, "b": 100.2, "c": 50.0},
+            "value_fitted": {"a": 101.0, "b": 100.5, "c": 101.5},
+            "true_margins": margins,
+            "fit_pairs": [pair("a", "b", 0.5, False), pair("c", "a", 0.5, False), pair("c", "b", 1.0, True)],
+            "fit_half_widths": {"a": 2.0, "b": 2.0, "c": 2.0},
+        },
+    ]
+    f = cal.fit_orders(rows)
+    assert (f["pairs_fit_ordered"], f["pairs_fit_ordered_alike"], f["worlds_fit_order_alike"]) == (4, 3, 1)
+    assert (f["worlds_fit_orders_every_pair"], f["worlds_fit_orders_every_pair_alike"]) == (1, 1)
+    assert (f["pairs_known_total"], f["pairs_known_fit_ordered"]) == (5, 4)
+    assert (f["values_within_fit_interval"], f["values"]) == (4, 6)  # b is 1.0 off in world 0 (+- 0.5), c 51.5 in world 1
+    assert len(f["fit_left_open"]) == 2 and f["fit_ordered_wrongly"][0].startswith("world 1: c ahead of b")
+    assert "pairs_fit_ordered" in cal.pairs_ordered(rows)
+
+
+def test_calibrate_rank_reads_the_fit_beside_the_scenario_and_writes_its_report(fitted, tmp_path, capsys):
+    from experiments.calibrate_report import FIT_JSON
+    from experiments.io import write_json
+
+    path = cal.write_scenario(fitted, tmp_path / "mine.yaml")
+    args = ["calibrate", "rank", "--scenario", str(path), "--policies", "static_ladder,no_contact", "--debtors", "500", "--draws", "2"]
+    assert main([*args, "--no-progress"]) == 2
+    assert "mine_report/fit.json is missing" in capsys.readouterr().err
+    write_json(tmp_path / "mine_report" / FIT_JSON, cal.fit_summary(fitted))
+    assert main([*args, "--out", str(tmp_path / "rank"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| `static_ladder` | `no_contact` |" in out and "| ordered |" in out
+    import json
+
+    r = json.loads((tmp_path / "rank" / "rank.json").read_text())
+    assert [p["policy"] for p in r["policies"]] == ["static_ladder", "no_contact"] and len(r["pairs"]) == 1 and r["draws"] == 2
+    assert (tmp_path / "rank" / "rank.png").stat().st_size > 1000 and "rank.png" in (tmp_path / "rank" / "rank.md").read_text()
+    assert main([*args[:-1], "1", "--no-progress"]) == 2  # --draws 1
+    assert "at least 2 drawn worlds" in capsys.readouterr().err
+    assert main(["calibrate", "rank", "--scenario", str(path), "--policies", "static_ladder", "--no-progress"]) == 2
+    assert "two or more different policies" in capsys.readouterr().err
+    assert main(["calibrate", "rank", "--scenario", str(path), "--policies", "static_ladder,no_such_policy", "--no-progress"]) == 2
+    assert "no_such_policy" in capsys.readouterr().err
+    assert main(["calibrate", "rank", "--no-progress"]) == 2
+    assert "needs --scenario FITTED.yaml" in capsys.readouterr().err
+    (tmp_path / "mine_report" / FIT_JSON).write_text("{not json")
+    assert main([*args, "--no-progress"]) == 2
+    assert "not a fit's estimates" in capsys.readouterr().err
