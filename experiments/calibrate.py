@@ -1111,7 +1111,25 @@ def _values(sc: Scenario, debtors: int, seed: int, learners: tuple[str, ...] = (
 
 def _named(learners: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(label, name) of the rule policies and of each learner, as check's tables name them."""
-    return [(p, p) for p in RULE_POLICIES] + [(learner_label(x), x) for x in learners]
+    return policy_labels([*RULE_POLICIES, *learners], learners=set(learners))
+
+
+def policy_labels(names: list[str], learners: set[str] | None = None) -> list[tuple[str, str]]:
+    """(label, name) of each policy: a registered name as it is, a learner (``learners``, or by default a
+    name with a path separator or an existing path) as :func:`learner_label`, or, where two learners'
+    folders share their last name, by the path given. The same policy given twice is refused."""
+
+    def is_learner(n: str) -> bool:
+        return n in learners if learners is not None else ("/" in n or Path(n).exists())
+
+    seen: dict[str, str] = {}
+    for n in names:
+        same = str(Path(n).resolve()) if is_learner(n) else n
+        if same in seen:
+            raise CalibrationError(f"policies: {n} and {seen[same]} are the same policy; give each once")
+        seen[same] = n
+    short = [learner_label(n) if is_learner(n) else n for n in names]
+    return [(f"learner:{n.rstrip('/')}" if is_learner(n) and short.count(lab) > 1 else lab, n) for lab, n in zip(short, names, strict=True)]
 
 
 def _evaluate(sc: Scenario, named: list[tuple[str, str]], debtors: int, seed: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -1149,7 +1167,7 @@ def _pair_margins(per_debtor: dict[str, np.ndarray]) -> dict[str, float]:
 # ------------------------------------------------------------------ ranking under the fit's uncertainty
 
 DRAWS = 10  # worlds drawn from a fit's intervals to rank policies under its uncertainty
-_POPULATION_DRAWN = ("population.balance.median_eur", "population.balance.sigma", "population.app_user_share")
+MIN_DRAWS = 3
 
 
 def _drawn_key(e: Estimate) -> tuple[Knob | None, str] | None:
@@ -1164,7 +1182,7 @@ def _drawn_key(e: Estimate) -> tuple[Knob | None, str] | None:
         return None, "log"
     if e.key == "population.balance.sigma":
         return None, "linear"
-    if e.key in _POPULATION_DRAWN or e.key.startswith("population.on_file."):
+    if e.key == "population.app_user_share" or e.key.startswith("population.on_file."):
         return None, "share"
     return None  # the product mix (its shares must sum to one) and the fixed ranges stay as fitted
 
@@ -1207,9 +1225,20 @@ def draw_scenarios(raw: dict[str, Any], estimates: list[Estimate], draws: int, r
             else:
                 side = (e.high - v) if z > 0 else (v - e.low)
                 x = v + side * z
-                _set(new, path, min(max(x, 0.0), 1.0) if how == "share" else max(x, 1e-6))
+                _set(new, path, min(max(x, 0.0), 1.0) if how == "share" else min(max(x, 1e-6), _SIGMA_MAX))
+        for a in new["population"]["archetypes"].values():  # a scale family can draw past a bound
+            a["self_cure_per_day"] = min(a["self_cure_per_day"], 1.0)
         out.append(new)
     return out
+
+
+_SIGMA_MAX = 3.0  # sim.config.Balance.sigma's bound
+
+
+def _spread(x: np.ndarray, centre: float) -> float:
+    """The root mean square deviation of drawn values from the fitted world's (the draws are centred on the
+    fitted values by construction, so every draw is a degree of freedom)."""
+    return float(np.sqrt(np.mean((x - centre) ** 2))) if len(x) else float("nan")
 
 
 @dataclass
@@ -1223,23 +1252,25 @@ class Ranking:
     seed: int
 
     def half_width(self, label: str) -> float:
-        """The 95 % half-width of a policy's value from the fit's uncertainty (the spread over the drawn worlds)."""
+        """The 95 % half-width of a policy's value from the fit's uncertainty: Student's t with one degree of
+        freedom per drawn world times their root mean square deviation from the fitted world's value."""
         d = np.asarray(self.drawn[label])
-        return float(Z95 * d.std(ddof=1)) if len(d) > 1 else float("nan")
+        return stats.t_quantile(len(d)) * _spread(d, self.values[label])
 
     def pairs(self) -> list[dict[str, Any]]:
         """Every pair (a ahead of b on the fitted world): the difference, its 95 % half-width (the fit's
-        uncertainty: the spread of the difference over the drawn worlds, and the evaluation's: its
-        per-debtor standard error, in quadrature), in how many drawn worlds a stays ahead, and whether
-        the fitted world orders the pair (the difference beyond its half-width)."""
+        uncertainty, t times the difference's root mean square deviation over the drawn worlds from the
+        fitted one, and the evaluation's, 1.96 per-debtor standard errors, in quadrature), in how many
+        drawn worlds a stays ahead, and whether the fitted world orders the pair (the difference beyond
+        its half-width)."""
         out = []
         for p, q in itertools.combinations(sorted(self.values), 2):
             a, b = (p, q) if self.values[p] >= self.values[q] else (q, p)
             diff = self.values[a] - self.values[b]
             d = np.asarray(self.drawn[a]) - np.asarray(self.drawn[b])
-            fit_sd = float(d.std(ddof=1)) if len(d) > 1 else float("inf")
+            fit_sd = _spread(d, diff)
             eval_se = self.margins[f"{p}|{q}"] / 2.0
-            half = Z95 * math.hypot(fit_sd, eval_se)
+            half = math.hypot(stats.t_quantile(len(d)) * fit_sd, Z95 * eval_se)
             out.append(
                 {
                     "ahead": a,
@@ -1269,9 +1300,16 @@ def rank_under_fit(
     intervals (:func:`draw_scenarios`, drawn with ``seed``), all with the same ``debtors`` and luck, so that
     a difference between worlds is the parameters' and not chance's. The pairs the fitted world can order
     are those whose difference exceeds both uncertainties together (:meth:`Ranking.pairs`)."""
-    if draws < 2:
-        raise CalibrationError(f"draws {draws}: ranking under a fit's uncertainty needs at least 2 drawn worlds")
-    scenarios = [_scenario(raw), *(_scenario(r) for r in draw_scenarios(raw, estimates, draws, np.random.default_rng([0x52414E4B, seed])))]
+    if draws < MIN_DRAWS:
+        raise CalibrationError(f"draws {draws}: ranking under a fit's uncertainty needs at least {MIN_DRAWS} drawn worlds")
+    if not any(_drawn_key(e) for e in estimates):
+        raise CalibrationError("the fit has no estimate with an interval to draw from; fit the scenario again with `collectrl calibrate fit`")
+    scenarios = [_scenario(raw)]
+    for i, r in enumerate(draw_scenarios(raw, estimates, draws, np.random.default_rng([0x52414E4B, seed]))):
+        try:
+            scenarios.append(Scenario.model_validate(r))
+        except Exception as e:  # pydantic's ValidationError
+            raise CalibrationError(f"world {i + 1} of {draws} drawn from the fit's intervals does not validate: {e}") from None
     values, per_debtor = _evaluate(scenarios[0], named, debtors, seed)
     if progress is not None:
         progress(1, len(scenarios))
@@ -1305,8 +1343,8 @@ def check(
     directories; ``debtors`` debtors, same seed) on the fitted world within 5 % of its value on the true
     world, in the same order? With ``draws``, each fitted world is also ranked under its own uncertainty
     (:func:`rank_under_fit`): are the pairs it says it can order ordered as in the true world?"""
-    if draws == 1:
-        raise CalibrationError("--draws 1: ranking under a fit's uncertainty needs at least 2 drawn worlds (0 leaves it out)")
+    if 0 < draws < MIN_DRAWS:
+        raise CalibrationError(f"draws {draws}: ranking under a fit's uncertainty needs at least {MIN_DRAWS} drawn worlds (0 leaves it out)")
     for name in learners:
         resolve_policy(name)  # a wrong path fails now, not after the first world's fit
     rows: list[dict[str, Any]] = []
@@ -1327,7 +1365,7 @@ def check(
         if draws:
             ranking = rank_under_fit(f.raw, f.estimates(), _named(learners), debtors, seed * 1000 + 3 * j + 2, draws)
             v_fit = ranking.values
-            extra = {"fit_pairs": ranking.pairs(), "fit_half_widths": {p: ranking.half_width(p) for p in v_fit}}
+            extra = {"fit_pairs": ranking.pairs(), "fit_half_widths": {p: ranking.half_width(p) for p in v_fit}, "drawn": ranking.drawn}
         else:
             v_fit = _values(_scenario(f.raw), debtors, seed * 1000 + 3 * j + 2, learners)
         errors = {p: (v_fit[p] - v_true[p]) / abs(v_true[p]) for p in v_true}
@@ -1576,7 +1614,7 @@ def fit_orders(rows: list[dict[str, Any]]) -> dict[str, Any]:
     :meth:`Ranking.pairs`): of the pairs each fitted world says it orders, how many the true world
     orders alike; the worlds whose every such pair is alike; the worlds that order every pair (a whole
     ranking) and whether it is the true one; and the pairs left open, with their true differences."""
-    claimed = claimed_alike = worlds_alike = whole = whole_alike = known = known_claimed = 0
+    claimed = claimed_alike = worlds_alike = whole = whole_alike = known_claimed = 0
     values = values_covered = 0
     left_open: list[str] = []
     wrong: list[str] = []
@@ -1588,7 +1626,6 @@ def fit_orders(rows: list[dict[str, Any]]) -> dict[str, Any]:
             a, b = fp["ahead"], fp["behind"]
             true_diff = vt[a] - vt[b]
             is_known = tuple(sorted((a, b))) in known_order
-            known += is_known
             if fp["ordered"]:
                 claimed += 1
                 known_claimed += is_known
@@ -1617,7 +1654,6 @@ def fit_orders(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "worlds_fit_order_alike": worlds_alike,
         "worlds_fit_orders_every_pair": whole,
         "worlds_fit_orders_every_pair_alike": whole_alike,
-        "pairs_known_total": known,
         "pairs_known_fit_ordered": known_claimed,
         "values_within_fit_interval": values_covered,
         "values": values,
@@ -1666,7 +1702,7 @@ def format_check(c: dict[str, Any]) -> str:
             f"every pair it orders ordered alike in the true world in {c['worlds_fit_order_alike']} of {n} worlds "
             f"({c['pairs_fit_ordered_alike']} of {c['pairs_fit_ordered']} pairs); a whole ranking stated in "
             f"{c['worlds_fit_orders_every_pair']} worlds, the true one in {c['worlds_fit_orders_every_pair_alike']}; "
-            f"of the pairs the true world orders, the fit orders {c['pairs_known_fit_ordered']} of {c['pairs_known_total']}; "
+            f"of the pairs the true world orders, the fit orders {c['pairs_known_fit_ordered']} of {c.get('pairs_known', '?')}; "
             f"true values within the fitted value +- the fit's 95 % half-width: {c['values_within_fit_interval']} of {c['values']}",
             *(f"  ordered, wrongly: {x}" for x in c["fit_ordered_wrongly"]),
             *(f"  left open by the fit: {x}" for x in c["fit_left_open"]),
@@ -1756,7 +1792,7 @@ def command(args: Any) -> int:
 
     sc = load_scenario(str(path))  # the file loads as any scenario does
     logging = make_policy(args.logging_policy) if args.logging_policy else None
-    report = write_report(f, load_history(args.history), sc, path.parent / f"{path.stem}_report", path, seed=args.seed + 100, logging=logging)
+    report = write_report(f, load_history(args.history), sc, report_folder(path), path, seed=args.seed + 100, logging=logging)
     if args.json:
         print(json.dumps(clean_json(fit_summary(f) | {"scenario": str(path), "report": [str(p) for p in report]})))
         return 0
@@ -1767,26 +1803,55 @@ def command(args: Any) -> int:
     return 0
 
 
+def report_folder(scenario: str | Path) -> Path:
+    """Where ``calibrate fit`` puts the report (and fit.json) of the scenario it writes to ``scenario``."""
+    path = Path(scenario)
+    return path.parent / f"{path.stem}_report"
+
+
 def load_fit_estimates(scenario: str | Path) -> list[Estimate]:
     """The estimates of the fit that wrote ``scenario`` (its report folder's fit.json, written by ``calibrate fit``)."""
+    import json
+
     from experiments.calibrate_report import FIT_JSON
 
-    path = Path(scenario)
-    where = path.parent / f"{path.stem}_report" / FIT_JSON
+    where = report_folder(scenario) / FIT_JSON
     if not where.is_file():
         raise CalibrationError(
             f"{scenario}: no fit beside it ({where} is missing); calibrate rank needs a scenario written by "
-            f"`collectrl calibrate fit --out {path.name}` together with its report folder"
+            f"`collectrl calibrate fit --out {scenario}` together with its report folder"
         )
-    import json
-
     try:
         rows = json.loads(where.read_text())["estimates"]
-        fields = set(Estimate.__dataclass_fields__)
-        kept: list[dict[str, Any]] = [{k: (float("nan") if v is None else v) for k, v in row.items() if k in fields} for row in rows]
-        return [Estimate(**row) for row in kept]
-    except (ValueError, KeyError, TypeError) as e:
+        out = []
+        for i, row in enumerate(rows):
+            numbers = {k: (float("nan") if row.get(k) is None else row[k]) for k in ("value", "low", "high", "base")}
+            if not isinstance(row.get("key"), str) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers.values()):
+                raise ValueError(f"estimate {i} needs a key and numbers for value, low, high and base")
+            value, low, high, base = (float(numbers[k]) for k in ("value", "low", "high", "base"))
+            out.append(Estimate(row["key"], value, low, high, base, str(row.get("method", ""))))
+        return out
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CalibrationError(f"{where}: not a fit's estimates ({e}); write it again with `collectrl calibrate fit`") from None
+
+
+def edited_keys(raw: dict[str, Any], estimates: list[Estimate]) -> tuple[list[str], int]:
+    """The fitted keys (knobs set by value, and population keys drawn) whose value in the scenario ``raw``
+    is not the fit's (beyond the file's 6 significant digits), and how many were compared."""
+    edited, compared = [], 0
+    for e in estimates:
+        spec = _drawn_key(e)
+        if spec is None or (spec[0] is not None and spec[0].per_archetype):
+            continue  # families are multipliers on the base, not values in the file
+        path = spec[0].path if spec[0] is not None else tuple(e.key.split("."))
+        if not _has(raw, path):
+            edited.append(e.key)
+            continue
+        compared += 1
+        v = float(_get(raw, path))
+        if not math.isclose(v, e.value, rel_tol=1e-5, abs_tol=1e-9):
+            edited.append(e.key)
+    return edited, compared
 
 
 def _rank_command(args: Any) -> int:
@@ -1801,18 +1866,30 @@ def _rank_command(args: Any) -> int:
 
     if args.scenario in (None, "all") or Path(args.scenario).suffix not in (".yaml", ".yml"):
         raise CalibrationError("calibrate rank needs --scenario FITTED.yaml (a scenario written by `collectrl calibrate fit`)")
+    if not Path(args.scenario).is_file():
+        raise CalibrationError(f"--scenario {args.scenario}: no such file")
+    draws = DRAWS if args.draws is None else args.draws
+    if draws < MIN_DRAWS:
+        raise CalibrationError(f"--draws {draws}: ranking under a fit's uncertainty needs at least {MIN_DRAWS} drawn worlds")
     estimates = load_fit_estimates(args.scenario)
     try:
         raw = load_raw(args.scenario)
     except ConfigError as e:
         raise CalibrationError(f"--scenario {args.scenario}: {e}") from None
+    edited, compared = edited_keys(raw, estimates)
+    if compared and 2 * len(edited) > compared:  # a hand-edited value or two is a what-if; most of them is another fit
+        raise CalibrationError(
+            f"{args.scenario}: {len(edited)} of its {compared} fitted values are not those in {report_folder(args.scenario)}; that fit.json "
+            "belongs to another scenario (write both again with `collectrl calibrate fit`)"
+        )
+    if edited:
+        print(f"calibrate rank: {', '.join(edited)} differ from the fit's values; drawn around the scenario's", file=sys.stderr)
     names = [p.strip() for p in (args.policies or ",".join(RULE_POLICIES)).split(",") if p.strip()]
-    if len(names) < 2 or len(set(names)) < len(names):
+    if len(names) < 2:
         raise CalibrationError(f"--policies {args.policies}: give two or more different policies, comma-separated")
-    named = [(learner_label(n) if ("/" in n or Path(n).exists()) else n, n) for n in names]
+    named = policy_labels(names)
     for _, n in named:
         resolve_policy(n)  # an unknown name fails before any simulation
-    draws = DRAWS if args.draws is None else args.draws
     bar = None if args.no_progress else tqdm(total=draws + 1, desc="calibrate rank", unit="world", file=sys.stderr)
     rk = rank_under_fit(raw, estimates, named, args.debtors, args.seed, draws, None if bar is None else _bar_progress(bar))
     if bar is not None:
