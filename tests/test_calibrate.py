@@ -455,23 +455,25 @@ def test_fit_orders_counts_what_the_fitted_world_claims_against_the_truth():
         return {"ahead": a, "behind": b, "difference": diff, "half_width": 1.0, "ahead_in_draws": 3, "draws": 3, "ordered": ordered}
 
     margins = {"a|b": 1.0, "a|c": 1.0, "b|c": 1.0}
-    rows = [
-        {  # every pair claimed, all as in the truth
-            "perturbation": 0,
-            "value_true": {"a": 120.0, "b": 100.0, "c": 50.0},
-            "value_fitted": {"a": 119.0, "b": 101.0, "c": 50.5},
-            "true_margins": margins,
-            "fit_pairs": [pair("a", "b", 18.0, True), pair("a", "c", 68.5, True), pair("b", "c", 50.5, True)],
-            "fit_half_widths": {"a": 2.0, "b": 0.5, "c": 1.0},
-        },
-        {  # a near tie left open (no claim), and one claim wrong
-            "perturbation": 1,
-            "value_true": {"a": 100.0, "b": 100.2, "c": 50.0},
-            "value_fitted": {"a": 101.0, "b": 100.5, "c": 101.5},
-            "true_margins": margins,
-            "fit_pairs": [pair("a", "b", 0.5, False), pair("c", "a", 0.5, False), pair("c", "b", 1.0, True)],
-            "fit_half_widths": {"a": 2.0, "b": 2.0, "c": 2.0},
-        },
+
+    def row(j, true, fitted, pairs, halves):
+        return {"perturbation": j, "value_true": true, "value_fitted": fitted, "true_margins": margins, "fit_pairs": pairs, "fit_half_widths": halves}
+
+    rows = [  # world 0: every pair claimed, all as in the truth; world 1: a near tie left open (no claim), and one claim wrong
+        row(
+            0,
+            {"a": 120.0, "b": 100.0, "c": 50.0},
+            {"a": 119.0, "b": 101.0, "c": 50.5},
+            [pair("a", "b", 18.0, True), pair("a", "c", 68.5, True), pair("b", "c", 50.5, True)],
+            {"a": 2.0, "b": 0.5, "c": 1.0},
+        ),
+        row(
+            1,
+            {"a": 100.0, "b": 100.2, "c": 50.0},
+            {"a": 101.0, "b": 100.5, "c": 101.5},
+            [pair("a", "b", 0.5, False), pair("c", "a", 0.5, False), pair("c", "b", 1.0, True)],
+            {"a": 2.0, "b": 2.0, "c": 2.0},
+        ),
     ]
     f = cal.fit_orders(rows)
     assert (f["pairs_fit_ordered"], f["pairs_fit_ordered_alike"], f["worlds_fit_order_alike"]) == (4, 3, 1)
