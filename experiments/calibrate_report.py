@@ -247,8 +247,9 @@ def format_ranking(r: dict[str, Any]) -> str:
         "",
         f"Net value per debtor ({r['debtors']:,} debtors, seed {r['seed']}) on the fitted world and on {r['draws']} worlds drawn from "
         "its 95 % intervals, every world with the same debtors and luck. A pair is ordered when its difference on the fitted "
-        "world exceeds its 95 % half-width (the spread of the difference over the drawn worlds and the evaluation's standard "
-        "error, in quadrature); otherwise this history cannot tell the two apart.",
+        "world exceeds its 95 % half-width (Student's t times the difference's root mean square deviation over the drawn worlds "
+        "from the fitted world's, and 1.96 standard errors of the evaluation's per-debtor differences, in quadrature); otherwise "
+        "this history cannot tell the two apart.",
         "",
         "| policy | net value per debtor (EUR) | +- from the fit (95 %) |",
         "|---|---:|---:|",
