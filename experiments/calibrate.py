@@ -1868,6 +1868,11 @@ def _rank_command(args: Any) -> int:
         raise CalibrationError("calibrate rank needs --scenario FITTED.yaml (a scenario written by `collectrl calibrate fit`)")
     if not Path(args.scenario).is_file():
         raise CalibrationError(f"--scenario {args.scenario}: no such file")
+    if args.set or args.learner:
+        raise CalibrationError(
+            "calibrate rank takes no --set or --learner: edit the fitted file for a what-if (an edited value is drawn around), "
+            "and give learners in --policies"
+        )
     draws = DRAWS if args.draws is None else args.draws
     if draws < MIN_DRAWS:
         raise CalibrationError(f"--draws {draws}: ranking under a fit's uncertainty needs at least {MIN_DRAWS} drawn worlds")

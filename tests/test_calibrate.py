@@ -507,6 +507,8 @@ def test_calibrate_rank_reads_the_fit_beside_the_scenario_and_writes_its_report(
     assert "two or more different policies" in capsys.readouterr().err
     assert main(["calibrate", "rank", "--scenario", str(tmp_path / "gone.yaml"), "--no-progress"]) == 2
     assert "gone.yaml: no such file" in capsys.readouterr().err
+    assert main([*args, "--set", "channels.sms.engage_logit=0", "--no-progress"]) == 2
+    assert "takes no --set or --learner" in capsys.readouterr().err
     # a fit.json of another scenario is refused; a value edited by hand is drawn around, and said
     import shutil
 
