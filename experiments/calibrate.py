@@ -59,7 +59,7 @@ from policies.fileio import atomic_write
 from policies.rules import RandomPolicy, StaticLadder
 from policies.schema import CONTACT_CHANNEL_NAMES, PRODUCT_NAMES, ViewBatch
 from sim import history as fmt
-from sim.config import ARCHETYPES, ConfigError, Scenario, load_raw
+from sim.config import ARCHETYPES, Balance, ConfigError, Scenario, load_raw
 from sim.population import Debtors, sample
 from sim.runner import ProgressFn, run_portfolio
 from sim.world import World
@@ -276,6 +276,7 @@ class Knob:
     unit: Literal["rate", "logit", "odds", "scale"]
     statistic: str
     doc: str
+    upper: float = math.inf  # the key's bound in the scenario schema, where a family's multiplier could pass it
 
     @property
     def per_archetype(self) -> bool:
@@ -302,7 +303,7 @@ class Knob:
                     bb = min(max(b, 1e-4), 1 - 1e-4)
                     _set(raw, path, 1.0 / (1.0 + math.exp(-(math.log(bb / (1 - bb)) + theta))))
                 else:
-                    _set(raw, path, b * math.exp(theta))
+                    _set(raw, path, min(b * math.exp(theta), self.upper))
 
     def prior_slope(self, raw: dict[str, Any]) -> float:
         """How much the statistic's g moves per unit of theta in a homogeneous population: 1, or for a
@@ -357,11 +358,12 @@ def _knobs() -> tuple[Knob, ...]:
         )
     out.append(Knob("promise_keep", ("behaviour", "promise_keep_logit"), "logit", "promise_kept_share", "share of promises kept"))
     out.append(Knob("instalment_keep", ("behaviour", "instalment_pay_logit"), "logit", "plan_kept_share", "share of plans never broken"))
-    out.append(Knob("self_cure", ("self_cure_per_day",), "scale", "unprompted_per_open_day", "unprompted payments per open account-day"))
+    out.append(Knob("self_cure", ("self_cure_per_day",), "scale", "unprompted_per_open_day", "unprompted payments per open account-day", upper=1.0))
     return tuple(out)
 
 
 KNOBS = _knobs()
+KNOB_BY_LABEL = {k.label(): k for k in KNOBS}  # an estimate's key -> its knob
 # the stages of the funnel, each with its own slope replay (fit_behaviour): knobs are grouped by name
 SLOPE_FAMILIES = {"delivery": "delivery", "attention": "attention", "engage": "engagement", "outcome": "outcome"}
 # stages whose knobs each get a slope replay of their own: one outcome's odds move with the others'
@@ -926,7 +928,7 @@ def fit_history(
     _scenario(raw)
     behaviour, skipped, raw, observed, simulated, replays = fit_behaviour(h, raw, seed, replicates, progress=progress, logging=logging, pool=pool)
     for e in behaviour:
-        k = next(k for k in KNOBS if k.label() == e.key)
+        k = KNOB_BY_LABEL[e.key]
         if k.per_archetype:
             for a in ARCHETYPES:
                 path = ("population", "archetypes", a, *k.path)
@@ -969,7 +971,7 @@ def scenario_yaml(f: Fit, name: str) -> str:
     for e in f.population:
         comments[tuple(e.key.split("."))] = f"95 % [{_num(e.low)}, {_num(e.high)}]; {e.method}; base {_num(e.base)}"
     for e in f.behaviour:
-        k = next(k for k in KNOBS if k.label() == e.key)
+        k = KNOB_BY_LABEL[e.key]
         what = f"{k.doc}: history {e.observed:.4g}, replay {e.simulated:.4g}"
         if k.per_archetype:
             unit = "odds x" if k.unit == "odds" else "x"
@@ -1173,7 +1175,7 @@ MIN_DRAWS = 3
 def _drawn_key(e: Estimate) -> tuple[Knob | None, str] | None:
     """How a fitted estimate is drawn (:func:`draw_scenarios`): (its knob, "theta") for a behaviour knob,
     (None, "log" | "linear" | "share") for a population key with an interval, None for the rest."""
-    knob = next((k for k in KNOBS if k.label() == e.key), None)
+    knob = KNOB_BY_LABEL.get(e.key)
     if knob is not None:
         return knob, "theta"
     if not e.low < e.high:
@@ -1226,13 +1228,11 @@ def draw_scenarios(raw: dict[str, Any], estimates: list[Estimate], draws: int, r
                 side = (e.high - v) if z > 0 else (v - e.low)
                 x = v + side * z
                 _set(new, path, min(max(x, 0.0), 1.0) if how == "share" else min(max(x, 1e-6), _SIGMA_MAX))
-        for a in new["population"]["archetypes"].values():  # a scale family can draw past a bound
-            a["self_cure_per_day"] = min(a["self_cure_per_day"], 1.0)
         out.append(new)
     return out
 
 
-_SIGMA_MAX = 3.0  # sim.config.Balance.sigma's bound
+_SIGMA_MAX = next(m.le for m in Balance.model_fields["sigma"].metadata if hasattr(m, "le"))  # the schema's bound
 
 
 def _spread(x: np.ndarray, centre: float) -> float:
@@ -1551,6 +1551,12 @@ def summarise_check(
 CLOSE = 0.01  # policies whose true values differ by less than this share are a near tie
 
 
+def _known_order(r: dict[str, Any]) -> set[tuple[str, str]]:
+    """The pairs of a check row whose true order is known (none without ``true_margins``)."""
+    margins = r.get("true_margins")
+    return set() if margins is None else set(stats.known_pairs(r["value_true"], lambda a, b: margins[f"{a}|{b}"]))
+
+
 def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Pairwise view of the ranking check: of every pair of policies in every world, the share the fitted
     world orders as the true one does, over all pairs, over the pairs apart by more than :data:`CLOSE`
@@ -1564,7 +1570,7 @@ def pairs_ordered(rows: list[dict[str, Any]]) -> dict[str, Any]:
     unknown_swaps: list[str] = []
     for r in rows:
         vt, vf, margins = r["value_true"], r["value_fitted"], r.get("true_margins")
-        known_order = set() if margins is None else set(stats.known_pairs(vt, lambda a, b: margins[f"{a}|{b}"]))
+        known_order = _known_order(r)
         gaps = []
         world_alike = True
         for p, q in itertools.combinations(sorted(vt), 2):
@@ -1619,8 +1625,8 @@ def fit_orders(rows: list[dict[str, Any]]) -> dict[str, Any]:
     left_open: list[str] = []
     wrong: list[str] = []
     for r in rows:
-        vt, margins = r["value_true"], r.get("true_margins")
-        known_order = set() if margins is None else set(stats.known_pairs(vt, lambda a, b: margins[f"{a}|{b}"]))
+        vt = r["value_true"]
+        known_order = _known_order(r)
         alike = True
         for fp in r["fit_pairs"]:
             a, b = fp["ahead"], fp["behind"]
@@ -1844,12 +1850,8 @@ def edited_keys(raw: dict[str, Any], estimates: list[Estimate]) -> tuple[list[st
         if spec is None or (spec[0] is not None and spec[0].per_archetype):
             continue  # families are multipliers on the base, not values in the file
         path = spec[0].path if spec[0] is not None else tuple(e.key.split("."))
-        if not _has(raw, path):
-            edited.append(e.key)
-            continue
         compared += 1
-        v = float(_get(raw, path))
-        if not math.isclose(v, e.value, rel_tol=1e-5, abs_tol=1e-9):
+        if not _has(raw, path) or not math.isclose(float(_get(raw, path)), e.value, rel_tol=1e-5, abs_tol=1e-9):
             edited.append(e.key)
     return edited, compared
 

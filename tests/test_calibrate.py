@@ -4,6 +4,7 @@ a replay gives back the history's own contacts; bad input is refused with exit c
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from pathlib import Path
@@ -413,6 +414,11 @@ def test_worlds_drawn_from_a_fit_follow_its_intervals(fitted):
     assert 0.92 < np.mean((z >= app.low) & (z <= app.high)) < 0.98 and z.min() >= 0.0 and z.max() <= 1.0
     assert all(d["behaviour"]["fatigue_engage"] == fitted.raw["behaviour"]["fatigue_engage"] for d in draws[:20])
     assert all(d["population"]["products"] == fitted.raw["population"]["products"] for d in draws[:20])
+    # a scale family stops at the schema's bound: self-cure rates far up are 1, and the world still validates
+    far = copy.deepcopy(fitted.raw)
+    cal.KNOB_BY_LABEL["population.archetypes.*.self_cure_per_day (multiplier)"].apply(far, 20.0, fitted.raw)
+    assert all(a["self_cure_per_day"] == 1.0 for a in far["population"]["archetypes"].values())
+    cal._scenario(far)
     again = cal.draw_scenarios(fitted.raw, fitted.estimates(), 3, np.random.default_rng(0))
     assert again == draws[:3]  # the same seed, the same worlds
 
